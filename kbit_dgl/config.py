@@ -1,0 +1,129 @@
+"""Run configuration: dataclasses that load from and dump to YAML, with ``key=value`` overrides.
+
+The defaults are the product: they are general (not tuned per benchmark), and every run writes
+its fully resolved config next to its metrics so it can be re-run from its folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"      # a known name, a folder path, or "synthetic" (the built-in KG)
+    data_dir: Optional[str] = None  # root of named datasets; default $KBIT_DGL_DATA
+    seed: int = 0                   # generator seed for the synthetic KG
+
+
+@dataclass
+class ModelConfig:
+    name: str = "rotate"            # transe (L1), transe_l2, rotate, distmult, complex, pairre
+    dim: int = 200                  # real numbers per entity row (RotatE/ComplEx: dim/2 complex)
+    gamma: float = 12.0             # margin of distance-based scores: score = gamma - distance
+    encoder: Optional[str] = None   # optional GNN encoder between tables and decoder
+
+
+@dataclass
+class TrainConfig:
+    loss: str = "self_adversarial"  # self_adversarial (RotatE paper) | margin (TransE paper)
+    adversarial_temperature: float = 1.0
+    margin: float = 1.0             # for loss=margin
+    batch_size: int = 1024
+    num_negatives: int = 256
+    negative_chunk_size: int = 128  # queries sharing one negative set; 1 = per-triple negatives
+    lr: float = 1e-3
+    regularization: float = 0.0     # L2 on the rows of a batch (useful for distmult / complex)
+    max_epochs: int = 500
+    valid_every: int = 10           # epochs between validations (early stopping, best checkpoint)
+    patience: int = 5               # validations without improvement before stopping
+    seed: int = 0
+    checkpoint_every: int = 1       # epochs between resumable checkpoints
+    num_threads: int = 0            # 0 = torch's default
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 256           # queries scored against all entities at once
+    protocol: str = "auto"          # auto | filtered | ogb
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], source: str = "config") -> "Config":
+        config = cls()
+        config.update(data, source)
+        return config
+
+    @classmethod
+    def from_yaml(cls, path: str) -> "Config":
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of sections (data, model, train, eval)")
+        return cls.from_dict(data, path)
+
+    def update(self, data: Dict[str, Any], source: str = "config") -> None:
+        for section, values in data.items():
+            if section not in _sections(self):
+                raise ValueError(f"{source}: unknown section {section!r}; expected one of {list(_sections(self))}")
+            if not isinstance(values, dict):
+                raise ValueError(f"{source}: section {section!r} must be a mapping")
+            for key, value in values.items():
+                self.set(f"{section}.{key}", value, source)
+
+    def set(self, dotted_key: str, value: Any, source: str = "--set") -> None:
+        section, _, key = dotted_key.partition(".")
+        sections = _sections(self)
+        if section not in sections or not key:
+            raise ValueError(f"{source}: unknown key {dotted_key!r}; expected section.key with section in "
+                             f"{list(sections)}")
+        target = sections[section]
+        names = {f.name: f for f in dataclasses.fields(target)}
+        if key not in names:
+            raise ValueError(f"{source}: unknown key {dotted_key!r}; {section} has {sorted(names)}")
+        setattr(target, key, _coerce(value, getattr(target, key), names[key], dotted_key, source))
+
+    def apply_overrides(self, overrides: List[str]) -> None:
+        """Apply ``section.key=value`` strings (values parsed as YAML scalars)."""
+        for item in overrides:
+            if "=" not in item:
+                raise ValueError(f"--set {item!r}: expected section.key=value")
+            key, raw = item.split("=", 1)
+            self.set(key.strip(), yaml.safe_load(raw) if raw != "" else None, "--set")
+
+
+def _sections(config: Config) -> Dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def _coerce(value: Any, current: Any, spec: dataclasses.Field, key: str, source: str) -> Any:
+    wanted = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", str(spec.type))
+    if value is None:
+        if "Optional" in wanted:
+            return None
+        raise ValueError(f"{source}: {key} may not be empty")
+    if "float" in wanted and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if "int" in wanted and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if "bool" in wanted and isinstance(value, bool):
+        return value
+    if "str" in wanted:
+        return str(value)
+    raise ValueError(f"{source}: {key} expects {wanted}, got {value!r}")

@@ -1,0 +1,440 @@
+"""Load the OGB knowledge graphs ``ogbl-wikikg2`` and ``ogbl-biokg`` as a :class:`KG`.
+
+Reading goes through the real ``ogb.linkproppred.LinkPropPredDataset`` and its
+``get_edge_split()``. The on-disk layout ogb expects under ``root`` is::
+
+    <root>/ogbl_wikikg2/                       (the zip's folder ``wikikg-v2``, renamed)
+        RELEASE_v1.txt
+        raw/edge.csv.gz, raw/edge_reltype.csv.gz, raw/num-node-list.csv.gz, raw/num-edge-list.csv.gz
+            (or processed/data_processed, written by ogb after the first load)
+        split/time/train.pt, valid.pt, test.pt
+        mapping/nodeidx2entityid.csv.gz, mapping/reltype2relid.csv.gz   (optional: names)
+    <root>/ogbl_biokg/                         (the zip's folder ``biokg``, renamed)
+        RELEASE_v1.txt
+        raw/num-node-dict.csv.gz, raw/triplet-type-list.csv.gz,
+        raw/relations/<head type>___<relation>___<tail type>/edge.csv.gz, num-edge-list.csv.gz
+            (and edge_reltype.csv.gz), one folder per line of triplet-type-list.csv.gz
+            (or processed/data_processed)
+        split/random/train.pt, valid.pt, test.pt
+        mapping/<type>_entidx2name.csv.gz, mapping/relidx2relname.csv.gz  (optional: names)
+
+The split files are ``torch.save``d dicts of numpy arrays (torch tensors are accepted too):
+``head``, ``relation``, ``tail`` (n,), valid/test also ``head_neg``, ``tail_neg`` (n, K); biokg adds
+``head_type``/``tail_type`` (n,) type-name strings, and its ids (negatives included) are LOCAL to
+the entity type. They are made global with one offset per type, types in sorted name order, the
+order of ogb's ``num_nodes_dict`` and of OGB's own biokg example (``entity_dict``).
+
+ogb asks ``input()`` when the dataset folder lacks ``RELEASE_v1.txt`` (and before downloads over
+1 GB); this module checks the files first and never lets ogb prompt.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import urllib.error
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .kg import KG, SPLITS, KGFormatError
+
+OGB_DATASETS = ("ogbl-wikikg2", "ogbl-biokg")
+
+# Fallbacks for the fields of ogb's linkproppred/master.csv that this module needs.
+_META_FALLBACK = {
+    "ogbl-wikikg2": {"version": "1", "split": "time", "is hetero": "False",
+                     "url": "http://snap.stanford.edu/ogb/data/linkproppred/wikikg-v2.zip",
+                     "download_name": "wikikg-v2"},
+    "ogbl-biokg": {"version": "1", "split": "random", "is hetero": "True",
+                   "url": "http://snap.stanford.edu/ogb/data/linkproppred/biokg.zip",
+                   "download_name": "biokg"},
+}
+_HOMO_RAW = ("edge.csv.gz", "edge_reltype.csv.gz", "num-node-list.csv.gz", "num-edge-list.csv.gz")
+_HETERO_RAW = ("num-node-dict.csv.gz", "triplet-type-list.csv.gz")
+_HETERO_RELATION_RAW = ("edge.csv.gz", "num-edge-list.csv.gz")
+
+
+def ogb_dataset_dir(name: str, root: str) -> str:
+    """The folder ogb reads ``name`` from: ``root/<name with '-' replaced by '_'>``."""
+    _check_name(name)
+    return os.path.join(root, name.replace("-", "_"))
+
+
+def missing_ogb_files(name: str, root: str) -> List[str]:
+    """Paths that must exist before ``LinkPropPredDataset(name, root)`` can load without a download.
+
+    Empty when everything is there. Raw graph files are not needed when ``processed/data_processed``
+    exists; split files are not needed when ``split/<type>/split_dict.pt`` exists.
+    """
+    meta = _meta(name)
+    base = ogb_dataset_dir(name, root)
+    missing: List[str] = []
+    release = os.path.join(base, f"RELEASE_v{meta['version']}.txt")
+    if not os.path.isfile(release):
+        missing.append(release)
+    if not os.path.isfile(os.path.join(base, "processed", "data_processed")):
+        raw = os.path.join(base, "raw")
+        if meta["is hetero"] == "True":
+            missing += [p for p in (os.path.join(raw, f) for f in _HETERO_RAW) if not os.path.isfile(p)]
+            triplet_file = os.path.join(raw, "triplet-type-list.csv.gz")
+            if os.path.isfile(triplet_file):
+                for triplet in _read_triplet_types(triplet_file):
+                    folder = os.path.join(raw, "relations", "___".join(triplet))
+                    missing += [p for p in (os.path.join(folder, f) for f in _HETERO_RELATION_RAW)
+                                if not os.path.isfile(p)]
+            else:
+                missing.append(os.path.join(raw, "relations", "<head type>___<relation>___<tail type>",
+                                            "{edge.csv.gz,num-edge-list.csv.gz,edge_reltype.csv.gz}"
+                                            " (one folder per line of triplet-type-list.csv.gz)"))
+        else:
+            missing += [p for p in (os.path.join(raw, f) for f in _HOMO_RAW) if not os.path.isfile(p)]
+    split_dir = os.path.join(base, "split", meta["split"])
+    if not os.path.isfile(os.path.join(split_dir, "split_dict.pt")):
+        missing += [p for p in (os.path.join(split_dir, f"{s}.pt") for s in SPLITS) if not os.path.isfile(p)]
+    return missing
+
+
+def load_ogb(name: str, root: str, download: bool = False) -> KG:
+    """Load ``ogbl-wikikg2`` or ``ogbl-biokg`` from ``root`` through ogb's ``LinkPropPredDataset``.
+
+    With ``download=False`` (the default) the files are checked first and a ``FileNotFoundError``
+    lists every missing path. With ``download=True`` the check is skipped and ogb downloads and
+    unpacks the release when the files are missing (needs network access).
+    """
+    meta = _meta(name)
+    base = ogb_dataset_dir(name, root)
+    release = os.path.join(base, f"RELEASE_v{meta['version']}.txt")
+    if download:
+        if os.path.isdir(base) and not os.path.isfile(release):
+            # ogb would ask interactively whether to delete the folder; refuse instead.
+            raise FileNotFoundError(
+                f"{name}: {release} is missing, so ogb would ask interactively whether to replace "
+                f"{base}. Delete {base} to let ogb download a fresh copy, or add {release} if the "
+                f"folder holds the current (version {meta['version']}) release.")
+    else:
+        missing = missing_ogb_files(name, root)
+        if missing:
+            raise FileNotFoundError(_missing_message(name, root, meta, missing))
+    if os.path.isfile(release):
+        # ogb torch.saves its processed graph to processed/data_processed without creating the folder.
+        os.makedirs(os.path.join(base, "processed"), exist_ok=True)
+
+    from ogb.linkproppred import LinkPropPredDataset
+
+    try:
+        with _no_ogb_prompts():
+            dataset = LinkPropPredDataset(name=name, root=root)
+            split_dict = dataset.get_edge_split()
+    except urllib.error.URLError as error:
+        raise FileNotFoundError(f"{name}: could not download {meta['url']} ({error}); "
+                                + _placement_help(name, root, meta)) from error
+    graph = dataset[0]
+    split_dir = os.path.join(base, "split", meta["split"])
+    sources = {s: (os.path.join(split_dir, "split_dict.pt")
+                   if os.path.isfile(os.path.join(split_dir, "split_dict.pt"))
+                   else os.path.join(split_dir, f"{s}.pt")) for s in SPLITS}
+    if meta["is hetero"] == "True":
+        return _build_hetero(name, base, graph, split_dict, sources)
+    return _build_homo(name, base, graph, split_dict, sources)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+def _check_name(name: str) -> None:
+    if name not in OGB_DATASETS:
+        raise ValueError(f"unknown OGB knowledge graph {name!r}; expected one of {OGB_DATASETS}")
+
+
+def _meta(name: str) -> Dict[str, str]:
+    _check_name(name)
+    meta = dict(_META_FALLBACK[name])
+    spec = importlib.util.find_spec("ogb")  # locate master.csv without importing ogb (slow)
+    if spec is not None and spec.origin:
+        path = os.path.join(os.path.dirname(spec.origin), "linkproppred", "master.csv")
+        if os.path.isfile(path):
+            master = pd.read_csv(path, index_col=0, keep_default_na=False)
+            if name in master:
+                for key in meta:
+                    if key in master.index:
+                        meta[key] = str(master[name][key])
+    return meta
+
+
+def _read_triplet_types(path: str) -> List[Tuple[str, str, str]]:
+    frame = pd.read_csv(path, compression="gzip", header=None, dtype=str)
+    if frame.shape[1] != 3:
+        raise KGFormatError(f"{path}: expected 3 columns (head type, relation, tail type), "
+                            f"got {frame.shape[1]}")
+    return sorted(tuple(row) for row in frame.itertuples(index=False))
+
+
+def _placement_help(name: str, root: str, meta: Dict[str, str]) -> str:
+    base = ogb_dataset_dir(name, root)
+    return (f"download {meta['url']}, unzip it into {root} and rename the unpacked folder "
+            f"{meta['download_name']!r} to {os.path.basename(base)!r} (so that {base} holds "
+            f"RELEASE_v{meta['version']}.txt, raw/ and split/{meta['split']}/), or call "
+            f"load_ogb({name!r}, {root!r}, download=True) to let ogb download it when the network allows.")
+
+
+def _missing_message(name: str, root: str, meta: Dict[str, str], missing: Sequence[str]) -> str:
+    base = ogb_dataset_dir(name, root)
+    lines = [f"{name}: {len(missing)} file(s) missing under {base}:"]
+    lines += [f"  {path}" for path in missing]
+    lines.append("The raw/ files may be replaced by processed/data_processed, which ogb writes after "
+                 "its first load.")
+    lines.append("To fix: " + _placement_help(name, root, meta))
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _no_ogb_prompts() -> Iterator[None]:
+    """Shadow ``input`` inside ogb's modules so that ogb can never block on a prompt.
+
+    The update prompt of ``LinkPropPredDataset`` (folder without RELEASE file) is refused; the
+    ">1 GB download" confirmation is answered yes, since the caller asked for the download.
+    """
+    import ogb.linkproppred.dataset as dataset_module
+    import ogb.utils.url as url_module
+
+    def refuse(prompt: str = "") -> str:
+        raise RuntimeError(f"ogb tried to ask interactively: {prompt.strip()!r}")
+
+    patched = ((dataset_module, refuse), (url_module, lambda prompt="": "y"))
+    saved = [(module, module.__dict__.get("input", _ABSENT)) for module, _ in patched]
+    try:
+        for module, replacement in patched:
+            module.input = replacement
+        yield
+    finally:
+        for module, old in saved:
+            if old is _ABSENT:
+                module.__dict__.pop("input", None)
+            else:
+                module.input = old
+
+
+_ABSENT = object()
+
+
+def _ids(value: Any, source: str, key: str, ndim: int) -> torch.Tensor:
+    """An integer id array (numpy, tensor or list) as an int64 tensor of ``ndim`` dimensions."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu()
+    else:
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError) as error:
+            raise KGFormatError(f"{source}: {key!r} is not an id array ({error})") from None
+        if array.dtype.kind not in "iu":
+            raise KGFormatError(f"{source}: {key!r} must hold integer ids, got dtype {array.dtype}")
+        tensor = torch.from_numpy(array.astype(np.int64, copy=False))
+    if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
+        raise KGFormatError(f"{source}: {key!r} must hold integer ids, got dtype {tensor.dtype}")
+    tensor = tensor.to(torch.int64)
+    if tensor.dim() == 2 and ndim == 1 and tensor.shape[1] == 1:
+        tensor = tensor[:, 0]
+    if tensor.dim() != ndim:
+        raise KGFormatError(f"{source}: {key!r} must be {ndim}-dimensional, got shape {tuple(tensor.shape)}")
+    return tensor.contiguous()
+
+
+def _field(split: Dict[str, Any], source: str, key: str) -> Any:
+    if not isinstance(split, dict):
+        raise KGFormatError(f"{source}: expected a dict of arrays, got {type(split).__name__}")
+    if key not in split:
+        raise KGFormatError(f"{source}: key {key!r} missing; found keys {sorted(split)}")
+    return split[key]
+
+
+def _check_range(values: torch.Tensor, low: int, high: int, source: str, what: str) -> None:
+    bad = (values < low) | (values >= high)
+    if bool(bad.any()):
+        index = tuple(int(i) for i in bad.nonzero()[0])
+        where = f"row {index[0]}" if len(index) == 1 else f"row {index[0]}, column {index[1]}"
+        raise KGFormatError(f"{source}: {what} {int(values[index])} at {where} is out of range; "
+                            f"expected {low} <= id < {high}")
+
+
+def _read_split(split_dict: Dict[str, Any], split: str, source: str, typed: bool):
+    """Triple columns, optional negatives and (biokg) type names of one split."""
+    data = split_dict.get(split) if isinstance(split_dict, dict) else None
+    if data is None:
+        raise KGFormatError(f"{source}: split {split!r} missing")
+    head, relation, tail = (_ids(_field(data, source, key), source, key, 1)
+                            for key in ("head", "relation", "tail"))
+    if not len(head) == len(relation) == len(tail):
+        raise KGFormatError(f"{source}: 'head', 'relation' and 'tail' differ in length "
+                            f"({len(head)}, {len(relation)}, {len(tail)})")
+    negatives = None
+    if "head_neg" in data or "tail_neg" in data:
+        head_neg = _ids(_field(data, source, "head_neg"), source, "head_neg", 2)
+        tail_neg = _ids(_field(data, source, "tail_neg"), source, "tail_neg", 2)
+        for key, neg in (("head_neg", head_neg), ("tail_neg", tail_neg)):
+            if neg.shape[0] != len(head):
+                raise KGFormatError(f"{source}: {key!r} has {neg.shape[0]} rows for {len(head)} triples")
+        negatives = (head_neg, tail_neg)
+    types = None
+    if typed:
+        types = []
+        for key in ("head_type", "tail_type"):
+            value = _field(data, source, key)
+            names = np.asarray(value.tolist() if isinstance(value, torch.Tensor) else value, dtype=object)
+            if names.ndim != 1 or len(names) != len(head):
+                raise KGFormatError(f"{source}: {key!r} must hold one type name per triple "
+                                    f"({len(head)}), got shape {names.shape}")
+            codes, uniques = pd.factorize(names)  # hash-based: fast for biokg's millions of strings
+            if (codes < 0).any():
+                raise KGFormatError(f"{source}: {key!r} has a missing type name at row "
+                                    f"{int(np.flatnonzero(codes < 0)[0])}")
+            types.append((codes, [str(u) for u in uniques]))
+    return head, relation, tail, negatives, types
+
+
+def _mapping_names(path: str, count: int, what: str) -> Optional[List[str]]:
+    """Names from an OGB mapping file (columns: index, name), or None when the file is absent."""
+    if not os.path.isfile(path):
+        return None
+    frame = pd.read_csv(path, compression="gzip", dtype=str, keep_default_na=False)
+    if frame.shape[1] < 2:
+        raise KGFormatError(f"{path}: expected 2 columns (index, {what} name), got {frame.shape[1]}")
+    try:
+        index = frame.iloc[:, 0].astype(np.int64).to_numpy()
+    except ValueError:
+        raise KGFormatError(f"{path}: the first column must hold integer indices") from None
+    if len(index) < count or not np.array_equal(np.sort(index), np.arange(len(index))):
+        raise KGFormatError(f"{path}: expected indices 0..n-1 each once with n >= {count} {what}s, "
+                            f"got {len(index)} rows")
+    names = np.empty(len(index), dtype=object)
+    names[index] = frame.iloc[:, 1].to_numpy()
+    return [str(n) for n in names[:count]]
+
+
+def _relation_count(graph_rel: Sequence[np.ndarray], splits: Dict[str, torch.Tensor],
+                    sources: Dict[str, str], graph_source: str) -> int:
+    top = -1
+    for values in graph_rel:
+        values = np.asarray(values)
+        if values.size:
+            if values.min() < 0:
+                raise KGFormatError(f"{graph_source}: negative relation id {int(values.min())}")
+            top = max(top, int(values.max()))
+    for split, relation in splits.items():
+        _check_range(relation, 0, 2 ** 62, sources[split], "relation id")
+        if len(relation):
+            top = max(top, int(relation.max()))
+    return top + 1
+
+
+def _build_homo(name: str, base: str, graph: Dict[str, Any], split_dict: Dict[str, Any],
+                sources: Dict[str, str]) -> KG:
+    graph_source = os.path.join(base, "raw")
+    num_entities = int(graph["num_nodes"])
+    triples, negatives, relations = {}, {}, {}
+    for split in SPLITS:
+        head, relation, tail, negs, _ = _read_split(split_dict, split, sources[split], typed=False)
+        _check_range(head, 0, num_entities, sources[split], "head id")
+        _check_range(tail, 0, num_entities, sources[split], "tail id")
+        if negs is not None:
+            _check_range(negs[0], 0, num_entities, sources[split], "head_neg id")
+            _check_range(negs[1], 0, num_entities, sources[split], "tail_neg id")
+            if split != "train":
+                negatives[split] = {"head_neg": negs[0], "tail_neg": negs[1]}
+        relations[split] = relation
+        triples[split] = torch.stack([head, relation, tail], dim=1)
+    reltype = graph.get("edge_reltype")
+    num_relations = _relation_count([] if reltype is None else [reltype], relations, sources, graph_source)
+    mapping = os.path.join(base, "mapping")
+    entity_names = (_mapping_names(os.path.join(mapping, "nodeidx2entityid.csv.gz"), num_entities, "entity")
+                    or [str(i) for i in range(num_entities)])
+    relation_names = (_mapping_names(os.path.join(mapping, "reltype2relid.csv.gz"), num_relations, "relation")
+                      or [str(i) for i in range(num_relations)])
+    return KG(name=name, train=triples["train"], valid=triples["valid"], test=triples["test"],
+              num_entities=num_entities, num_relations=num_relations, entity_names=entity_names,
+              relation_names=relation_names, negatives=negatives)
+
+
+def _build_hetero(name: str, base: str, graph: Dict[str, Any], split_dict: Dict[str, Any],
+                  sources: Dict[str, str]) -> KG:
+    graph_source = os.path.join(base, "raw")
+    counts_by_type = {str(t): int(n) for t, n in graph["num_nodes_dict"].items()}
+    type_names = sorted(counts_by_type)
+    type_index = {t: i for i, t in enumerate(type_names)}
+    counts = torch.tensor([counts_by_type[t] for t in type_names], dtype=torch.int64)
+    offsets = torch.cumsum(counts, 0) - counts
+    num_entities = int(counts.sum())
+
+    triples, negatives, relations = {}, {}, {}
+    for split in SPLITS:
+        source = sources[split]
+        head, relation, tail, negs, types = _read_split(split_dict, split, source, typed=True)
+        head_types, tail_types = types
+        global_ids = []
+        type_ids = []
+        for key, local, (codes, unique) in (("head", head, head_types), ("tail", tail, tail_types)):
+            unknown = [u for u in unique if u not in type_index]
+            if unknown:
+                raise KGFormatError(f"{source}: {key}_type {unknown[0]!r} is not a node type of the graph; "
+                                    f"expected one of {type_names}")
+            types = torch.from_numpy(np.array([type_index[u] for u in unique], dtype=np.int64)[codes])
+            bad = (local < 0) | (local >= counts[types])
+            if bool(bad.any()):
+                row = int(bad.nonzero()[0, 0])
+                raise KGFormatError(f"{source}: {key} id {int(local[row])} at row {row} is out of range for "
+                                    f"type {type_names[int(types[row])]!r}; expected 0 <= id < "
+                                    f"{int(counts[types[row]])}")
+            global_ids.append(local + offsets[types])
+            type_ids.append(types)
+        if negs is not None:
+            converted = {}
+            for key, neg, types in (("head_neg", negs[0], type_ids[0]), ("tail_neg", negs[1], type_ids[1])):
+                bad = (neg < 0) | (neg >= counts[types][:, None])
+                if bool(bad.any()):
+                    row, col = (int(i) for i in bad.nonzero()[0])
+                    raise KGFormatError(f"{source}: {key} id {int(neg[row, col])} at row {row}, column {col} "
+                                        f"is out of range for type {type_names[int(types[row])]!r}; "
+                                        f"expected 0 <= id < {int(counts[types[row]])}")
+                converted[key] = neg + offsets[types][:, None]
+            if split != "train":
+                negatives[split] = converted
+        relations[split] = relation
+        triples[split] = torch.stack([global_ids[0], relation, global_ids[1]], dim=1)
+
+    reltype = graph.get("edge_reltype") or {}
+    num_relations = _relation_count(list(reltype.values()), relations, sources, graph_source)
+    entity_type = torch.repeat_interleave(torch.arange(len(type_names)), counts)
+
+    mapping = os.path.join(base, "mapping")
+    entity_names: List[str] = []
+    for t in type_names:
+        names = _mapping_names(os.path.join(mapping, f"{t}_entidx2name.csv.gz"), counts_by_type[t], "entity")
+        entity_names += [f"{t}:{n}" for n in (names if names is not None else range(counts_by_type[t]))]
+    relation_names = _mapping_names(os.path.join(mapping, "relidx2relname.csv.gz"), num_relations, "relation")
+    if relation_names is None:
+        relation_names = _relation_names_from_triplets(reltype, num_relations)
+    return KG(name=name, train=triples["train"], valid=triples["valid"], test=triples["test"],
+              num_entities=num_entities, num_relations=num_relations, entity_names=entity_names,
+              relation_names=relation_names, negatives=negatives, entity_type=entity_type,
+              type_names=type_names)
+
+
+def _relation_names_from_triplets(reltype: Dict[Tuple[str, str, str], np.ndarray],
+                                  num_relations: int) -> List[str]:
+    """Relation id -> the relation part of its (head type, relation, tail type) key, where unambiguous."""
+    names_by_id: Dict[int, set] = {}
+    for triplet, values in reltype.items():
+        for rel_id in np.unique(np.asarray(values)):
+            names_by_id.setdefault(int(rel_id), set()).add(str(triplet[1]))
+    names = [str(i) for i in range(num_relations)]
+    chosen = {i: next(iter(s)) for i, s in names_by_id.items() if len(s) == 1}
+    taken: Dict[str, int] = {}
+    for name in chosen.values():
+        taken[name] = taken.get(name, 0) + 1
+    for i, name in chosen.items():
+        if taken[name] == 1 and 0 <= i < num_relations:
+            names[i] = name
+    if len(set(names)) != len(names):  # a derived name equals some other id's number
+        return [str(i) for i in range(num_relations)]
+    return names

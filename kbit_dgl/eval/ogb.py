@@ -1,0 +1,51 @@
+"""OGB's protocol: rank each test triple against its own 500 head / 500 tail negatives,
+scored through ``ogb.linkproppred.Evaluator`` (the official MRR and Hits@k)."""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+
+
+@torch.no_grad()
+def evaluate_ogb(model, kg, split: str, batch_size: int = 256) -> Dict[str, object]:
+    """OGB MRR/Hits@1/3/10 (and MR from the same ranks) on ``split`` of an OGB KG."""
+    from ogb.linkproppred import Evaluator
+
+    if split not in kg.negatives:
+        raise ValueError(f"{kg.name}: no OGB negatives for split {split!r}; use the filtered protocol")
+    evaluator = Evaluator(name=kg.name if kg.name.startswith("ogbl-") else "ogbl-wikikg2")
+    was_training = model.training
+    model.eval()
+    device = model.entity.weight.device
+    all_rows = model.all_entities()
+    triples = kg.split(split)
+    lists: Dict[str, list] = {}
+    for direction, anchor_column, target_column, key in (("tail", 0, 2, "tail_neg"), ("head", 2, 0, "head_neg")):
+        negatives = kg.negatives[split][key]
+        for start in range(0, len(triples), batch_size):
+            batch = triples[start:start + batch_size].to(device)
+            anchor = all_rows[batch[:, anchor_column]].unsqueeze(1)
+            relation = model.relations(batch[:, 1]).unsqueeze(1)
+            candidates = torch.cat([batch[:, target_column:target_column + 1],
+                                    negatives[start:start + batch_size].to(device)], dim=1)
+            scores = model.decoder.score_candidates(anchor, relation, all_rows[candidates], direction).squeeze(1)
+            result = evaluator.eval({"y_pred_pos": scores[:, 0].float().cpu(),
+                                     "y_pred_neg": scores[:, 1:].float().cpu()})
+            for name, values in result.items():
+                lists.setdefault(f"{direction}:{name}", []).append(values)
+    model.train(was_training)
+    metrics: Dict[str, object] = {}
+    for direction in ("", "tail", "head"):
+        def pooled(name):
+            keys = [f"{d}:{name}" for d in (("tail", "head") if not direction else (direction,))]
+            return torch.cat([torch.cat(lists[k]) for k in keys]).double()
+        part = {"mrr": float(pooled("mrr_list").mean()), "mr": float((1.0 / pooled("mrr_list")).mean())}
+        for k in (1, 3, 10):
+            part[f"hits@{k}"] = float(pooled(f"hits@{k}_list").mean())
+        part["num_queries"] = int(len(pooled("mrr_list")))
+        if direction:
+            metrics[direction] = part
+        else:
+            metrics.update(part)
+    return metrics

@@ -1,0 +1,232 @@
+"""Decoders: score (head, relation, tail) from entity and relation rows.
+
+Every decoder has two scoring shapes (see ARCHITECTURE.md):
+
+* ``score(head, relation, tail) -> (B,)`` for aligned rows;
+* ``score_candidates(anchor, relation, candidates, direction) -> (..., b, N)`` scores each query
+  against a candidate matrix.  ``direction="tail"`` answers (anchor, r, ?) and ``"head"`` answers
+  (?, r, anchor).  ``anchor``/``relation`` are (..., b, d), ``candidates`` (N, d) or (..., N, d):
+  the leading dims let training score chunks of queries against each chunk's shared negatives,
+  and (B, 1, d) against (B, N, d) gives per-query candidates (per-triple negatives, OGB's lists).
+
+Larger scores mean "more likely true".  Distances and bilinear forms that reduce to a matrix
+product use one (``torch.cdist`` / ``matmul``); the rest fall back to a memory-bounded chunked
+reference, which is also what the tests compare every fast path against.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Type
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .kernels import chunked, pairwise_complex_l1, pairwise_l1
+
+def _complex(x: torch.Tensor):
+    half = x.shape[-1] // 2
+    return x[..., :half], x[..., half:]
+
+
+class Decoder(nn.Module):
+    """Base class. ``entity_dim``/``relation_dim`` are the widths of the rows the tables hold."""
+
+    name = "decoder"
+    distance_based = True  # scores are gamma - distance (margins make sense)
+
+    def __init__(self, dim: int, gamma: float = 12.0):
+        super().__init__()
+        self.dim = dim
+        self.gamma = gamma
+        self.entity_dim = dim
+        self.relation_dim = dim
+
+    # ---- initialisation and constraints -------------------------------------------------
+    def embedding_range(self) -> float:
+        """The RotatE code's uniform init range: (gamma + 2) / dim."""
+        return (self.gamma + 2.0) / self.dim
+
+    def init_entities(self, weight: torch.Tensor) -> None:
+        nn.init.uniform_(weight, -self.embedding_range(), self.embedding_range())
+
+    def init_relations(self, weight: torch.Tensor) -> None:
+        nn.init.uniform_(weight, -self.embedding_range(), self.embedding_range())
+
+    def prepare_entities(self, rows: torch.Tensor) -> torch.Tensor:
+        """A transform applied to entity rows before scoring (e.g. PairRE's L2 normalisation)."""
+        return rows
+
+    # ---- scoring ---------------------------------------------------------------------------
+    def score(self, head: torch.Tensor, relation: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
+        """(..., d) rows -> (...,) scores."""
+        return self._score(head, relation, tail)
+
+    def _score(self, head, relation, tail):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def score_candidates(self, anchor: torch.Tensor, relation: torch.Tensor, candidates: torch.Tensor,
+                         direction: str = "tail") -> torch.Tensor:
+        return self.score_candidates_reference(anchor, relation, candidates, direction)
+
+    def score_candidates_reference(self, anchor: torch.Tensor, relation: torch.Tensor,
+                                   candidates: torch.Tensor, direction: str = "tail") -> torch.Tensor:
+        """Plain broadcast of ``score`` over candidates, chunked to bound memory."""
+        _check_direction(direction)
+
+        def block(a: torch.Tensor, r: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+            a, r, c = a.unsqueeze(-2), r.unsqueeze(-2), cands.unsqueeze(-3)  # (.., b, 1, d), (.., 1, n, d)
+            return self._score(a, r, c) if direction == "tail" else self._score(c, r, a)
+
+        width = anchor[..., 0].numel() * max(self.entity_dim, self.relation_dim) * 3
+        return chunked(block, (anchor, relation), (candidates,), width)
+
+
+def _check_direction(direction: str) -> None:
+    if direction not in ("tail", "head"):
+        raise ValueError(f"direction must be 'tail' or 'head', got {direction!r}")
+
+
+class TransE(Decoder):
+    """TransE (Bordes et al. 2013): gamma - ||h + r - t||_p, p = 1 or 2."""
+
+    name = "transe"
+
+    def __init__(self, dim: int, gamma: float = 12.0, p: int = 1):
+        super().__init__(dim, gamma)
+        if p not in (1, 2):
+            raise ValueError(f"TransE norm p must be 1 or 2, got {p}")
+        self.p = p
+
+    def _score(self, head, relation, tail):
+        return self.gamma - torch.linalg.vector_norm(head + relation - tail, ord=self.p, dim=-1)
+
+    def score_candidates(self, anchor, relation, candidates, direction="tail"):
+        _check_direction(direction)
+        query = anchor + relation if direction == "tail" else anchor - relation
+        if self.p == 1:
+            return self.gamma - pairwise_l1(query, candidates)
+        if candidates.dim() < query.dim():
+            candidates = candidates.expand(*query.shape[:-2], *candidates.shape[-2:])
+        return self.gamma - torch.cdist(query, candidates, p=2.0)  # a matrix product inside
+
+
+class RotatE(Decoder):
+    """RotatE (Sun et al. 2019): gamma - sum_i |h_i * r_i - t_i| with |r_i| = 1.
+
+    Entity rows hold ``dim/2`` complex numbers as (real | imaginary); relation rows hold
+    ``dim/2`` phases, so relations are unit-modulus rotations by construction.
+    """
+
+    name = "rotate"
+
+    def __init__(self, dim: int, gamma: float = 12.0):
+        if dim % 2:
+            raise ValueError(f"RotatE needs an even dim (real + imaginary halves), got {dim}")
+        super().__init__(dim, gamma)
+        self.relation_dim = dim // 2
+
+    def init_relations(self, weight):
+        nn.init.uniform_(weight, -math.pi, math.pi)
+
+    def _rotate(self, anchor, phase, direction):
+        re, im = _complex(anchor)
+        cos, sin = torch.cos(phase), torch.sin(phase)
+        if direction == "head":
+            sin = -sin  # |h r - t| = |h - t conj(r)| since |r| = 1
+        return re * cos - im * sin, re * sin + im * cos
+
+    def _score(self, head, relation, tail):
+        q_re, q_im = self._rotate(head, relation, "tail")
+        t_re, t_im = _complex(tail)
+        return self.gamma - torch.sqrt((q_re - t_re) ** 2 + (q_im - t_im) ** 2 + 1e-12).sum(-1)
+
+    def score_candidates(self, anchor, relation, candidates, direction="tail"):
+        _check_direction(direction)
+        q_re, q_im = self._rotate(anchor, relation, direction)
+        c_re, c_im = _complex(candidates)
+        return self.gamma - pairwise_complex_l1(q_re, q_im, c_re, c_im)
+
+
+class DistMult(Decoder):
+    """DistMult (Yang et al. 2015): <h, r, t>."""
+
+    name = "distmult"
+    distance_based = False
+
+    def init_entities(self, weight):
+        nn.init.xavier_uniform_(weight)
+
+    def init_relations(self, weight):
+        nn.init.xavier_uniform_(weight)
+
+    def _score(self, head, relation, tail):
+        return (head * relation * tail).sum(-1)
+
+    def score_candidates(self, anchor, relation, candidates, direction="tail"):
+        _check_direction(direction)
+        return torch.matmul(anchor * relation, candidates.transpose(-1, -2))
+
+
+class ComplEx(Decoder):
+    """ComplEx (Trouillon et al. 2016): Re(<h, r, conj(t)>), rows as (real | imaginary)."""
+
+    name = "complex"
+    distance_based = False
+
+    def __init__(self, dim: int, gamma: float = 12.0):
+        if dim % 2:
+            raise ValueError(f"ComplEx needs an even dim (real + imaginary halves), got {dim}")
+        super().__init__(dim, gamma)
+
+    def init_entities(self, weight):
+        nn.init.xavier_uniform_(weight)
+
+    def init_relations(self, weight):
+        nn.init.xavier_uniform_(weight)
+
+    def _query(self, anchor, relation, direction):
+        a_re, a_im = _complex(anchor)
+        r_re, r_im = _complex(relation)
+        if direction == "head":
+            r_im = -r_im  # Re(h r conj(t)) = Re(h conj(conj(r) t))
+        return torch.cat([a_re * r_re - a_im * r_im, a_re * r_im + a_im * r_re], dim=-1)
+
+    def _score(self, head, relation, tail):
+        return (self._query(head, relation, "tail") * tail).sum(-1)
+
+    def score_candidates(self, anchor, relation, candidates, direction="tail"):
+        _check_direction(direction)
+        return torch.matmul(self._query(anchor, relation, direction), candidates.transpose(-1, -2))
+
+
+class PairRE(Decoder):
+    """PairRE (Chao et al. 2021): gamma - ||h * r_head - t * r_tail||_1 with L2-normalised entities."""
+
+    name = "pairre"
+
+    def __init__(self, dim: int, gamma: float = 12.0):
+        super().__init__(dim, gamma)
+        self.relation_dim = 2 * dim
+
+    def prepare_entities(self, rows):
+        return F.normalize(rows, p=2, dim=-1)
+
+    def _score(self, head, relation, tail):
+        r_head, r_tail = relation[..., : self.dim], relation[..., self.dim:]
+        return self.gamma - (head * r_head - tail * r_tail).abs().sum(-1)
+
+
+DECODERS: Dict[str, Type[Decoder]] = {cls.name: cls for cls in (TransE, RotatE, DistMult, ComplEx, PairRE)}
+
+
+def make_decoder(name: str, dim: int, gamma: float = 12.0) -> Decoder:
+    """Build a decoder by name: transe (L1), transe_l2, rotate, distmult, complex, pairre."""
+    key = name.lower().replace("-", "_")
+    if key in ("transe", "transe_l1"):
+        return TransE(dim, gamma, p=1)
+    if key == "transe_l2":
+        return TransE(dim, gamma, p=2)
+    if key not in DECODERS:
+        raise ValueError(f"unknown model {name!r}; expected one of transe, transe_l2, {', '.join(list(DECODERS)[1:])}")
+    return DECODERS[key](dim, gamma)

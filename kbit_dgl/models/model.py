@@ -1,0 +1,59 @@
+"""The KGE model: entity/relation tables -> [optional encoder] -> decoder."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .decoders import Decoder, make_decoder
+
+
+class KGEModel(nn.Module):
+    """Entity and relation tables feeding a decoder, with a slot for a GNN encoder.
+
+    An encoder, when given, is a module called as ``encoder(entity_table, relation_table)`` that
+    returns the representation of every entity, (num_entities, decoder.entity_dim); without one
+    the table rows are the representations (a shallow model).
+    """
+
+    def __init__(self, num_entities: int, num_relations: int, decoder: Decoder,
+                 encoder: Optional[nn.Module] = None):
+        super().__init__()
+        self.num_entities = num_entities
+        self.num_relations = num_relations
+        self.decoder = decoder
+        self.encoder = encoder
+        self.entity = nn.Embedding(num_entities, decoder.entity_dim)
+        self.relation = nn.Embedding(num_relations, decoder.relation_dim)
+        decoder.init_entities(self.entity.weight.data)
+        decoder.init_relations(self.relation.weight.data)
+
+    def all_entities(self) -> torch.Tensor:
+        """(num_entities, entity_dim): every entity's representation, ready for scoring."""
+        rows = self.entity.weight
+        if self.encoder is not None:
+            rows = self.encoder(rows, self.relation.weight)
+        return self.decoder.prepare_entities(rows)
+
+    def entities(self, ids: torch.Tensor, all_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Representations of ``ids`` (any shape) -> (*ids.shape, entity_dim)."""
+        if all_rows is not None:
+            return all_rows[ids]
+        if self.encoder is not None:
+            return self.all_entities()[ids]
+        return self.decoder.prepare_entities(self.entity(ids))
+
+    def relations(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.relation(ids)
+
+    def score_triples(self, triples: torch.Tensor) -> torch.Tensor:
+        """(B, 3) id triples -> (B,) scores."""
+        all_rows = self.all_entities() if self.encoder is not None else None
+        return self.decoder.score(self.entities(triples[:, 0], all_rows), self.relations(triples[:, 1]),
+                                  self.entities(triples[:, 2], all_rows))
+
+
+def build_model(name: str, num_entities: int, num_relations: int, dim: int, gamma: float,
+                encoder: Optional[nn.Module] = None) -> KGEModel:
+    return KGEModel(num_entities, num_relations, make_decoder(name, dim, gamma), encoder)

@@ -1,0 +1,27 @@
+"""Batches of positives and uniform negatives, driven by one seeded generator (resumable)."""
+from __future__ import annotations
+
+from typing import Iterator, Tuple
+
+import torch
+
+
+def positive_batches(num_triples: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Yield index tensors over a fresh shuffle of ``num_triples`` (the last batch may be short)."""
+    order = torch.randperm(num_triples, generator=generator)
+    for start in range(0, num_triples, batch_size):
+        yield order[start:start + batch_size]
+
+
+def chunk_layout(batch: int, chunk_size: int) -> Tuple[int, int]:
+    """(num_chunks, chunk) with num_chunks * chunk == batch and chunk <= chunk_size when possible."""
+    chunk_size = max(1, min(chunk_size, batch))
+    if batch % chunk_size == 0:
+        return batch // chunk_size, chunk_size
+    return 1, batch  # a short last batch shares one negative set
+
+
+def uniform_negatives(num_chunks: int, num_negatives: int, num_entities: int,
+                      generator: torch.Generator) -> torch.Tensor:
+    """(num_chunks, num_negatives) entity ids drawn uniformly; each chunk shares its row."""
+    return torch.randint(num_entities, (num_chunks, num_negatives), generator=generator)

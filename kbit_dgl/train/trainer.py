@@ -1,0 +1,219 @@
+"""The training loop: config in, metrics out.
+
+Positives in shuffled batches; uniform negatives shared within chunks of queries (DGL-KE style)
+or per triple; heads and tails corrupted on alternate steps (as in the RotatE and DGL-KE code);
+Adam; validation every few epochs with early stopping on valid MRR; the best model kept; a
+resumable checkpoint written atomically, so ``resume=True`` reproduces an uninterrupted run.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Dict, Optional
+
+import torch
+from tqdm import tqdm
+
+from ..config import Config
+from ..data.kg import KG
+from ..eval import evaluate
+from ..io import atomic_torch_save, atomic_write_json, atomic_write_text
+from ..models.model import KGEModel, build_model
+from .losses import compute_loss
+from .sampling import chunk_layout, positive_batches, uniform_negatives
+
+LAST_CHECKPOINT = "checkpoint.pt"
+BEST_MODEL = "model.pt"
+log = logging.getLogger("kbit_dgl")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class RunFolderExistsError(FileExistsError):
+    """A run folder already holds a run and neither resume nor overwrite was asked for."""
+
+
+def model_from_config(config: Config, kg: KG) -> KGEModel:
+    if config.model.encoder:
+        raise NotImplementedError(f"encoder {config.model.encoder!r}: GNN encoders are not available yet")
+    return build_model(config.model.name, kg.num_entities, kg.num_relations, config.model.dim, config.model.gamma)
+
+
+def train_step(model: KGEModel, positives: torch.Tensor, config: Config, generator: torch.Generator,
+               direction: str) -> torch.Tensor:
+    """Loss of one batch of positive triples (B, 3): corrupt ``direction`` with shared negatives."""
+    train = config.train
+    num_chunks, chunk = chunk_layout(len(positives), train.negative_chunk_size)
+    negative_ids = uniform_negatives(num_chunks, train.num_negatives, model.num_entities, generator)
+    heads, relations, tails = positives[:, 0], positives[:, 1], positives[:, 2]
+    head_rows, tail_rows = model.entities(heads), model.entities(tails)
+    relation_rows = model.relations(relations)
+    positive_scores = model.decoder.score(head_rows, relation_rows, tail_rows)
+    anchor = head_rows if direction == "tail" else tail_rows
+    negative_scores = model.decoder.score_candidates(
+        anchor.view(num_chunks, chunk, -1), relation_rows.view(num_chunks, chunk, -1),
+        model.entities(negative_ids), direction).reshape(len(positives), -1)
+    loss = compute_loss(train.loss, positive_scores, negative_scores, train.adversarial_temperature, train.margin)
+    if train.regularization > 0:
+        loss = loss + train.regularization * (head_rows.pow(2).mean() + tail_rows.pow(2).mean()
+                                              + relation_rows.pow(2).mean())
+    return loss
+
+
+def evaluate_model(model: KGEModel, kg: KG, split: str, config: Config, per_relation: bool = False) -> Dict:
+    return evaluate(model, kg, split, config.eval.protocol, config.eval.batch_size, per_relation)
+
+
+def prepare_run_folder(run_dir: str, resume: bool, overwrite: bool) -> None:
+    """Refuse to overwrite an existing run silently."""
+    if os.path.isdir(run_dir) and os.listdir(run_dir) and not resume:
+        if not overwrite:
+            raise RunFolderExistsError(f"{run_dir}: the run folder already exists and is not empty; "
+                                       f"pass --resume to continue that run or --overwrite to replace it")
+        for name in (LAST_CHECKPOINT, BEST_MODEL, "metrics.json", "config.yaml", "train.log"):
+            path = os.path.join(run_dir, name)
+            if os.path.exists(path):
+                os.unlink(path)
+    if resume and not os.path.exists(os.path.join(run_dir, LAST_CHECKPOINT)):
+        raise FileNotFoundError(f"{run_dir}: nothing to resume (no {LAST_CHECKPOINT})")
+    os.makedirs(run_dir, exist_ok=True)
+
+
+def _attach_log(run_dir: str) -> logging.Handler:
+    handler = logging.FileHandler(os.path.join(run_dir, "train.log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def train(config: Config, kg: KG, run_dir: str, resume: bool = False, overwrite: bool = False,
+          progress: bool = True) -> Dict:
+    """Train, validate, early-stop, then evaluate the best model; writes everything into ``run_dir``.
+
+    Writes ``config.yaml`` (resolved), ``checkpoint.pt`` (resumable), ``model.pt`` (best by valid
+    MRR), ``metrics.json`` and ``train.log``. Returns the metrics dict.
+    """
+    prepare_run_folder(run_dir, resume, overwrite)
+    handler = _attach_log(run_dir)
+    try:
+        return _train(config, kg, run_dir, resume, progress)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool) -> Dict:
+    cfg = config.train
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    atomic_write_text(os.path.join(run_dir, "config.yaml"), config.to_yaml())
+    torch.manual_seed(cfg.seed)
+    model = model_from_config(config, kg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    state = {"epoch": 0, "step": 0, "best_valid_mrr": -1.0, "best_epoch": 0, "bad_validations": 0,
+             "train_seconds": 0.0, "history": [], "stopped_early": False}
+    checkpoint_path = os.path.join(run_dir, LAST_CHECKPOINT)
+    best_path = os.path.join(run_dir, BEST_MODEL)
+    if resume:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu")
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        generator.set_state(checkpoint["generator"])
+        state = checkpoint["state"]
+        log.info("resumed from %s at epoch %d", checkpoint_path, state["epoch"])
+
+    def save_checkpoint():
+        atomic_torch_save(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                            "generator": generator.get_state(), "state": state})
+
+    train_triples = kg.train
+    steps_per_epoch = math.ceil(len(train_triples) / cfg.batch_size)
+    log.info("training %s on %s %s for up to %d epochs (%d steps each)", config.model.name, kg.name,
+             kg.summary(), cfg.max_epochs, steps_per_epoch)
+    bar = tqdm(total=cfg.max_epochs * steps_per_epoch, initial=state["epoch"] * steps_per_epoch,
+               disable=not progress, unit="step", dynamic_ncols=True)
+    model.train()
+    while state["epoch"] < cfg.max_epochs and not state["stopped_early"]:
+        epoch_start = time.perf_counter()
+        epoch_loss, epoch_triples = 0.0, 0
+        for batch_ids in positive_batches(len(train_triples), cfg.batch_size, generator):
+            direction = "tail" if state["step"] % 2 == 0 else "head"
+            loss = train_step(model, train_triples[batch_ids], config, generator, direction)
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"loss became {float(loss)} at epoch {state['epoch'] + 1}, step {state['step']}; "
+                    f"the last good checkpoint is {checkpoint_path} (try a smaller train.lr)")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            state["step"] += 1
+            epoch_loss += float(loss) * len(batch_ids)
+            epoch_triples += len(batch_ids)
+            bar.update(1)
+        seconds = time.perf_counter() - epoch_start
+        state["train_seconds"] += seconds
+        state["epoch"] += 1
+        rate = epoch_triples / max(seconds, 1e-9)
+        bar.set_postfix(epoch=state["epoch"], loss=f"{epoch_loss / epoch_triples:.4f}", triples_per_s=f"{rate:,.0f}")
+        log.info("epoch %d loss %.5f %.0f triples/s", state["epoch"], epoch_loss / epoch_triples, rate)
+        if state["epoch"] % cfg.valid_every == 0 or state["epoch"] == cfg.max_epochs:
+            valid = evaluate_model(model, kg, "valid", config)
+            state["history"].append({"epoch": state["epoch"], "step": state["step"],
+                                     "loss": epoch_loss / epoch_triples, "valid_mrr": valid["mrr"]})
+            log.info("epoch %d valid mrr %.4f hits@10 %.4f", state["epoch"], valid["mrr"], valid["hits@10"])
+            bar.write(f"epoch {state['epoch']}: loss {epoch_loss / epoch_triples:.4f}  valid MRR {valid['mrr']:.4f}")
+            if valid["mrr"] > state["best_valid_mrr"]:
+                state.update(best_valid_mrr=valid["mrr"], best_epoch=state["epoch"], bad_validations=0)
+                atomic_torch_save(best_path, {"model": model.state_dict(), "epoch": state["epoch"]})
+            else:
+                state["bad_validations"] += 1
+                if state["bad_validations"] >= cfg.patience:
+                    state["stopped_early"] = True
+                    log.info("early stop at epoch %d (best epoch %d)", state["epoch"], state["best_epoch"])
+        if state["epoch"] % cfg.checkpoint_every == 0 or state["stopped_early"] or state["epoch"] == cfg.max_epochs:
+            save_checkpoint()
+    bar.close()
+    if not os.path.exists(best_path):  # e.g. max_epochs == 0
+        atomic_torch_save(best_path, {"model": model.state_dict(), "epoch": state["epoch"]})
+    model.load_state_dict(torch.load(best_path, map_location="cpu")["model"])
+    metrics = run_metrics(model, kg, config, state)
+    atomic_write_json(os.path.join(run_dir, "metrics.json"), metrics)
+    log.info("test mrr %.4f (best epoch %d)", metrics["test"]["mrr"], state["best_epoch"])
+    return metrics
+
+
+def run_metrics(model: KGEModel, kg: KG, config: Config, state: Dict) -> Dict:
+    valid = evaluate_model(model, kg, "valid", config)
+    test = evaluate_model(model, kg, "test", config, per_relation=True)
+    per_relation = test.pop("per_relation", None)
+    positives_seen = state["step"] and state["epoch"] * len(kg.train)
+    return {
+        "dataset": kg.name, "model": config.model.name, "valid": valid, "test": test,
+        "protocol": valid["protocol"], "train_seconds": round(state["train_seconds"], 3),
+        "train_triples_per_second": round(positives_seen / max(state["train_seconds"], 1e-9), 1),
+        "epochs": state["epoch"], "steps": state["step"], "best_epoch": state["best_epoch"],
+        "stopped_early": state["stopped_early"], "history": state["history"],
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "test_per_relation": per_relation, "kg": kg.summary(),
+    }
+
+
+def load_run(run_dir: str, kg: Optional[KG] = None):
+    """(config, kg, model) of a finished or interrupted run, with the best model's weights."""
+    from ..data import load_dataset
+
+    config = Config.from_yaml(os.path.join(run_dir, "config.yaml"))
+    kg = kg or load_dataset(config.data.dataset, config.data.data_dir, config.data.seed)
+    model = model_from_config(config, kg)
+    path = os.path.join(run_dir, BEST_MODEL)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{run_dir}: no {BEST_MODEL}; the run has not validated yet")
+    model.load_state_dict(torch.load(path, map_location="cpu")["model"])
+    model.eval()
+    return config, kg, model

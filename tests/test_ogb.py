@@ -1,0 +1,346 @@
+"""OGB loaders: small fixtures in the exact on-disk layout, read through the real ogb classes."""
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from kbit_dgl.data.kg import KG, KGFormatError
+from kbit_dgl.data.ogb import OGB_DATASETS, load_ogb, missing_ogb_files, ogb_dataset_dir
+
+# ------------------------------------------------------------------------------------ fixture writers
+
+
+def _write_csv_gz(path: str, rows, header: Optional[Sequence[str]] = None) -> None:
+    """Write rows as OGB does: gzip-compressed CSV, no index, header only where given."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    frame = pd.DataFrame(rows, columns=header)
+    frame.to_csv(path, compression="gzip", header=header is not None, index=False)
+
+
+def _write_release(base: str) -> None:
+    os.makedirs(base, exist_ok=True)
+    with open(os.path.join(base, "RELEASE_v1.txt"), "w") as handle:
+        handle.write("test fixture in the layout of OGB release v1\n")
+
+
+def _save_split(base: str, split_type: str, splits: Dict[str, dict]) -> None:
+    folder = os.path.join(base, "split", split_type)
+    os.makedirs(folder, exist_ok=True)
+    for split, data in splits.items():
+        torch.save(data, os.path.join(folder, f"{split}.pt"))
+
+
+def write_ogb_wikikg2_fixture(root, num_entities: int = 30, num_relations: int = 4, num_train: int = 40,
+                              num_eval: int = 6, num_neg: int = 5, seed: int = 0, as_tensors: bool = False,
+                              with_mapping: bool = False) -> dict:
+    """Write a tiny ``ogbl-wikikg2`` under ``root/ogbl_wikikg2`` in OGB's release layout.
+
+    Files: ``RELEASE_v1.txt``; ``raw/edge.csv.gz`` (head,tail per line, no header),
+    ``raw/edge_reltype.csv.gz`` (relation per line), ``raw/num-node-list.csv.gz`` ([num_entities]),
+    ``raw/num-edge-list.csv.gz`` ([num_train]); the graph is the train triples, like OGB's;
+    ``split/time/{train,valid,test}.pt`` = torch.save'd dicts of int64 numpy arrays (torch tensors when
+    ``as_tensors``): train ``head, relation, tail``; valid/test also ``head_neg, tail_neg`` (n, num_neg).
+    With ``with_mapping`` also ``mapping/nodeidx2entityid.csv.gz`` / ``reltype2relid.csv.gz``
+    (header + ``idx,Q<idx>`` / ``idx,P<idx>`` rows).
+
+    Returns the expected content: ``train/valid/test`` (n, 3) int64 tensors, ``negatives``
+    ({split: {"head_neg", "tail_neg"}} tensors), ``num_entities``, ``num_relations``, ``dir``.
+    """
+    rng = np.random.default_rng(seed)
+    base = ogb_dataset_dir("ogbl-wikikg2", str(root))
+    _write_release(base)
+
+    def triples(n: int) -> np.ndarray:
+        rel = np.arange(n) % num_relations  # every relation occurs
+        return np.stack([rng.integers(0, num_entities, n), rel, rng.integers(0, num_entities, n)], 1)
+
+    train, valid, test = triples(num_train), triples(num_eval), triples(num_eval)
+    raw = os.path.join(base, "raw")
+    _write_csv_gz(os.path.join(raw, "edge.csv.gz"), train[:, [0, 2]])
+    _write_csv_gz(os.path.join(raw, "edge_reltype.csv.gz"), train[:, [1]])
+    _write_csv_gz(os.path.join(raw, "num-node-list.csv.gz"), [[num_entities]])
+    _write_csv_gz(os.path.join(raw, "num-edge-list.csv.gz"), [[num_train]])
+
+    convert = torch.from_numpy if as_tensors else (lambda a: a)
+    def columns(data: np.ndarray) -> dict:
+        return {key: convert(data[:, i].copy()) for i, key in enumerate(("head", "relation", "tail"))}
+
+    splits, negatives = {"train": columns(train)}, {}
+    for split, data in (("valid", valid), ("test", test)):
+        head_neg = rng.integers(0, num_entities, (len(data), num_neg))
+        tail_neg = rng.integers(0, num_entities, (len(data), num_neg))
+        splits[split] = {**columns(data), "head_neg": convert(head_neg), "tail_neg": convert(tail_neg)}
+        negatives[split] = {"head_neg": torch.from_numpy(head_neg), "tail_neg": torch.from_numpy(tail_neg)}
+    _save_split(base, "time", splits)
+
+    if with_mapping:
+        mapping = os.path.join(base, "mapping")
+        # Rows deliberately not in index order: the loader must place names by index.
+        order = np.arange(num_entities)[::-1]
+        _write_csv_gz(os.path.join(mapping, "nodeidx2entityid.csv.gz"),
+                      [[i, f"Q{100 + i}"] for i in order], header=["node idx", "entity id"])
+        _write_csv_gz(os.path.join(mapping, "reltype2relid.csv.gz"),
+                      [[i, f"P{10 + i}"] for i in range(num_relations)], header=["reltype", "rel id"])
+
+    return {"dir": base, "train": torch.from_numpy(train), "valid": torch.from_numpy(valid),
+            "test": torch.from_numpy(test), "negatives": negatives, "num_entities": num_entities,
+            "num_relations": num_relations}
+
+
+# Node types written in a deliberately unsorted order; the loader orders them by name.
+BIOKG_NODE_COUNTS = {"protein": 13, "drug": 10, "disease": 7}
+BIOKG_OFFSETS = {"disease": 0, "drug": 7, "protein": 17}  # sorted names: disease, drug, protein
+BIOKG_TRIPLETS = (  # (head type, relation name, tail type, relation id)
+    ("drug", "drug-drug_interaction", "drug", 0),
+    ("drug", "drug-protein", "protein", 1),
+    ("protein", "protein-protein_binding", "protein", 2),
+    ("disease", "disease-protein", "protein", 3),
+)
+
+
+def write_ogb_biokg_fixture(root, num_train_per_relation: int = 8, num_eval: int = 6, num_neg: int = 5,
+                            seed: int = 0) -> dict:
+    """Write a tiny ``ogbl-biokg`` (30 entities of 3 types, 4 relations) under ``root/ogbl_biokg``.
+
+    Files: ``RELEASE_v1.txt``; ``raw/num-node-dict.csv.gz`` (header of type names, one row of counts);
+    ``raw/triplet-type-list.csv.gz`` (head type, relation, tail type per line, no header);
+    ``raw/relations/<head>___<relation>___<tail>/edge.csv.gz`` (LOCAL head,tail ids),
+    ``edge_reltype.csv.gz`` (the relation id per edge) and ``num-edge-list.csv.gz``;
+    ``split/random/{train,valid,test}.pt`` = torch.save'd dicts: ``head, relation, tail`` int64 numpy
+    arrays of LOCAL ids, ``head_type, tail_type`` lists of type names, valid/test also ``head_neg,
+    tail_neg`` (n, num_neg) int64 numpy arrays of LOCAL ids in the head's/tail's type.
+
+    Returns the raw local content: for each split ``head, relation, tail, head_type, tail_type``
+    (numpy / lists) and, for valid/test, ``head_neg, tail_neg``; plus ``dir``.
+    """
+    rng = np.random.default_rng(seed)
+    base = ogb_dataset_dir("ogbl-biokg", str(root))
+    _write_release(base)
+    raw = os.path.join(base, "raw")
+    types = list(BIOKG_NODE_COUNTS)
+    _write_csv_gz(os.path.join(raw, "num-node-dict.csv.gz"), [[BIOKG_NODE_COUNTS[t] for t in types]],
+                  header=types)
+    _write_csv_gz(os.path.join(raw, "triplet-type-list.csv.gz"), [list(t[:3]) for t in BIOKG_TRIPLETS])
+
+    def sample(n: int) -> dict:
+        kinds = np.arange(n) % len(BIOKG_TRIPLETS)
+        rows = [BIOKG_TRIPLETS[k] for k in kinds]
+        return {"head": np.array([rng.integers(0, BIOKG_NODE_COUNTS[r[0]]) for r in rows], dtype=np.int64),
+                "relation": np.array([r[3] for r in rows], dtype=np.int64),
+                "tail": np.array([rng.integers(0, BIOKG_NODE_COUNTS[r[2]]) for r in rows], dtype=np.int64),
+                "head_type": [r[0] for r in rows], "tail_type": [r[2] for r in rows]}
+
+    splits = {"train": sample(num_train_per_relation * len(BIOKG_TRIPLETS))}
+    for split in ("valid", "test"):
+        data = sample(num_eval)
+        for key in ("head", "tail"):
+            data[f"{key}_neg"] = np.stack([rng.integers(0, BIOKG_NODE_COUNTS[t], num_neg)
+                                           for t in data[f"{key}_type"]])
+        splits[split] = data
+
+    train = splits["train"]
+    for head_type, relation, tail_type, rel_id in BIOKG_TRIPLETS:
+        folder = os.path.join(raw, "relations", "___".join((head_type, relation, tail_type)))
+        rows = train["relation"] == rel_id
+        _write_csv_gz(os.path.join(folder, "edge.csv.gz"),
+                      np.stack([train["head"][rows], train["tail"][rows]], 1))
+        _write_csv_gz(os.path.join(folder, "edge_reltype.csv.gz"), train["relation"][rows][:, None])
+        _write_csv_gz(os.path.join(folder, "num-edge-list.csv.gz"), [[int(rows.sum())]])
+    _save_split(base, "random", splits)
+    return {"dir": base, **splits}
+
+
+# ------------------------------------------------------------------------------------------- tests
+
+
+def test_dataset_names():
+    assert OGB_DATASETS == ("ogbl-wikikg2", "ogbl-biokg")
+    with pytest.raises(ValueError, match="ogbl-wikikg2"):
+        load_ogb("ogbl-ppa", "/nonexistent")
+
+
+@pytest.mark.parametrize("as_tensors", [False, True])
+def test_wikikg2_loads_exact_triples_and_negatives(tmp_path, as_tensors):
+    expected = write_ogb_wikikg2_fixture(tmp_path, as_tensors=as_tensors)
+    kg = load_ogb("ogbl-wikikg2", str(tmp_path))
+    assert isinstance(kg, KG)
+    assert kg.name == "ogbl-wikikg2"
+    assert kg.num_entities == 30 and kg.num_relations == 4
+    for split in ("train", "valid", "test"):
+        assert kg.split(split).dtype == torch.int64
+        assert torch.equal(kg.split(split), expected[split]), split
+    assert set(kg.negatives) == {"valid", "test"}
+    for split in ("valid", "test"):
+        for key in ("head_neg", "tail_neg"):
+            got = kg.negatives[split][key]
+            assert got.dtype == torch.int64 and got.shape == (6, 5)
+            assert torch.equal(got, expected["negatives"][split][key])
+    assert kg.entity_names == [str(i) for i in range(30)]
+    assert kg.relation_names == ["0", "1", "2", "3"]
+    assert kg.entity_type is None and kg.type_names is None
+    # ogb cached its processed graph; a second load goes through that path and agrees.
+    assert os.path.isfile(os.path.join(expected["dir"], "processed", "data_processed"))
+    again = load_ogb("ogbl-wikikg2", str(tmp_path))
+    assert torch.equal(again.train, kg.train) and torch.equal(again.test, kg.test)
+
+
+def test_wikikg2_hand_checked_values(tmp_path):
+    """One fixture built by hand, so the expectation does not come from the writer's own arrays."""
+    base = ogb_dataset_dir("ogbl-wikikg2", str(tmp_path))
+    _write_release(base)
+    raw = os.path.join(base, "raw")
+    _write_csv_gz(os.path.join(raw, "edge.csv.gz"), [[0, 1], [2, 3]])
+    _write_csv_gz(os.path.join(raw, "edge_reltype.csv.gz"), [[0], [5]])  # relation 5 only in the graph
+    _write_csv_gz(os.path.join(raw, "num-node-list.csv.gz"), [[7]])
+    _write_csv_gz(os.path.join(raw, "num-edge-list.csv.gz"), [[2]])
+    arr = lambda *v: np.array(v, dtype=np.int64)
+    _save_split(base, "time", {
+        "train": {"head": arr(0, 2), "relation": arr(0, 5), "tail": arr(1, 3)},
+        "valid": {"head": arr(4), "relation": arr(1), "tail": arr(5),
+                  "head_neg": arr([1, 2, 3]), "tail_neg": arr([6, 0, 2])},
+        "test": {"head": arr(6), "relation": arr(6), "tail": arr(0),  # relation 6 only in test
+                 "head_neg": arr([0, 0, 0]), "tail_neg": arr([1, 1, 1])},
+    })
+    kg = load_ogb("ogbl-wikikg2", str(tmp_path))
+    assert kg.num_entities == 7 and kg.num_relations == 7
+    assert kg.train.tolist() == [[0, 0, 1], [2, 5, 3]]
+    assert kg.valid.tolist() == [[4, 1, 5]]
+    assert kg.test.tolist() == [[6, 6, 0]]
+    assert kg.negatives["valid"]["head_neg"].tolist() == [[1, 2, 3]]
+    assert kg.negatives["valid"]["tail_neg"].tolist() == [[6, 0, 2]]
+    assert kg.negatives["test"]["tail_neg"].tolist() == [[1, 1, 1]]
+
+
+def test_wikikg2_mapping_names(tmp_path):
+    write_ogb_wikikg2_fixture(tmp_path, with_mapping=True)
+    kg = load_ogb("ogbl-wikikg2", str(tmp_path))
+    assert kg.entity_names == [f"Q{100 + i}" for i in range(30)]
+    assert kg.relation_names == ["P10", "P11", "P12", "P13"]
+    assert kg.entity_id("Q105") == 5
+
+
+def test_biokg_global_ids_types_and_negatives(tmp_path):
+    raw = write_ogb_biokg_fixture(tmp_path)
+    kg = load_ogb("ogbl-biokg", str(tmp_path))
+    assert kg.num_entities == 30 and kg.num_relations == 4
+    assert kg.type_names == ["disease", "drug", "protein"]
+    assert kg.entity_type.tolist() == [0] * 7 + [1] * 10 + [2] * 13
+    assert kg.entity_names[:2] == ["disease:0", "disease:1"]
+    assert kg.entity_names[7] == "drug:0" and kg.entity_names[29] == "protein:12"
+    assert kg.relation_names == ["drug-drug_interaction", "drug-protein", "protein-protein_binding",
+                                 "disease-protein"]
+    for split in ("train", "valid", "test"):
+        data = raw[split]
+        head = [h + BIOKG_OFFSETS[t] for h, t in zip(data["head"].tolist(), data["head_type"])]
+        tail = [t + BIOKG_OFFSETS[ty] for t, ty in zip(data["tail"].tolist(), data["tail_type"])]
+        expected = torch.tensor([head, data["relation"].tolist(), tail], dtype=torch.int64).T
+        assert torch.equal(kg.split(split), expected), split
+        # Every global id lands in its declared type.
+        head_types = [kg.type_names.index(t) for t in data["head_type"]]
+        assert kg.entity_type[kg.split(split)[:, 0]].tolist() == head_types
+    for split in ("valid", "test"):
+        data = raw[split]
+        for key, types in (("head_neg", data["head_type"]), ("tail_neg", data["tail_type"])):
+            offsets = torch.tensor([BIOKG_OFFSETS[t] for t in types])[:, None]
+            expected = torch.from_numpy(data[key]) + offsets
+            assert torch.equal(kg.negatives[split][key], expected), (split, key)
+            got_types = kg.entity_type[kg.negatives[split][key]]
+            assert (got_types == torch.tensor([kg.type_names.index(t) for t in types])[:, None]).all()
+    assert set(kg.negatives) == {"valid", "test"}
+
+
+def test_biokg_hand_checked_row(tmp_path):
+    raw = write_ogb_biokg_fixture(tmp_path)
+    kg = load_ogb("ogbl-biokg", str(tmp_path))
+    # Row 3 of every split is a ("disease", "disease-protein", "protein") triple: disease offset 0,
+    # protein offset 7 + 10 = 17.
+    row = raw["test"]
+    assert (row["head_type"][3], row["tail_type"][3]) == ("disease", "protein")
+    assert kg.test[3].tolist() == [int(row["head"][3]), 3, int(row["tail"][3]) + 17]
+    assert kg.negatives["test"]["tail_neg"][3].tolist() == (row["tail_neg"][3] + 17).tolist()
+    # Row 0 is drug-drug: offset 7 on both sides.
+    assert kg.test[0].tolist() == [int(row["head"][0]) + 7, 0, int(row["tail"][0]) + 7]
+    assert kg.negatives["test"]["head_neg"][0].tolist() == (row["head_neg"][0] + 7).tolist()
+
+
+def test_missing_folder_names_every_file(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        load_ogb("ogbl-wikikg2", str(tmp_path))
+    message = str(info.value)
+    base = os.path.join(str(tmp_path), "ogbl_wikikg2")
+    for rel in ("RELEASE_v1.txt", "raw/edge.csv.gz", "raw/edge_reltype.csv.gz", "raw/num-node-list.csv.gz",
+                "raw/num-edge-list.csv.gz", "split/time/train.pt", "split/time/valid.pt",
+                "split/time/test.pt"):
+        assert os.path.join(base, *rel.split("/")) in message, rel
+    assert "download=True" in message and "wikikg-v2.zip" in message
+    assert not os.path.exists(base)  # nothing created, nothing downloaded
+
+    with pytest.raises(FileNotFoundError) as info:
+        load_ogb("ogbl-biokg", str(tmp_path))
+    message = str(info.value)
+    for rel in ("RELEASE_v1.txt", "raw/num-node-dict.csv.gz", "raw/triplet-type-list.csv.gz",
+                "split/random/train.pt"):
+        assert os.path.join(str(tmp_path), "ogbl_biokg", *rel.split("/")) in message, rel
+
+
+def test_partly_missing_files_are_listed_exactly(tmp_path):
+    expected = write_ogb_wikikg2_fixture(tmp_path)
+    base = expected["dir"]
+    os.remove(os.path.join(base, "RELEASE_v1.txt"))  # would make ogb call input()
+    os.remove(os.path.join(base, "split", "time", "valid.pt"))
+    missing = [os.path.join(base, "RELEASE_v1.txt"), os.path.join(base, "split", "time", "valid.pt")]
+    assert missing_ogb_files("ogbl-wikikg2", str(tmp_path)) == missing
+    with pytest.raises(FileNotFoundError) as info:
+        load_ogb("ogbl-wikikg2", str(tmp_path))
+    assert all(path in str(info.value) for path in missing)
+    assert os.path.join(base, "raw", "edge.csv.gz") not in str(info.value)
+    # download=True never lets ogb prompt about the RELEASE file either (and needs no network here).
+    with pytest.raises(FileNotFoundError, match="RELEASE_v1.txt"):
+        load_ogb("ogbl-wikikg2", str(tmp_path), download=True)
+
+
+def test_biokg_missing_relation_file(tmp_path):
+    raw = write_ogb_biokg_fixture(tmp_path)
+    path = os.path.join(raw["dir"], "raw", "relations", "drug___drug-protein___protein", "edge.csv.gz")
+    os.remove(path)
+    assert missing_ogb_files("ogbl-biokg", str(tmp_path)) == [path]
+    with pytest.raises(FileNotFoundError, match="drug___drug-protein___protein"):
+        load_ogb("ogbl-biokg", str(tmp_path))
+
+
+def test_out_of_range_ids_name_the_split_file(tmp_path):
+    expected = write_ogb_wikikg2_fixture(tmp_path)
+    path = os.path.join(expected["dir"], "split", "time", "test.pt")
+    data = torch.load(path)
+    data["tail_neg"][2, 1] = 30  # == num_entities
+    torch.save(data, path)
+    with pytest.raises(KGFormatError, match=r"test\.pt.*tail_neg id 30 at row 2, column 1"):
+        load_ogb("ogbl-wikikg2", str(tmp_path))
+
+    raw = write_ogb_biokg_fixture(tmp_path / "bio")
+    path = os.path.join(raw["dir"], "split", "random", "valid.pt")
+    data = torch.load(path)
+    data["head"][1] = 10  # row 1 is drug-protein; drug has 10 entities, so local id 10 is invalid
+    torch.save(data, path)
+    with pytest.raises(KGFormatError, match=r"valid\.pt.*head id 10 at row 1.*'drug'"):
+        load_ogb("ogbl-biokg", str(tmp_path / "bio"))
+
+    data["head"][1] = 0
+    data["relation"][0] = -1
+    torch.save(data, path)
+    with pytest.raises(KGFormatError, match=r"valid\.pt.*relation id -1"):
+        load_ogb("ogbl-biokg", str(tmp_path / "bio"))
+
+
+def test_no_input_left_patched_in_ogb(tmp_path):
+    import ogb.linkproppred.dataset as dataset_module
+    import ogb.utils.url as url_module
+
+    write_ogb_wikikg2_fixture(tmp_path)
+    load_ogb("ogbl-wikikg2", str(tmp_path))
+    assert "input" not in dataset_module.__dict__ and "input" not in url_module.__dict__
