@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 from typing import Dict, Optional
 
@@ -167,7 +168,9 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool) -
             state["history"].append({"epoch": state["epoch"], "step": state["step"],
                                      "loss": epoch_loss / epoch_triples, "valid_mrr": valid["mrr"]})
             log.info("epoch %d valid mrr %.4f hits@10 %.4f", state["epoch"], valid["mrr"], valid["hits@10"])
-            bar.write(f"epoch {state['epoch']}: loss {epoch_loss / epoch_triples:.4f}  valid MRR {valid['mrr']:.4f}")
+            if progress:
+                bar.write(f"epoch {state['epoch']}: loss {epoch_loss / epoch_triples:.4f}  "
+                          f"valid MRR {valid['mrr']:.4f}", file=sys.stderr)
             if valid["mrr"] > state["best_valid_mrr"]:
                 state.update(best_valid_mrr=valid["mrr"], best_epoch=state["epoch"], bad_validations=0)
                 atomic_torch_save(best_path, {"model": model.state_dict(), "epoch": state["epoch"]})

@@ -1,0 +1,182 @@
+"""The ``kbit-dgl`` command: train, evaluate, predict, demo."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Dict, List, Optional
+
+from .config import Config
+
+
+def _load_config(args) -> Config:
+    config = Config.from_yaml(args.config) if getattr(args, "config", None) else Config()
+    if getattr(args, "dataset", None):
+        config.data.dataset = args.dataset
+    if getattr(args, "data_dir", None):
+        config.data.data_dir = args.data_dir
+    if getattr(args, "model", None):
+        config.model.name = args.model
+    config.apply_overrides(args.set or [])
+    return config
+
+
+def cmd_train(args) -> int:
+    from .data import load_dataset
+    from .train.trainer import train
+
+    if args.resume:
+        config = Config.from_yaml(os.path.join(args.out, "config.yaml"))
+        config.apply_overrides(args.set or [])
+    else:
+        config = _load_config(args)
+    kg = load_dataset(config.data.dataset, config.data.data_dir, config.data.seed)
+    print(f"{kg.name}: {kg.summary()}", file=sys.stderr)
+    metrics = train(config, kg, args.out, resume=args.resume, overwrite=args.overwrite,
+                    progress=not args.no_progress)
+    print(json.dumps(_headline(metrics), indent=2))
+    return 0
+
+
+def _headline(metrics: Dict) -> Dict:
+    keys = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
+    return {"dataset": metrics["dataset"], "model": metrics["model"], "protocol": metrics["protocol"],
+            "valid": {k: metrics["valid"][k] for k in keys}, "test": {k: metrics["test"][k] for k in keys},
+            "train_seconds": metrics["train_seconds"],
+            "train_triples_per_second": metrics["train_triples_per_second"], "best_epoch": metrics["best_epoch"]}
+
+
+def cmd_evaluate(args) -> int:
+    from .eval import evaluate
+    from .train.trainer import load_run
+
+    config, kg, model = load_run(args.run_dir)
+    metrics = evaluate(model, kg, args.split, config.eval.protocol, config.eval.batch_size)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import predict
+    from .train.trainer import load_run
+
+    if (args.head is None) == (args.tail is None):
+        raise SystemExit("predict: give exactly one of --head NAME (predict tails) or --tail NAME (predict heads)")
+    _, kg, model = load_run(args.run_dir)
+    rows = predict(model, kg, args.relation, head=args.head, tail=args.tail, top=args.top)
+    query = f"({args.head}, {args.relation}, ?)" if args.head is not None else f"(?, {args.relation}, {args.tail})"
+    print(f"top {args.top} answers to {query}:")
+    width = max(len(row["entity"]) for row in rows)
+    for rank, row in enumerate(rows, 1):
+        known = f"  known true ({row['known']})" if row["known"] else ""
+        print(f"{rank:>4}  {row['entity']:<{width}}  {row['score']:10.4f}{known}")
+    return 0
+
+
+def format_table(header: List[str], rows: List[List[str]]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w)  # noqa: E731
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def comparison_tables(results: Dict[str, Dict], relation_info: Optional[Dict[str, str]] = None) -> str:
+    """The demo's output: overall metrics per model, then test MRR per relation."""
+    models = list(results)
+    header = ["model", "test MRR", "MR", "Hits@1", "Hits@3", "Hits@10", "valid MRR", "train s", "triples/s"]
+    rows = [[m, f"{r['test']['mrr']:.3f}", f"{r['test']['mr']:.1f}", f"{r['test']['hits@1']:.3f}",
+             f"{r['test']['hits@3']:.3f}", f"{r['test']['hits@10']:.3f}", f"{r['valid']['mrr']:.3f}",
+             f"{r['train_seconds']:.0f}", f"{r['train_triples_per_second']:,.0f}"] for m, r in results.items()]
+    text = format_table(header, rows)
+    relations = list(results[models[0]]["test_per_relation"])
+    header = ["relation", "pattern", "test queries"] + [f"{m} MRR" for m in models]
+    rows = []
+    for relation in relations:
+        per = [results[m]["test_per_relation"][relation] for m in models]
+        rows.append([relation, (relation_info or {}).get(relation, ""), str(per[0]["num_queries"])]
+                    + [f"{p['mrr']:.3f}" for p in per])
+    return text + "\n\nTest MRR per relation (head and tail queries):\n" + format_table(header, rows)
+
+
+def cmd_demo(args) -> int:
+    from .data import load_dataset
+    from .io import atomic_write_text
+    from .train.trainer import train
+
+    out = args.out or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
+    kg = load_dataset(args.dataset, args.data_dir)
+    print(f"{kg.name}: {kg.summary()} -> {out}", file=sys.stderr)
+    results = {}
+    for model in args.models:
+        config = Config()
+        config.data.dataset = args.dataset or "synthetic"
+        config.data.data_dir = args.data_dir
+        config.model.name = model
+        config.apply_overrides(args.set or [])
+        results[model] = train(config, kg, os.path.join(out, model), overwrite=args.overwrite,
+                               progress=not args.no_progress)
+    text = comparison_tables(results, kg.relation_info)
+    atomic_write_text(os.path.join(out, "comparison.md"), text + "\n")
+    print(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kbit-dgl", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, dataset=True):
+        if dataset:
+            p.add_argument("--dataset", help="known name (fb15k-237, wn18rr, codex-s, kinship, nations, "
+                           "ogbl-wikikg2, ogbl-biokg, synthetic) or a folder; default: the built-in KG")
+        p.add_argument("--data-dir", help="root folder of named datasets (default $KBIT_DGL_DATA)")
+        p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=0.0005")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+
+    train_parser = commands.add_parser("train", help="train and evaluate a model")
+    common(train_parser)
+    train_parser.add_argument("--model", help="transe, transe_l2, rotate, distmult, complex, pairre")
+    train_parser.add_argument("--config", help="YAML file with data/model/train/eval sections")
+    train_parser.add_argument("--out", required=True, help="run folder to write")
+    train_parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train_parser.set_defaults(func=cmd_train)
+
+    evaluate_parser = commands.add_parser("evaluate", help="print a run's metrics from its saved model")
+    evaluate_parser.add_argument("run_dir")
+    evaluate_parser.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    evaluate_parser.set_defaults(func=cmd_evaluate)
+
+    predict_parser = commands.add_parser("predict", help="rank candidate entities for a query")
+    predict_parser.add_argument("run_dir")
+    predict_parser.add_argument("--head", help="predict tails of (HEAD, RELATION, ?)")
+    predict_parser.add_argument("--tail", help="predict heads of (?, RELATION, TAIL)")
+    predict_parser.add_argument("--relation", required=True)
+    predict_parser.add_argument("--top", type=int, default=10)
+    predict_parser.set_defaults(func=cmd_predict)
+
+    demo_parser = commands.add_parser("demo", help="train TransE and RotatE on the built-in KG and compare")
+    common(demo_parser)
+    demo_parser.add_argument("--models", nargs="+", default=["transe", "rotate"])
+    demo_parser.add_argument("--out", help="folder for the runs (default runs/demo-<time>)")
+    demo_parser.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .data.kg import KGFormatError
+    from .train.trainer import RunFolderExistsError, TrainingDivergedError
+
+    try:
+        return args.func(args)
+    except (KGFormatError, FileNotFoundError, RunFolderExistsError, TrainingDivergedError, ValueError,
+            KeyError) as error:
+        print(f"kbit-dgl {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

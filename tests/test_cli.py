@@ -1,0 +1,82 @@
+"""The kbit-dgl command: train -> evaluate -> predict on a folder dataset; config errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kbit_dgl.cli import main
+from kbit_dgl.config import Config
+from kbit_dgl.data.synthetic import generate_kg
+
+
+@pytest.fixture(scope="module")
+def tsv_folder(tmp_path_factory):
+    """The generated KG written as a TSV folder, the layout of ../shared/data."""
+    kg = generate_kg(num_persons=120, num_cities=10, num_countries=3, seed=5)
+    folder = tmp_path_factory.mktemp("data") / "family"
+    folder.mkdir()
+    for split in ("train", "valid", "test"):
+        lines = [f"{kg.entity_names[h]}\t{kg.relation_names[r]}\t{kg.entity_names[t]}\n"
+                 for h, r, t in kg.split(split).tolist()]
+        (folder / f"{split}.txt").write_text("".join(lines))
+    return folder
+
+
+SMALL = ["model.dim=16", "train.batch_size=128", "train.num_negatives=16", "train.max_epochs=2",
+         "train.valid_every=1"]
+
+
+def test_train_evaluate_predict(tsv_folder, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert main(["train", "--dataset", str(tsv_folder), "--model", "transe", "--out", run, "--no-progress",
+                 "--set", *SMALL]) == 0
+    headline = json.loads(capsys.readouterr().out)
+    assert headline["model"] == "transe" and headline["protocol"] == "filtered"
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["test"]["mrr"] == headline["test"]["mrr"]
+    config = Config.from_yaml(str(tmp_path / "run" / "config.yaml"))
+    assert config.model.dim == 16 and config.data.dataset == str(tsv_folder)
+
+    assert main(["evaluate", run, "--split", "test"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["mrr"] == pytest.approx(saved["test"]["mrr"])
+
+    assert main(["predict", run, "--head", "person_0", "--relation", "lives_in", "--top", "5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "top 5 answers to (person_0, lives_in, ?):" and len(out) == 6
+    assert main(["predict", run, "--tail", "person_0", "--relation", "married_to", "--top", "200"]) == 0
+    assert "known true (" in capsys.readouterr().out  # the spouse is listed and marked
+
+    # the run folder is not silently overwritten; resume extends it
+    assert main(["train", "--dataset", str(tsv_folder), "--out", run, "--no-progress"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["train", "--out", run, "--resume", "--no-progress", "--set", "train.max_epochs=3"]) == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 3
+
+
+def test_bad_input_errors(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "x"), "--set", "train.nope=1"]) == 2
+    assert "unknown key 'train.nope'" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "x"), "--set", "train.lr=fast"]) == 2
+    assert "train.lr expects float" in capsys.readouterr().err
+    assert main(["train", "--dataset", "wn18rr", "--data-dir", str(tmp_path), "--out", str(tmp_path / "y")]) == 2
+    assert "WN18RR" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for split in ("train", "valid", "test"):
+        (bad / f"{split}.txt").write_text("a\tr\tb\n")
+    (bad / "valid.txt").write_text("a\tr\tb\nc\td\n")
+    assert main(["train", "--dataset", str(bad), "--out", str(tmp_path / "z")]) == 2
+    assert "valid.txt, line 2: expected 3 tab-separated fields" in capsys.readouterr().err
+
+
+def test_config_yaml_round_trip(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  name: transe\n  dim: 64\ntrain:\n  lr: 0.01\n")
+    config = Config.from_yaml(str(path))
+    assert (config.model.name, config.model.dim, config.train.lr) == ("transe", 64, 0.01)
+    assert Config.from_dict(config.to_dict()).to_dict() == config.to_dict()
+    path.write_text("modle:\n  dim: 3\n")
+    with pytest.raises(ValueError, match="unknown section 'modle'"):
+        Config.from_yaml(str(path))

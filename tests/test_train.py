@@ -1,0 +1,114 @@
+"""Training: end to end on the generated KG, resume equality, NaN handling, run-folder safety."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from kbit_dgl.config import Config
+from kbit_dgl.data.synthetic import generate_kg
+from kbit_dgl.eval import evaluate
+from kbit_dgl.train import trainer
+from kbit_dgl.train.trainer import (RunFolderExistsError, TrainingDivergedError, model_from_config, train)
+
+
+@pytest.fixture(scope="module")
+def small_kg():
+    return generate_kg(num_persons=240, num_cities=20, num_countries=4, seed=0)
+
+
+def small_config(model="transe", epochs=4, **train_overrides):
+    config = Config()
+    config.model.name = model
+    config.model.dim = 32
+    config.train.batch_size = 256
+    config.train.num_negatives = 32
+    config.train.negative_chunk_size = 64
+    config.train.max_epochs = epochs
+    config.train.valid_every = 2
+    config.train.lr = 0.01
+    for key, value in train_overrides.items():
+        setattr(config.train, key, value)
+    return config
+
+
+def test_training_beats_untrained_by_a_wide_margin(small_kg, tmp_path):
+    config = small_config("rotate", epochs=40, valid_every=10)
+    torch.manual_seed(config.train.seed)
+    untrained = evaluate(model_from_config(config, small_kg), small_kg, "test")["mrr"]
+    metrics = train(config, small_kg, str(tmp_path / "run"), progress=False)
+    assert untrained < 0.1
+    assert metrics["test"]["mrr"] > untrained + 0.3
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["test"]["mrr"] == metrics["test"]["mrr"] and saved["protocol"] == "filtered"
+    for key in ("mrr", "mr", "hits@1", "hits@3", "hits@10"):
+        assert key in saved["valid"] and key in saved["test"]
+    assert saved["train_triples_per_second"] > 0 and saved["train_seconds"] > 0
+    assert Config.from_yaml(str(tmp_path / "run" / "config.yaml")).to_dict() == config.to_dict()
+
+
+def test_resume_equals_uninterrupted_run(small_kg, tmp_path, monkeypatch):
+    config = small_config("transe", epochs=5, negative_chunk_size=1)  # per-triple negatives
+    reference = train(config, small_kg, str(tmp_path / "whole"), progress=False)
+
+    real_step, calls = trainer.train_step, {"n": 0}
+    steps_per_epoch = -(-len(small_kg.train) // config.train.batch_size)
+
+    def interrupted_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2 * steps_per_epoch + 2:  # in the middle of epoch 3
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, small_kg, str(tmp_path / "split"), progress=False)
+    assert not os.path.exists(tmp_path / "split" / "metrics.json")
+    monkeypatch.setattr(trainer, "train_step", real_step)
+    resumed = train(config, small_kg, str(tmp_path / "split"), resume=True, progress=False)
+
+    whole = torch.load(tmp_path / "whole" / "checkpoint.pt")["model"]
+    split = torch.load(tmp_path / "split" / "checkpoint.pt")["model"]
+    for key in whole:
+        assert torch.equal(whole[key], split[key]), key
+    assert resumed["test"] == reference["test"]
+    assert resumed["history"] == reference["history"]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(small_kg, tmp_path, monkeypatch):
+    config = small_config("transe", epochs=6)
+    real_step, calls = trainer.train_step, {"n": 0}
+
+    def diverging_step(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_step(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > 8 else loss
+
+    monkeypatch.setattr(trainer, "train_step", diverging_step)
+    with pytest.raises(TrainingDivergedError, match="loss became nan .*checkpoint.pt"):
+        train(config, small_kg, str(tmp_path / "run"), progress=False)
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt")
+    assert checkpoint["state"]["epoch"] >= 1
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+
+
+def test_existing_run_folder_is_not_overwritten(small_kg, tmp_path):
+    config = small_config("transe", epochs=2)
+    run = str(tmp_path / "run")
+    train(config, small_kg, run, progress=False)
+    before = (tmp_path / "run" / "metrics.json").read_text()
+    with pytest.raises(RunFolderExistsError, match="--resume .*--overwrite"):
+        train(config, small_kg, run, progress=False)
+    assert (tmp_path / "run" / "metrics.json").read_text() == before
+    train(config, small_kg, run, overwrite=True, progress=False)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(config, small_kg, str(tmp_path / "empty"), resume=True, progress=False)
+
+
+def test_margin_loss_and_bilinear_models_train(small_kg, tmp_path):
+    for name, loss in (("transe_l2", "margin"), ("complex", "self_adversarial")):
+        config = small_config(name, epochs=2, loss=loss)
+        metrics = train(config, small_kg, str(tmp_path / name), progress=False)
+        assert 0 < metrics["test"]["mrr"] <= 1
