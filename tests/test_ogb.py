@@ -4,16 +4,21 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from ogb_fixtures import (  # noqa: F401
+    BIOKG_NODE_COUNTS,
+    BIOKG_OFFSETS,
+    BIOKG_TRIPLETS,
+    _save_split,
+    _write_csv_gz,
+    _write_release,
+    write_ogb_biokg_fixture,
+    write_ogb_wikikg2_fixture,
+)
 
 from kbit_dgl.data.kg import KG, KGFormatError
 from kbit_dgl.data.ogb import OGB_DATASETS, load_ogb, missing_ogb_files, ogb_dataset_dir
-from ogb_fixtures import (  # noqa: F401
-    BIOKG_NODE_COUNTS, BIOKG_OFFSETS, BIOKG_TRIPLETS, _save_split, _write_csv_gz, _write_release,
-    write_ogb_biokg_fixture,
-    write_ogb_wikikg2_fixture)
 
 # ------------------------------------------------------------------------------------------- tests
 
@@ -58,7 +63,8 @@ def test_wikikg2_hand_checked_values(tmp_path):
     _write_csv_gz(os.path.join(raw, "edge_reltype.csv.gz"), [[0], [5]])  # relation 5 only in the graph
     _write_csv_gz(os.path.join(raw, "num-node-list.csv.gz"), [[7]])
     _write_csv_gz(os.path.join(raw, "num-edge-list.csv.gz"), [[2]])
-    arr = lambda *v: np.array(v, dtype=np.int64)
+    def arr(*v):
+        return np.array(v, dtype=np.int64)
     _save_split(base, "time", {
         "train": {"head": arr(0, 2), "relation": arr(0, 5), "tail": arr(1, 3)},
         "valid": {"head": arr(4), "relation": arr(1), "tail": arr(5),

@@ -11,7 +11,7 @@ from kbit_dgl.config import Config
 from kbit_dgl.data.synthetic import generate_kg
 from kbit_dgl.eval import evaluate
 from kbit_dgl.train import trainer
-from kbit_dgl.train.trainer import (RunFolderExistsError, TrainingDivergedError, model_from_config, train)
+from kbit_dgl.train.trainer import RunFolderExistsError, TrainingDivergedError, model_from_config, train
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,14 @@ reference, which is also what the tests compare every fast path against.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Type
+from typing import Dict, Type
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .kernels import chunked, pairwise_complex_l1, pairwise_l1
+
 
 def _complex(x: torch.Tensor):
     half = x.shape[-1] // 2

@@ -59,7 +59,7 @@ def pairwise(name: str, query_args, candidate_args) -> torch.Tensor:
         try:
             return _compiled(name)(*query_args, *candidate_args)
         except Exception as error:  # a broken toolchain must not stop training: fall back, loudly
-            warnings.warn(f"torch.compile failed for {name} ({error}); using the eager chunked path")
+            warnings.warn(f"torch.compile failed for {name} ({error}); using the eager chunked path", stacklevel=2)
             os.environ["KBIT_DGL_COMPILE"] = "0"
     width = query_args[0][..., 0].numel() * query_args[0].shape[-1] * len(query_args)
     return chunked(_EAGER[name], query_args, candidate_args, width)
