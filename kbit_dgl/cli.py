@@ -1,4 +1,4 @@
-"""The ``kbit-dgl`` command: train, evaluate, predict, demo."""
+"""The ``kbit-dgl`` command: train, evaluate, quantize, predict, demo."""
 from __future__ import annotations
 
 import argparse
@@ -48,23 +48,47 @@ def _headline(metrics: Dict) -> Dict:
             "train_triples_per_second": metrics["train_triples_per_second"], "best_epoch": metrics["best_epoch"]}
 
 
+def _quant_spec(args):
+    """The QuantSpec of --bits/--dtype/--block/--scale-dtype, or None without --bits."""
+    from .quant import QuantSpec
+
+    if getattr(args, "bits", None) is None:
+        return None
+    return QuantSpec(args.bits, args.dtype, args.block, args.scale_dtype)
+
+
 def cmd_evaluate(args) -> int:
     from .eval import evaluate
-    from .train.trainer import load_run
+    from .quant import QuantizedKGEModel, load_any_run
 
-    config, kg, model = load_run(args.run_dir)
+    config, kg, model = load_any_run(args.run_dir, spec=_quant_spec(args))
+    started = time.perf_counter()
     metrics = evaluate(model, kg, args.split, config.eval.protocol, config.eval.batch_size)
+    metrics["eval_seconds"] = round(time.perf_counter() - started, 3)
+    if isinstance(model, QuantizedKGEModel):
+        metrics["quant"] = {"entity": model.entity.spec.to_dict(), "relation": model.relation.spec.to_dict(),
+                            **model.byte_report()["all"]}
     print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from .quant import quantize_run
+
+    info = quantize_run(args.run_dir, args.out, _quant_spec(args), overwrite=args.overwrite)
+    keys = ("bits", "dtype", "block", "scale_dtype", "codes_bytes", "scales_bytes", "metadata_bytes", "total_bytes",
+            "fp32_bytes", "ratio_to_fp32", "bits_per_number")
+    print(json.dumps({**{k: info[k] for k in keys}, "file_bytes": info["file"]["bytes"], "out": args.out}, indent=2))
     return 0
 
 
 def cmd_predict(args) -> int:
     from .predict import predict
-    from .train.trainer import load_run
+    from .quant import load_any_run
 
     if (args.head is None) == (args.tail is None):
         raise SystemExit("predict: give exactly one of --head NAME (predict tails) or --tail NAME (predict heads)")
-    _, kg, model = load_run(args.run_dir)
+    _, kg, model = load_any_run(args.run_dir)
     rows = predict(model, kg, args.relation, head=args.head, tail=args.tail, top=args.top)
     query = f"({args.head}, {args.relation}, ?)" if args.head is not None else f"(?, {args.relation}, {args.tail})"
     print(f"top {args.top} answers to {query}:")
@@ -144,10 +168,30 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     train_parser.set_defaults(func=cmd_train)
 
-    evaluate_parser = commands.add_parser("evaluate", help="print a run's metrics from its saved model")
+    def quant_options(p, required):
+        p.add_argument("--bits", type=int, required=required,
+                       help="bits per number: 1..8 (packed codes), 16 or 32 (fp16 / fp32)")
+        p.add_argument("--dtype", default="int", choices=["int", "int_asym", "float", "quantile", "quantile_empirical"],
+                       help="int: symmetric absmax; int_asym: min-max; float: minifloat (e2m1 at 4 bits); "
+                       "quantile: normal float NF-k; quantile_empirical: the table's own quantiles (default int)")
+        p.add_argument("--block", type=int, default=64,
+                       help="numbers per scale along a row; 0 = whole row (default 64)")
+        p.add_argument("--scale-dtype", default="fp16", choices=["fp32", "fp16", "int8"],
+                       help="storage of the block scales; int8 = double quantisation (default fp16)")
+
+    evaluate_parser = commands.add_parser("evaluate", help="print a run's metrics from its saved model "
+                                          "(a trained or a quantized run; --bits quantizes in memory)")
     evaluate_parser.add_argument("run_dir")
     evaluate_parser.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    quant_options(evaluate_parser, required=False)
     evaluate_parser.set_defaults(func=cmd_evaluate)
+
+    quantize_parser = commands.add_parser("quantize", help="write a k-bit packed copy of a trained run")
+    quantize_parser.add_argument("run_dir")
+    quant_options(quantize_parser, required=True)
+    quantize_parser.add_argument("--out", required=True, help="quantized run folder to write")
+    quantize_parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    quantize_parser.set_defaults(func=cmd_quantize)
 
     predict_parser = commands.add_parser("predict", help="rank candidate entities for a query")
     predict_parser.add_argument("run_dir")
@@ -172,8 +216,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         return args.func(args)
-    except (KGFormatError, FileNotFoundError, RunFolderExistsError, TrainingDivergedError, ValueError,
-            KeyError) as error:
+    except (KGFormatError, FileNotFoundError, FileExistsError, RunFolderExistsError, TrainingDivergedError,
+            ValueError, KeyError) as error:
         print(f"kbit-dgl {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -43,6 +43,9 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 1       # epochs between resumable checkpoints
     num_threads: int = 0            # 0 = torch's default
+    qat_bits: int = 0               # quantisation-aware training at this many bits (0 = off), see kbit_dgl/quant
+    qat_dtype: str = "int"          # int | int_asym | float | quantile (as `kbit-dgl quantize --dtype`)
+    qat_block: int = 64             # numbers per scale along a row (0 = whole row); scales in fp16
 
 
 @dataclass

@@ -80,3 +80,16 @@ def test_config_yaml_round_trip(tmp_path):
     path.write_text("modle:\n  dim: 3\n")
     with pytest.raises(ValueError, match="unknown section 'modle'"):
         Config.from_yaml(str(path))
+
+
+def test_demo_prints_comparison_and_per_relation_table(tsv_folder, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--dataset", str(tsv_folder), "--out", str(out), "--no-progress", "--set", *SMALL]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["model", "test", "MRR"]
+    assert lines[2].startswith("transe") and lines[3].startswith("rotate")
+    assert "Test MRR per relation" in text and "married_to" in text
+    assert (out / "comparison.md").read_text().strip() == text.strip()
+    for model in ("transe", "rotate"):
+        assert (out / model / "metrics.json").exists()

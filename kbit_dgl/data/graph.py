@@ -39,13 +39,18 @@ def to_dgl(kg: KG, split: str = "train"):
     relation_of: Dict[Tuple[str, str, str], int] = {}
     head_types, tail_types = types[triples[:, 0]], types[triples[:, 2]]
     keys = (head_types * kg.num_relations + triples[:, 1]) * len(type_names) + tail_types
-    for key in torch.unique(keys).tolist():
-        mask = keys == key
+    # One sort, then contiguous slices: no per-relation scan over all triples (wikikg2: 535 x 16M).
+    order = torch.argsort(keys, stable=True)
+    unique_keys, counts = torch.unique_consecutive(keys[order], return_counts=True)
+    heads, tails = local[triples[order, 0]], local[triples[order, 2]]
+    start = 0
+    for key, count in zip(unique_keys.tolist(), counts.tolist()):
         head_type, rest = divmod(key, kg.num_relations * len(type_names))
         relation, tail_type = divmod(rest, len(type_names))
         canonical = (type_names[head_type], kg.relation_names[relation], type_names[tail_type])
-        data[canonical] = (local[triples[mask, 0]], local[triples[mask, 2]])
+        data[canonical] = (heads[start:start + count], tails[start:start + count])
         relation_of[canonical] = relation
+        start += count
     num_nodes = {name: int((types == t).sum()) for t, name in enumerate(type_names)}
     graph = dgl.heterograph(data, num_nodes_dict=num_nodes)
     for canonical, relation in relation_of.items():

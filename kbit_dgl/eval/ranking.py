@@ -59,8 +59,8 @@ def filtered_ranks(model, triples: torch.Tensor, filter_index: Optional[FilterIn
     """
     was_training = model.training
     model.eval()
-    device = device or model.entity.weight.device
     all_rows = model.all_entities()
+    device = device or all_rows.device  # not model.entity.weight: a quantized table has no float weight
     result = {}
     for direction, anchor_column, target_column in (("tail", 0, 2), ("head", 2, 0)):
         ranks = []

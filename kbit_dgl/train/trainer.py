@@ -41,7 +41,10 @@ class RunFolderExistsError(FileExistsError):
 def model_from_config(config: Config, kg: KG) -> KGEModel:
     if config.model.encoder:
         raise NotImplementedError(f"encoder {config.model.encoder!r}: GNN encoders are not available yet")
-    return build_model(config.model.name, kg.num_entities, kg.num_relations, config.model.dim, config.model.gamma)
+    model = build_model(config.model.name, kg.num_entities, kg.num_relations, config.model.dim, config.model.gamma)
+    from ..quant.qat import attach_qat  # fake quantisation when train.qat_bits is set, else a no-op
+
+    return attach_qat(model, config.train)
 
 
 def train_step(model: KGEModel, positives: torch.Tensor, config: Config, generator: torch.Generator,
@@ -157,6 +160,9 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool) -
             epoch_loss += float(loss) * len(batch_ids)
             epoch_triples += len(batch_ids)
             bar.update(1)
+            if progress and state["step"] % 50 == 0:
+                bar.set_postfix(epoch=state["epoch"] + 1, loss=f"{epoch_loss / epoch_triples:.4f}",
+                                triples_per_s=f"{epoch_triples / (time.perf_counter() - epoch_start):,.0f}")
         seconds = time.perf_counter() - epoch_start
         state["train_seconds"] += seconds
         state["epoch"] += 1

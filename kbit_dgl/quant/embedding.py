@@ -1,0 +1,92 @@
+"""``QuantizedEmbedding``: a packed k-bit table that gathers rows by id and dequantises on the fly."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from .packing import unpack_bits
+from .quantizers import QuantSpec, dequantize_codes, quantize_table, spec_from_header, stored_scales, table_nbytes
+
+STATE_KEYS = ("header", "codes", "codebook", "scales", "scale_groups", "offsets", "offset_groups")
+SCALE_KEYS = ("scales", "scale_groups", "offsets", "offset_groups")
+
+
+class QuantizedEmbedding(nn.Module):
+    """A (num_embeddings, embedding_dim) table held as packed codes + block scales.
+
+    ``forward(ids)`` -> float32 (*ids.shape, embedding_dim), decoding only the rows asked for;
+    ``dequantize_all()`` decodes every row, ``row_chunk`` rows at a time. The buffers are the
+    quantised state of :func:`~kbit_dgl.quant.quantizers.quantize_table`; ``nbytes`` is what
+    they occupy (and what a saved model file stores for this table).
+    """
+
+    def __init__(self, state: Dict[str, torch.Tensor]):
+        super().__init__()
+        unknown = set(state) - set(STATE_KEYS)
+        if unknown or "header" not in state or "codes" not in state:
+            raise ValueError(f"not a quantized table state: keys {sorted(state)}")
+        self.num_embeddings, self.embedding_dim, self.spec = spec_from_header(state["header"])
+        for key in STATE_KEYS:
+            self.register_buffer(key, state.get(key))
+
+    @classmethod
+    def from_float(cls, table: torch.Tensor, spec: QuantSpec,
+                   codebook: Optional[torch.Tensor] = None) -> "QuantizedEmbedding":
+        """Quantise a float table (rows, cols) with ``spec``."""
+        return cls(quantize_table(table, spec, codebook))
+
+    def quantized_state(self) -> Dict[str, torch.Tensor]:
+        """The buffers that exist, by name (what gets saved)."""
+        return {key: value for key, value in self._buffers.items() if value is not None}
+
+    @property
+    def device(self) -> torch.device:
+        return self.codes.device
+
+    def _decode(self, codes: torch.Tensor, rows: Optional[torch.Tensor]) -> torch.Tensor:
+        """Packed rows (n, bytes) or float rows -> float32 (n, embedding_dim); ``rows`` are their ids."""
+        spec = self.spec
+        if spec.is_float:
+            return codes.float()
+        values = unpack_bits(codes, spec.bits, self.embedding_dim)
+        if not spec.has_scales:
+            return dequantize_codes(values, self.codebook, None, None, 1)
+        scales, offsets = stored_scales(self.quantized_state(), rows, spec.num_blocks(self.embedding_dim))
+        return dequantize_codes(values, self.codebook, scales, offsets, spec.block_width(self.embedding_dim))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows of ``ids`` (any shape, int64) -> float32 (*ids.shape, embedding_dim)."""
+        flat = ids.reshape(-1).to(self.device)
+        return self._decode(self.codes[flat], flat).view(*ids.shape, self.embedding_dim)
+
+    def dequantize_all(self, row_chunk: int = 1 << 16) -> torch.Tensor:
+        """Every row, float32 (num_embeddings, embedding_dim), decoded ``row_chunk`` rows at a time."""
+        parts = []
+        for start in range(0, self.num_embeddings, row_chunk):
+            rows = torch.arange(start, min(start + row_chunk, self.num_embeddings), device=self.device)
+            parts.append(self._decode(self.codes[start:start + row_chunk], rows))
+        return torch.cat(parts) if parts else torch.empty(0, self.embedding_dim, device=self.device)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every stored tensor (codes, scales, offsets, codebook, header)."""
+        return sum(value.numel() * value.element_size() for value in self.quantized_state().values())
+
+    def nbytes_breakdown(self) -> Dict[str, int]:
+        """Measured bytes as codes / scales / metadata / total (same keys as ``table_nbytes``)."""
+        state = self.quantized_state()
+        size = {key: value.numel() * value.element_size() for key, value in state.items()}
+        codes = size["codes"]
+        scales = sum(size.get(key, 0) for key in SCALE_KEYS)
+        return {"codes": codes, "scales": scales, "metadata": self.nbytes - codes - scales, "total": self.nbytes}
+
+    def expected_nbytes(self) -> Dict[str, int]:
+        """The byte accounting from shape and spec alone (:func:`table_nbytes`)."""
+        return table_nbytes(self.num_embeddings, self.embedding_dim, self.spec)
+
+    def extra_repr(self) -> str:
+        spec = self.spec
+        kind = f"fp{spec.bits}" if spec.is_float else f"{spec.bits}-bit {spec.dtype}"
+        return f"{self.num_embeddings}, {self.embedding_dim}, {kind}, block={spec.block}, nbytes={self.nbytes}"

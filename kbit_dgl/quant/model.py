@@ -1,0 +1,108 @@
+"""A trained ``KGEModel`` with both tables quantised, usable by the same evaluate / predict code.
+
+How each decoder's tables are quantised (:func:`table_specs`):
+
+* TransE, DistMult, ComplEx, PairRE: entity and relation tables alike, blockwise along the row
+  with the requested spec. ComplEx rows are (real | imaginary) and PairRE relation rows
+  (r_head | r_tail); a block size that divides the half width keeps the halves in separate
+  blocks. PairRE's L2 normalisation of entities runs after dequantisation, as before scoring.
+* RotatE: entity rows (real | imaginary) as above; relation rows are phases in radians, rounded
+  to 2**k points evenly spaced on the circle (``phase``: no scale, error <= pi / 2**k), since a
+  rotation only sees the angle modulo 2*pi and its modulus is 1 by construction.
+* 16 / 32 bits store both tables as fp16 / fp32.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..models.decoders import Decoder, RotatE
+from ..models.model import KGEModel
+from .embedding import QuantizedEmbedding
+from .quantizers import QuantSpec
+
+
+def table_specs(decoder: Decoder, spec: QuantSpec) -> Tuple[QuantSpec, QuantSpec]:
+    """(entity spec, relation spec) for ``decoder`` given the requested ``spec``."""
+    if isinstance(decoder, RotatE) and not spec.is_float:
+        return spec, spec.replace(dtype="phase")
+    return spec, spec
+
+
+def float_weight(embedding: nn.Module) -> torch.Tensor:
+    """The float table of an ``nn.Embedding``: its latent weight when fake quantisation is attached."""
+    parametrizations = getattr(embedding, "parametrizations", None)
+    if parametrizations is not None and "weight" in parametrizations:
+        return parametrizations.weight.original
+    return embedding.weight
+
+
+class QuantizedKGEModel(KGEModel):
+    """``KGEModel`` whose ``entity`` and ``relation`` are :class:`QuantizedEmbedding` tables.
+
+    ``entities(ids)`` / ``relations(ids)`` decode the rows asked for; ``all_entities()`` decodes
+    the whole entity table (float32, transient) for ranking against all entities. Scores are
+    exactly those of a float model holding the dequantised tables.
+    """
+
+    def __init__(self, decoder: Decoder, entity: QuantizedEmbedding, relation: QuantizedEmbedding):
+        nn.Module.__init__(self)  # KGEModel.__init__ would allocate float tables
+        if entity.embedding_dim != decoder.entity_dim or relation.embedding_dim != decoder.relation_dim:
+            raise ValueError(f"table widths ({entity.embedding_dim}, {relation.embedding_dim}) do not match the "
+                             f"decoder's ({decoder.entity_dim}, {decoder.relation_dim})")
+        self.num_entities = entity.num_embeddings
+        self.num_relations = relation.num_embeddings
+        self.decoder = decoder
+        self.encoder = None
+        self.entity = entity
+        self.relation = relation
+
+    def all_entities(self) -> torch.Tensor:
+        """(num_entities, entity_dim) float32: every entity decoded, ready for scoring."""
+        return self.decoder.prepare_entities(self.entity.dequantize_all())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of both quantised tables (codes, scales, metadata)."""
+        return self.entity.nbytes + self.relation.nbytes
+
+    def byte_report(self) -> Dict[str, object]:
+        """Per-table and total bytes (codes / scales / metadata / total) next to fp32 bytes."""
+        report: Dict[str, object] = {}
+        totals = {"codes": 0, "scales": 0, "metadata": 0, "total": 0, "fp32": 0}
+        for name, table in (("entity", self.entity), ("relation", self.relation)):
+            part: Dict[str, object] = dict(table.nbytes_breakdown())
+            part["fp32"] = 4 * table.num_embeddings * table.embedding_dim
+            part.update(rows=table.num_embeddings, cols=table.embedding_dim, spec=table.spec.to_dict())
+            report[name] = part
+            for key in totals:
+                totals[key] += int(part[key])
+        totals["ratio_to_fp32"] = totals["total"] / totals["fp32"]
+        totals["bits_per_number"] = 8 * totals["total"] / (totals["fp32"] / 4)
+        report["all"] = totals
+        return report
+
+    def dequantized(self) -> KGEModel:
+        """A float ``KGEModel`` holding the decoded tables (the reference the tests score against)."""
+        model = KGEModel(self.num_entities, self.num_relations, copy.deepcopy(self.decoder))
+        with torch.no_grad():
+            model.entity.weight.copy_(self.entity.dequantize_all())
+            model.relation.weight.copy_(self.relation.dequantize_all())
+        return model.eval()
+
+
+def quantize_model(model: KGEModel, spec: QuantSpec, relation_spec: Optional[QuantSpec] = None) -> QuantizedKGEModel:
+    """Quantise a trained shallow ``KGEModel``'s tables (see :func:`table_specs`).
+
+    ``relation_spec`` overrides the relation table's spec (e.g. keep relations at 32 bits).
+    """
+    if model.encoder is not None:
+        raise NotImplementedError("quantizing models with a GNN encoder is not supported")
+    entity_spec, default_relation_spec = table_specs(model.decoder, spec)
+    entity = QuantizedEmbedding.from_float(float_weight(model.entity), entity_spec)
+    relation = QuantizedEmbedding.from_float(float_weight(model.relation), relation_spec or default_relation_spec)
+    device = float_weight(model.entity).device
+    return QuantizedKGEModel(copy.deepcopy(model.decoder), entity, relation).to(device).eval()
