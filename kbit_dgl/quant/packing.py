@@ -52,10 +52,16 @@ def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
     if packed.shape[-1] != packed_bytes(count, bits):
         raise ValueError(f"{count} codes of {bits} bits take {packed_bytes(count, bits)} bytes, "
                          f"got {packed.shape[-1]}")
-    *lead, nbytes = packed.shape
     if bits == 8:
         return packed
-    shifts = torch.arange(8, device=packed.device, dtype=torch.uint8)
-    stream = ((packed.unsqueeze(-1) >> shifts) & 1).reshape(*lead, nbytes * 8)[..., : count * bits]
-    weights = torch.tensor([1 << i for i in range(bits)], device=packed.device, dtype=torch.uint8)
-    return (stream.reshape(*lead, count, bits) * weights).sum(-1, dtype=torch.uint8)
+    if 8 % bits == 0:  # 1, 2, 4 bits: codes never straddle bytes; stay in uint8
+        shifts = torch.arange(0, 8, bits, device=packed.device, dtype=torch.uint8)
+        codes = (packed.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
+        return codes.reshape(*packed.shape[:-1], -1)[..., :count]
+    # Code i starts at bit i*k, i.e. in byte i*k // 8, and ends at most 7 + 8 bits later: the two
+    # bytes from there, read as one 16-bit word, hold it whole, whatever k.
+    start = torch.arange(count, device=packed.device) * bits
+    first, shift = start // 8, (start % 8).to(torch.int32)
+    words = torch.nn.functional.pad(packed, (0, 1)).to(torch.int32)
+    low, high = words.index_select(-1, first), words.index_select(-1, first + 1)
+    return (((high << 8) | low) >> shift & ((1 << bits) - 1)).to(torch.uint8)
