@@ -23,6 +23,7 @@ def small_config(model="transe", epochs=4, **train_overrides):
     config = Config()
     config.model.name = model
     config.model.dim = 32
+    config.model.gamma = 6.0
     config.train.batch_size = 256
     config.train.num_negatives = 32
     config.train.negative_chunk_size = 64
@@ -35,7 +36,7 @@ def small_config(model="transe", epochs=4, **train_overrides):
 
 
 def test_training_beats_untrained_by_a_wide_margin(small_kg, tmp_path):
-    config = small_config("rotate", epochs=40, valid_every=10)
+    config = small_config("rotate", epochs=40, valid_every=20, batch_size=64)
     torch.manual_seed(config.train.seed)
     untrained = evaluate(model_from_config(config, small_kg), small_kg, "test")["mrr"]
     metrics = train(config, small_kg, str(tmp_path / "run"), progress=False)

@@ -25,3 +25,18 @@ def uniform_negatives(num_chunks: int, num_negatives: int, num_entities: int,
                       generator: torch.Generator) -> torch.Tensor:
     """(num_chunks, num_negatives) entity ids drawn uniformly; each chunk shares its row."""
     return torch.randint(num_entities, (num_chunks, num_negatives), generator=generator)
+
+
+def subsampling_weights(triples: torch.Tensor, num_entities: int, num_relations: int) -> torch.Tensor:
+    """(n,) per-triple weights 1/sqrt(#(h, r, .) + #(., r, t) + 6), as the RotatE code's default.
+
+    Like word2vec's subsampling, triples whose (head, relation) or (relation, tail) is frequent
+    weigh less, so 1-N and N-1 relations do not dominate the loss. The +6 is the code's start
+    count of 4 per key (each count includes the triple itself and starts at 4).
+    """
+    weights = torch.zeros(len(triples), dtype=torch.float64)
+    for anchor in (0, 2):
+        keys = triples[:, anchor] * num_relations + triples[:, 1]
+        _, inverse, counts = torch.unique(keys, return_inverse=True, return_counts=True)
+        weights += counts[inverse].double()
+    return (1.0 / torch.sqrt(weights + 6.0)).float()
