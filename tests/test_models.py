@@ -94,3 +94,21 @@ def test_losses():
     # self-adversarial weights favour the hardest negative; equal scores give plain averaging
     flat = self_adversarial_loss(torch.tensor([0.0]), torch.zeros(1, 4))
     assert float(flat) == pytest.approx(math.log(2.0))
+
+
+def test_subsampling_weights_and_weighted_losses():
+    from kbit_dgl.train.sampling import subsampling_weights
+
+    triples = torch.tensor([[0, 0, 1], [0, 0, 2], [3, 1, 2]])
+    # counts: (h, r) = 2, 2, 1; (r, t) = 1, 1, 1
+    expected = 1 / torch.sqrt(torch.tensor([2 + 1 + 6, 2 + 1 + 6, 1 + 1 + 6.0]))
+    torch.testing.assert_close(subsampling_weights(triples, 4, 2), expected)
+    positive, negative = torch.randn(3), torch.randn(3, 5)
+    equal = torch.full((3,), 0.7)
+    torch.testing.assert_close(self_adversarial_loss(positive, negative, 1.0, equal),
+                               self_adversarial_loss(positive, negative, 1.0))
+    torch.testing.assert_close(margin_ranking_loss(positive, negative, 1.0, equal),
+                               margin_ranking_loss(positive, negative, 1.0))
+    only_first = torch.tensor([1.0, 0.0, 0.0])
+    torch.testing.assert_close(margin_ranking_loss(positive, negative, 1.0, only_first),
+                               margin_ranking_loss(positive[:1], negative[:1], 1.0))
