@@ -23,7 +23,7 @@ class DataConfig:
 class ModelConfig:
     name: str = "rotate"            # transe (L1), transe_l2, rotate, distmult, complex, pairre
     dim: int = 200                  # real numbers per entity row (RotatE/ComplEx: dim/2 complex)
-    gamma: float = 12.0             # margin of distance-based scores: score = gamma - distance
+    gamma: float = 6.0              # margin of distance-based scores: score = gamma - distance
     encoder: Optional[str] = None   # optional GNN encoder between tables and decoder
 
 
@@ -32,10 +32,12 @@ class TrainConfig:
     loss: str = "self_adversarial"  # self_adversarial (RotatE paper) | margin (TransE paper)
     adversarial_temperature: float = 1.0
     margin: float = 1.0             # for loss=margin
-    batch_size: int = 1024
+    subsampling: bool = False       # weigh positives by 1/sqrt(frequency of (h,r) + (r,t)) (RotatE code)
+    batch_size: int = 256
     num_negatives: int = 256
     negative_chunk_size: int = 128  # queries sharing one negative set; 1 = per-triple negatives
     lr: float = 1e-3
+    optimizer: str = "adam"         # adam (dense) | sparse_adam | sparse_adagrad: update only the rows of a step
     regularization: float = 0.0     # L2 on the rows of a batch (useful for distmult / complex)
     max_epochs: int = 500
     valid_every: int = 10           # epochs between validations (early stopping, best checkpoint)
