@@ -27,9 +27,10 @@ from kbit_dgl.io import atomic_write_json, atomic_write_text  # noqa: E402
 from kbit_dgl.train.trainer import train  # noqa: E402
 
 RUNS = ["synthetic:transe", "synthetic:rotate", "nations:transe", "nations:rotate", "kinship:transe",
-        "kinship:rotate", "codex-s:transe", "codex-s:rotate"]
-# Published reference numbers the issue names (test MRR).
-TARGETS = {"codex-s:transe": 0.354, "codex-s:rotate": 0.40, "kinship:rotate": 0.70}
+        "kinship:rotate", "codex-s:transe", "codex-s:transe_l2", "codex-s:rotate"]
+# Reference numbers the foundation issue names (test MRR). The CoDEx paper's TransE (0.354) is
+# TransE with the L2 norm (its LibKGE config: transe.l_norm 2), so it is compared with transe_l2.
+TARGETS = {"codex-s:transe_l2": 0.354, "codex-s:rotate": 0.40, "kinship:rotate": 0.70}
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "foundation")
 
 
