@@ -14,6 +14,9 @@ def _atomic(path: str, write) -> None:
     os.makedirs(folder, exist_ok=True)
     handle, temp_path = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp_path, 0o666 & ~umask)  # mkstemp's 0600 would make results unreadable to others
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             stream.flush()

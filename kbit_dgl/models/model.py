@@ -15,17 +15,23 @@ class KGEModel(nn.Module):
     An encoder, when given, is a module called as ``encoder(entity_table, relation_table)`` that
     returns the representation of every entity, (num_entities, decoder.entity_dim); without one
     the table rows are the representations (a shallow model).
+
+    ``sparse=True`` makes both tables ``nn.Embedding(sparse=True)``: a lookup's gradient is a sparse
+    tensor holding only the rows looked up, so a sparse optimizer (``train.optimizer`` sparse_adam or
+    sparse_adagrad, see kbit_dgl/train/optim.py) updates those rows and their state alone, and a
+    step's cost does not grow with the number of entities. Scores are the same either way.
     """
 
     def __init__(self, num_entities: int, num_relations: int, decoder: Decoder,
-                 encoder: Optional[nn.Module] = None):
+                 encoder: Optional[nn.Module] = None, sparse: bool = False):
         super().__init__()
         self.num_entities = num_entities
         self.num_relations = num_relations
         self.decoder = decoder
         self.encoder = encoder
-        self.entity = nn.Embedding(num_entities, decoder.entity_dim)
-        self.relation = nn.Embedding(num_relations, decoder.relation_dim)
+        self.sparse = sparse
+        self.entity = nn.Embedding(num_entities, decoder.entity_dim, sparse=sparse)
+        self.relation = nn.Embedding(num_relations, decoder.relation_dim, sparse=sparse)
         decoder.init_entities(self.entity.weight.data)
         decoder.init_relations(self.relation.weight.data)
 
@@ -55,5 +61,6 @@ class KGEModel(nn.Module):
 
 
 def build_model(name: str, num_entities: int, num_relations: int, dim: int, gamma: float,
-                encoder: Optional[nn.Module] = None) -> KGEModel:
-    return KGEModel(num_entities, num_relations, make_decoder(name, dim, gamma), encoder)
+                encoder: Optional[nn.Module] = None, sparse: bool = False) -> KGEModel:
+    """A :class:`KGEModel` with the decoder ``name``; ``sparse`` gives the tables sparse gradients."""
+    return KGEModel(num_entities, num_relations, make_decoder(name, dim, gamma), encoder, sparse)

@@ -2,8 +2,9 @@
 
 Positives in shuffled batches; uniform negatives shared within chunks of queries (DGL-KE style)
 or per triple; heads and tails corrupted on alternate steps (as in the RotatE and DGL-KE code);
-Adam; validation every few epochs with early stopping on valid MRR; the best model kept; a
-resumable checkpoint written atomically, so ``resume=True`` reproduces an uninterrupted run.
+dense Adam or sparse row updates (``train.optimizer``, see optim.py); validation every few epochs
+with early stopping on valid MRR; the best model kept; a resumable checkpoint written atomically,
+so ``resume=True`` reproduces an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from ..eval import evaluate
 from ..io import atomic_torch_save, atomic_write_json, atomic_write_text
 from ..models.model import KGEModel, build_model
 from .losses import compute_loss
-from .sampling import chunk_layout, positive_batches, uniform_negatives
+from .optim import make_optimizer, needs_sparse_tables
+from .sampling import chunk_layout, positive_batches, subsampling_weights, uniform_negatives
 
 LAST_CHECKPOINT = "checkpoint.pt"
 BEST_MODEL = "model.pt"
@@ -41,15 +43,19 @@ class RunFolderExistsError(FileExistsError):
 def model_from_config(config: Config, kg: KG) -> KGEModel:
     if config.model.encoder:
         raise NotImplementedError(f"encoder {config.model.encoder!r}: GNN encoders are not available yet")
-    model = build_model(config.model.name, kg.num_entities, kg.num_relations, config.model.dim, config.model.gamma)
+    model = build_model(config.model.name, kg.num_entities, kg.num_relations, config.model.dim, config.model.gamma,
+                        sparse=needs_sparse_tables(config.train.optimizer))
     from ..quant.qat import attach_qat  # fake quantisation when train.qat_bits is set, else a no-op
 
     return attach_qat(model, config.train)
 
 
 def train_step(model: KGEModel, positives: torch.Tensor, config: Config, generator: torch.Generator,
-               direction: str) -> torch.Tensor:
-    """Loss of one batch of positive triples (B, 3): corrupt ``direction`` with shared negatives."""
+               direction: str, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Loss of one batch of positive triples (B, 3): corrupt ``direction`` with shared negatives.
+
+    ``weights`` (B,) optionally weighs each positive (``train.subsampling``).
+    """
     train = config.train
     num_chunks, chunk = chunk_layout(len(positives), train.negative_chunk_size)
     negative_ids = uniform_negatives(num_chunks, train.num_negatives, model.num_entities, generator)
@@ -61,7 +67,8 @@ def train_step(model: KGEModel, positives: torch.Tensor, config: Config, generat
     negative_scores = model.decoder.score_candidates(
         anchor.view(num_chunks, chunk, -1), relation_rows.view(num_chunks, chunk, -1),
         model.entities(negative_ids), direction).reshape(len(positives), -1)
-    loss = compute_loss(train.loss, positive_scores, negative_scores, train.adversarial_temperature, train.margin)
+    loss = compute_loss(train.loss, positive_scores, negative_scores, train.adversarial_temperature, train.margin,
+                        weights)
     if train.regularization > 0:
         loss = loss + train.regularization * (head_rows.pow(2).mean() + tail_rows.pow(2).mean()
                                               + relation_rows.pow(2).mean())
@@ -118,7 +125,7 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool) -
     atomic_write_text(os.path.join(run_dir, "config.yaml"), config.to_yaml())
     torch.manual_seed(cfg.seed)
     model = model_from_config(config, kg)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     state = {"epoch": 0, "step": 0, "best_valid_mrr": -1.0, "best_epoch": 0, "bad_validations": 0,
              "train_seconds": 0.0, "history": [], "stopped_early": False}
@@ -127,6 +134,10 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool) -
     if resume:
         checkpoint = torch.load(checkpoint_path, map_location="cpu")
         model.load_state_dict(checkpoint["model"])
+        saved_optimizer = checkpoint.get("optimizer_name", "adam")  # checkpoints before train.optimizer: adam
+        if saved_optimizer != cfg.optimizer:
+            raise ValueError(f"{checkpoint_path} was written with train.optimizer={saved_optimizer}, "
+                             f"the config asks for {cfg.optimizer}; resume with the same optimizer")
         optimizer.load_state_dict(checkpoint["optimizer"])
         generator.set_state(checkpoint["generator"])
         state = checkpoint["state"]
@@ -134,9 +145,11 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool) -
 
     def save_checkpoint():
         atomic_torch_save(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                            "generator": generator.get_state(), "state": state})
+                                            "optimizer_name": cfg.optimizer, "generator": generator.get_state(),
+                                            "state": state})
 
     train_triples = kg.train
+    weights = subsampling_weights(train_triples, kg.num_entities, kg.num_relations) if cfg.subsampling else None
     steps_per_epoch = math.ceil(len(train_triples) / cfg.batch_size)
     log.info("training %s on %s %s for up to %d epochs (%d steps each)", config.model.name, kg.name,
              kg.summary(), cfg.max_epochs, steps_per_epoch)
@@ -148,7 +161,8 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool) -
         epoch_loss, epoch_triples = 0.0, 0
         for batch_ids in positive_batches(len(train_triples), cfg.batch_size, generator):
             direction = "tail" if state["step"] % 2 == 0 else "head"
-            loss = train_step(model, train_triples[batch_ids], config, generator, direction)
+            loss = train_step(model, train_triples[batch_ids], config, generator, direction,
+                              None if weights is None else weights[batch_ids])
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
                     f"loss became {float(loss)} at epoch {state['epoch'] + 1}, step {state['step']}; "

@@ -1,0 +1,147 @@
+"""Optimizers by name (``train.optimizer``): dense Adam, or sparse row updates of the tables.
+
+* ``adam``: ``torch.optim.Adam`` over every parameter; each step updates the whole of both
+  tables and their moment estimates, O(num_entities * dim) per step.
+* ``sparse_adam``: ``torch.optim.SparseAdam`` (lazy Adam) on the embedding tables, which then
+  need ``nn.Embedding(sparse=True)``; only the rows a batch looked up (positives and negatives)
+  and their moments move, with one global step count for the bias correction. Dense parameters
+  (e.g. an encoder's) get ``torch.optim.Adam``.
+* ``sparse_adagrad``: :class:`SparseAdagrad` over every parameter: Adagrad that adds the squared
+  gradient into the touched rows of its state and updates those rows alone, with index ops. The
+  untouched rows have zero gradient, so dense Adagrad leaves them (and their state) as they are
+  too: given the same gradient, the result equals ``torch.optim.Adagrad`` bit for bit. (On large
+  batches ``nn.Embedding``'s dense backward may sum a repeated row's gradient in another order
+  than the sparse one, so the gradients themselves can differ in the last bit.)
+  ``torch.optim.Adagrad`` has a sparse path as well, but it computes ``p - lr * (g / std)`` where
+  its dense path computes ``addcdiv(p, g, std, value=-lr)``, which differs in the last bit.
+  DGL-KE uses Adagrad too, with one accumulator per row (the mean of the squared gradient) to
+  save memory; this one keeps one per number, as torch does. Adagrad usually wants a larger
+  ``train.lr`` than Adam (DGL-KE uses 0.01 to 0.25).
+
+Every optimizer here has ``step``, ``zero_grad``, ``state_dict`` and ``load_state_dict``, so the
+trainer's checkpoints and resume work the same for all.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import torch
+from torch import nn
+
+OPTIMIZERS = ("adam", "sparse_adam", "sparse_adagrad")
+
+
+def check_optimizer(name: str) -> None:
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown train.optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
+
+
+def needs_sparse_tables(name: str) -> bool:
+    """Whether ``name`` updates the embedding tables from sparse gradients."""
+    check_optimizer(name)
+    return name != "adam"
+
+
+class SparseAdagrad(torch.optim.Optimizer):
+    """Adagrad (Duchi et al. 2011) whose sparse-gradient update touches only the gradient's rows.
+
+    For a row-sparse gradient (what ``nn.Embedding(sparse=True)`` produces: indices (1, nnz),
+    values (nnz, dim)) a step costs O(nnz * dim), whatever the table's size; a dense gradient gets
+    torch's dense Adagrad update. Both equal ``torch.optim.Adagrad(lr=lr, eps=eps)`` on the dense
+    gradient exactly. State per parameter: ``sum`` (accumulated squared gradients) and ``step``.
+    """
+
+    def __init__(self, params, lr: float = 1e-2, eps: float = 1e-10):
+        if lr <= 0 or eps < 0:
+            raise ValueError(f"SparseAdagrad needs lr > 0 and eps >= 0, got lr={lr}, eps={eps}")
+        super().__init__(params, {"lr": lr, "eps": eps})
+        for group in self.param_groups:
+            for param in group["params"]:
+                self.state[param] = {"step": torch.tensor(0.0), "sum": torch.zeros_like(param)}
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, eps = group["lr"], group["eps"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                state["step"] += 1
+                grad, state_sum = param.grad, state["sum"]
+                if not grad.is_sparse:
+                    state_sum.addcmul_(grad, grad, value=1)
+                    param.addcdiv_(grad, state_sum.sqrt().add_(eps), value=-lr)
+                    continue
+                grad = grad.coalesce()  # a row looked up twice gets one summed gradient, as dense
+                rows, values = grad.indices()[0], grad.values()
+                if rows.numel() == 0:
+                    continue
+                # the dense update's own ops on the gathered rows, so the rounding is the same too
+                row_sum = state_sum.index_select(0, rows).addcmul_(values, values, value=1)
+                state_sum.index_copy_(0, rows, row_sum)
+                std = row_sum.sqrt_().add_(eps)
+                param.index_copy_(0, rows, param.index_select(0, rows).addcdiv_(values, std, value=-lr))
+        return loss
+
+
+class OptimizerGroup:
+    """Several optimizers stepped as one (sparse tables + dense rest), checkpointed together."""
+
+    def __init__(self, optimizers: List[torch.optim.Optimizer]):
+        self.optimizers = optimizers
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"optimizers": [optimizer.state_dict() for optimizer in self.optimizers]}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        states = state.get("optimizers") if isinstance(state, dict) else None
+        if states is None or len(states) != len(self.optimizers):
+            raise ValueError(f"optimizer state holds {len(states) if states is not None else 'no'} optimizers, "
+                             f"expected {len(self.optimizers)}")
+        for optimizer, optimizer_state in zip(self.optimizers, states):
+            optimizer.load_state_dict(optimizer_state)
+
+
+def table_parameters(model: nn.Module) -> List[nn.Parameter]:
+    """The float parameters of the entity and relation tables (the latent tables under QAT)."""
+    params = []
+    for table in (model.entity, model.relation):
+        if not getattr(table, "sparse", False):
+            raise ValueError("a sparse optimizer needs the tables built with sparse=True "
+                             "(build_model(..., sparse=True))")
+        params.extend(table.parameters())
+    return params
+
+
+def make_optimizer(model: nn.Module, name: str, lr: float):
+    """The optimizer ``name`` (see :data:`OPTIMIZERS`) over ``model``'s parameters at learning rate ``lr``.
+
+    Sparse names require ``model`` built with ``sparse=True``. Returns a ``torch.optim`` optimizer,
+    or an :class:`OptimizerGroup` when tables and dense parameters need different ones.
+    """
+    check_optimizer(name)
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    if name == "sparse_adagrad":
+        table_parameters(model)  # fails clearly on dense tables
+        return SparseAdagrad(model.parameters(), lr=lr)
+    tables = table_parameters(model)
+    table_ids = {id(p) for p in tables}
+    dense = [p for p in model.parameters() if id(p) not in table_ids]
+    sparse_adam = torch.optim.SparseAdam(tables, lr=lr)
+    if not dense:
+        return sparse_adam
+    return OptimizerGroup([sparse_adam, torch.optim.Adam(dense, lr=lr)])

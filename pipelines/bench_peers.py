@@ -1,0 +1,493 @@
+"""kbit-dgl against PyKEEN and PyG (torch_geometric.nn.kge) on the same workload, in one run.
+
+    pip install -c constraints.txt -e ".[bench]"
+    python pipelines/bench_peers.py            # full: 3 interleaved repetitions, 1,000 test triples
+    python pipelines/bench_peers.py --quick    # smoke run, < 3 minutes: kbit-dgl (dense Adam), PyKEEN, PyG;
+                                               # 1 repetition, 1 + 1 steps, 8 eval triples
+
+Workload (the speed issue's): FB15k-237 (from ../shared/data or $KBIT_DGL_DATA); TransE-L1 with
+dim 200 and RotatE with 100 complex numbers; batch 1024; 256 negatives per positive; Adam, lr 1e-3;
+RotatE's self-adversarial loss (temperature 1, gamma 12) for every peer.
+
+Measured per peer and model, each (peer, model, repetition) in its own fresh subprocess (so peak
+RSS is that peer's alone) with the same environment, thread count and allocator settings,
+repetitions interleaved (rep 1: every peer and model, then rep 2, ... with the peer order rotated):
+
+* training positive triples/s: ``--steps`` steps timed after ``--warmup-steps`` (compilation,
+  allocation), through each library's own training path (see PEER_NOTES);
+* evaluation seconds per 1,000 test triples on a fixed random subset of ``--eval-triples`` test
+  triples, after an untimed warm-up on a few triples; kbit-dgl and PyKEEN rank head and tail
+  against all entities, filtered by train + valid + test; PyG's ``KGEModel.test`` ranks tails only,
+  unfiltered, one triple at a time, which is what it offers: reported as such, not rescaled;
+* peak RSS (VmHWM of the worker process, MiB);
+* effective scoring GFLOP/s: a nominal count of scoring FLOPs (SCORING_FLOPS_PER_PAIR per
+  (query, candidate) pair; training counts forward + backward as 3x forward over B * (1 + 256)
+  pairs, evaluation the forward over all entities per query) divided by the whole step or
+  evaluation time, next to the fp32 matmul GFLOP/s the same worker measured.
+
+Writes results/bench/peers.json (every measurement, medians, ratios, provenance) and
+results/bench/peers.md (the table).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+PEERS = ("kbit-dgl", "kbit-dgl-sparse_adam", "pykeen", "pyg")
+MODELS = ("transe", "rotate")
+BATCH_SIZE, NUM_NEGATIVES, CHUNK, LR, GAMMA = 1024, 256, 128, 1e-3, 12.0
+DIMS = {"transe": 200, "rotate": 200}  # real numbers per entity row; RotatE: 100 complex
+# Nominal forward FLOPs per (query, candidate) pair. TransE-L1: per coordinate a subtraction, an
+# absolute value and an add (3 * 200). RotatE: per complex coordinate two subtractions, two squares,
+# an add, a square root and the accumulating add (7 * 100). Used for every peer alike.
+SCORING_FLOPS_PER_PAIR = {"transe": 3 * 200, "rotate": 7 * 100}
+ALLOCATOR_VARIABLES = ("LD_PRELOAD", "MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
+                       "MALLOC_TOP_PAD_", "MALLOC_CONF", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "KBIT_DGL_COMPILE")
+PEER_NOTES = {
+    "kbit-dgl": "kbit_dgl.train.trainer.train_step + dense torch.optim.Adam (train.optimizer=adam): 256 negatives "
+                "shared by each chunk of 128 queries, scored by the fused compiled kernels; heads and tails "
+                "corrupted on alternate steps. Evaluation: kbit_dgl.eval.filtered_ranks, both directions, filtered, "
+                "batch 256 queries.",
+    "kbit-dgl-sparse_adam": "as kbit-dgl with train.optimizer=sparse_adam (torch.optim.SparseAdam on "
+                            "nn.Embedding(sparse=True) tables: lazy Adam, only the rows of the step move).",
+    "pykeen": "pykeen SLCWATrainingLoop.train (its own data loader, BasicNegativeSampler with num_negs_per_pos=256, "
+              "i.e. 256 negatives drawn per positive, head or tail corrupted, scored with score_hrt on a "
+              "(B*256, d) gather), NSSALoss(margin=12), torch.optim.Adam; PyKEEN's default entity constraint "
+              "(TransE: L2-normalise all entity rows after every step). Evaluation: RankBasedEvaluator(filtered=True), "
+              "both directions, filter = train + valid + test, batch_size as --pykeen-eval-batch-size.",
+    "pyg": "torch_geometric.nn.kge.TransE(p_norm=1) / RotatE with its KGTripletLoader; PyG's own loss draws one "
+           "negative per positive, so the 256 negatives per positive (tails on even steps, heads on odd) are "
+           "scored through the model's forward on (B*256,) index tensors, with the same self-adversarial loss; "
+           "torch.optim.Adam. PyG's RotatE distance is the L2 norm over all real and imaginary parts, not "
+           "RotatE's sum of complex moduli. Evaluation: KGEModel.test, which ranks tails only, unfiltered, with a "
+           "Python loop over test triples (batch_size = all entities); reported as is.",
+}
+
+
+# ----------------------------------------------------------------------------------------- worker side
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process (VmHWM; reset at exec, unlike ru_maxrss)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def matmul_gflops(repeats: int = 5) -> float:
+    import torch
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * 2048 ** 3 / best / 1e9
+
+
+def self_adversarial(positive, negative, temperature: float = 1.0):
+    """RotatE's loss, as kbit_dgl.train.losses (inlined so the PyG worker imports nothing of kbit-dgl)."""
+    import torch
+    import torch.nn.functional as F
+
+    weights = torch.softmax(negative.detach() * temperature, dim=-1)
+    return (-F.logsigmoid(positive).mean() - (weights * F.logsigmoid(-negative)).sum(-1).mean()) / 2
+
+
+def run_kbit(data: Dict, model_name: str, args, optimizer_name: str) -> Dict:
+    import torch
+
+    from kbit_dgl.config import Config
+    from kbit_dgl.data import KG
+    from kbit_dgl.eval.ranking import filtered_ranks
+    from kbit_dgl.train.optim import make_optimizer
+    from kbit_dgl.train.sampling import positive_batches
+    from kbit_dgl.train.trainer import model_from_config, train_step
+
+    kg = KG(name="fb15k-237", train=data["train"], valid=data["valid"], test=data["test"],
+            num_entities=data["num_entities"], num_relations=data["num_relations"],
+            entity_names=[str(i) for i in range(data["num_entities"])],
+            relation_names=[str(i) for i in range(data["num_relations"])])
+    config = Config()
+    config.model.name, config.model.dim, config.model.gamma = model_name, DIMS[model_name], GAMMA
+    config.train.batch_size, config.train.num_negatives, config.train.negative_chunk_size = \
+        BATCH_SIZE, NUM_NEGATIVES, CHUNK
+    config.train.lr, config.train.optimizer = LR, optimizer_name
+    torch.manual_seed(0)
+    model = model_from_config(config, kg)
+    optimizer = make_optimizer(model, optimizer_name, LR)
+    generator = torch.Generator().manual_seed(0)
+    batches = positive_batches(len(kg.train), BATCH_SIZE, generator)
+    stamps = []
+    for step in range(args.warmup_steps + args.steps):
+        ids = next(batches)  # the budget of steps is far below one epoch
+        loss = train_step(model, kg.train[ids], config, generator, "tail" if step % 2 == 0 else "head")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        stamps.append(time.perf_counter())
+    train_seconds = stamps[-1] - stamps[args.warmup_steps - 1]
+    _ = kg.filter_index  # built once per KG and cached, like the trainer's validations reuse it
+    filtered_ranks(model, data["eval"][:2], kg.filter_index, batch_size=256)  # warm-up (compilation)
+    start = time.perf_counter()
+    ranks = filtered_ranks(model, data["eval"], kg.filter_index, batch_size=256)
+    eval_seconds = time.perf_counter() - start
+    mrr = float((1.0 / torch.cat([ranks["tail"], ranks["head"]])).mean())
+    return {"train_seconds": train_seconds, "eval_seconds": eval_seconds, "eval_directions": 2,
+            "eval_filtered": True, "eval_mrr_after_warmup_training": mrr}
+
+
+def run_pykeen(data: Dict, model_name: str, args) -> Dict:
+    import torch
+    from pykeen.evaluation import RankBasedEvaluator
+    from pykeen.losses import NSSALoss
+    from pykeen.models import RotatE, TransE
+    from pykeen.training import SLCWATrainingLoop
+    from pykeen.training.callbacks import TrainingCallback
+    from pykeen.triples import CoreTriplesFactory
+
+    num_entities, num_relations = data["num_entities"], data["num_relations"]
+    factory = CoreTriplesFactory.create(data["train"], num_entities, num_relations)
+    torch.manual_seed(0)
+    if model_name == "transe":
+        model = TransE(triples_factory=factory, embedding_dim=200, scoring_fct_norm=1, loss=NSSALoss(margin=GAMMA),
+                       random_seed=0)
+    else:
+        model = RotatE(triples_factory=factory, embedding_dim=100, loss=NSSALoss(margin=GAMMA), random_seed=0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    steps = args.warmup_steps + args.steps
+    order = torch.randperm(len(data["train"]), generator=torch.Generator().manual_seed(0))[:steps * BATCH_SIZE]
+    subset = CoreTriplesFactory.create(data["train"][order], num_entities, num_relations)  # one epoch = `steps`
+
+    class Stamps(TrainingCallback):
+        def __init__(self):
+            super().__init__()
+            self.times: List[float] = []
+
+        def post_batch(self, epoch, batch, **kwargs):  # after optimizer.step and the entity constraint
+            self.times.append(time.perf_counter())
+
+    stamps = Stamps()
+    loop = SLCWATrainingLoop(model=model, triples_factory=subset, optimizer=optimizer, negative_sampler="basic",
+                             negative_sampler_kwargs={"num_negs_per_pos": NUM_NEGATIVES})
+    loop.train(triples_factory=subset, num_epochs=1, batch_size=BATCH_SIZE, use_tqdm=False, use_tqdm_batch=False,
+               callbacks=[stamps])
+    if len(stamps.times) != steps:
+        raise RuntimeError(f"pykeen ran {len(stamps.times)} batches, expected {steps}")
+    train_seconds = stamps.times[-1] - stamps.times[args.warmup_steps - 1]
+    evaluator = RankBasedEvaluator(filtered=True)
+    known = [data["train"], data["valid"], data["test"]]
+    evaluator.evaluate(model, data["eval"][:2], batch_size=args.pykeen_eval_batch_size, use_tqdm=False,
+                       additional_filter_triples=known)  # warm-up
+    start = time.perf_counter()
+    result = evaluator.evaluate(model, data["eval"], batch_size=args.pykeen_eval_batch_size, use_tqdm=False,
+                                additional_filter_triples=known)
+    eval_seconds = time.perf_counter() - start
+    return {"train_seconds": train_seconds, "eval_seconds": eval_seconds, "eval_directions": 2,
+            "eval_filtered": True, "eval_batch_size": args.pykeen_eval_batch_size,
+            "eval_mrr_after_warmup_training": float(result.get_metric("both.realistic.inverse_harmonic_mean_rank"))}
+
+
+def run_pyg(data: Dict, model_name: str, args) -> Dict:
+    import torch
+    from torch_geometric.nn.kge import RotatE, TransE
+
+    num_entities, num_relations = data["num_entities"], data["num_relations"]
+    torch.manual_seed(0)
+    if model_name == "transe":
+        model = TransE(num_entities, num_relations, hidden_channels=200, margin=GAMMA, p_norm=1.0)
+    else:
+        model = RotatE(num_entities, num_relations, hidden_channels=100, margin=GAMMA)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    train = data["train"]
+    loader = model.loader(train[:, 0], train[:, 1], train[:, 2], batch_size=BATCH_SIZE, shuffle=True)
+    generator = torch.Generator().manual_seed(0)
+    stamps = []
+    for step, (head, relation, tail) in enumerate(loader):
+        if step == args.warmup_steps + args.steps:
+            break
+        batch = len(head)
+        negatives = torch.randint(num_entities, (batch * NUM_NEGATIVES,), generator=generator)
+        repeated_relation = relation.repeat_interleave(NUM_NEGATIVES)
+        if step % 2 == 0:
+            negative_scores = model(head.repeat_interleave(NUM_NEGATIVES), repeated_relation, negatives)
+        else:
+            negative_scores = model(negatives, repeated_relation, tail.repeat_interleave(NUM_NEGATIVES))
+        loss = self_adversarial(model(head, relation, tail), negative_scores.view(batch, NUM_NEGATIVES))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        stamps.append(time.perf_counter())
+    train_seconds = stamps[-1] - stamps[args.warmup_steps - 1]
+    evaluation = data["eval"]
+    model.test(evaluation[:2, 0], evaluation[:2, 1], evaluation[:2, 2], batch_size=num_entities, log=False)
+    start = time.perf_counter()
+    _, mrr, _ = model.test(evaluation[:, 0], evaluation[:, 1], evaluation[:, 2], batch_size=num_entities, k=10,
+                           log=False)
+    eval_seconds = time.perf_counter() - start
+    return {"train_seconds": train_seconds, "eval_seconds": eval_seconds, "eval_directions": 1,
+            "eval_filtered": False, "eval_mrr_after_warmup_training": float(mrr)}
+
+
+def worker(args) -> None:
+    import torch
+
+    data = torch.load(args.data)
+    data["eval"] = data["eval"][:args.eval_triples]
+    gflops = matmul_gflops(3)
+    if args.peer.startswith("kbit-dgl"):
+        optimizer_name = args.peer.split("-", 2)[2] if args.peer.count("-") >= 2 else "adam"
+        measured = run_kbit(data, args.model, args, optimizer_name)
+    elif args.peer == "pykeen":
+        measured = run_pykeen(data, args.model, args)
+    elif args.peer == "pyg":
+        measured = run_pyg(data, args.model, args)
+    else:
+        raise ValueError(f"unknown peer {args.peer!r}; expected one of {PEERS}")
+    num_eval, num_entities = len(data["eval"]), data["num_entities"]
+    flops_per_pair = SCORING_FLOPS_PER_PAIR[args.model]
+    train_flops = 3 * args.steps * BATCH_SIZE * (1 + NUM_NEGATIVES) * flops_per_pair
+    eval_flops = measured["eval_directions"] * num_eval * num_entities * flops_per_pair
+    measured.update(
+        peer=args.peer, model=args.model, repetition=args.repetition, steps=args.steps,
+        train_triples_per_second=args.steps * BATCH_SIZE / measured["train_seconds"],
+        eval_seconds_per_1000_triples=measured["eval_seconds"] * 1000 / num_eval, eval_triples=num_eval,
+        train_scoring_gflops=train_flops / measured["train_seconds"] / 1e9,
+        eval_scoring_gflops=eval_flops / measured["eval_seconds"] / 1e9, matmul_gflops=gflops,
+        peak_rss_mib=peak_rss_mib(), torch_threads=torch.get_num_threads())
+    matmul_after = matmul_gflops(3)  # the load on a shared machine can change during a worker
+    measured["matmul_gflops_after"] = round(matmul_after, 2)
+    with open(args.result, "w", encoding="utf-8") as handle:
+        json.dump(measured, handle)
+
+
+# ----------------------------------------------------------------------------------- orchestrator side
+def prepare_data(data_dir: str, path: str, seed: int = 0) -> None:
+    """FB15k-237 as id tensors for the workers, plus a fixed random order of the test triples."""
+    import torch
+
+    from kbit_dgl.data import load_dataset
+
+    kg = load_dataset("fb15k-237", data_dir)
+    order = torch.randperm(len(kg.test), generator=torch.Generator().manual_seed(seed))
+    torch.save({"train": kg.train, "valid": kg.valid, "test": kg.test, "eval": kg.test[order],
+                "num_entities": kg.num_entities, "num_relations": kg.num_relations}, path)
+
+
+def summarize(runs: List[Dict], peers: List[str], models: List[str]) -> Dict:
+    table: Dict[str, Dict[str, Dict]] = {}
+    keys = ("train_triples_per_second", "eval_seconds_per_1000_triples", "peak_rss_mib", "train_scoring_gflops",
+            "eval_scoring_gflops", "matmul_gflops")
+    for model in models:
+        for peer in peers:
+            done = [run for run in runs if run["peer"] == peer and run["model"] == model and "error" not in run]
+            if not done:
+                continue
+            row = {f"{key}_median": round(statistics.median(run[key] for run in done), 3) for key in keys}
+            row["peak_rss_mib_max"] = max(run["peak_rss_mib"] for run in done)
+            row["repetitions"] = len(done)
+            row["eval_directions"], row["eval_filtered"] = done[0]["eval_directions"], done[0]["eval_filtered"]
+            row["train_fraction_of_matmul"] = round(row["train_scoring_gflops_median"] / row["matmul_gflops_median"], 4)
+            row["eval_fraction_of_matmul"] = round(row["eval_scoring_gflops_median"] / row["matmul_gflops_median"], 4)
+            table.setdefault(model, {})[peer] = row
+    ratios: Dict[str, Dict[str, float]] = {}
+    for model, rows in table.items():
+        if "kbit-dgl" not in rows:
+            continue
+        ours = rows["kbit-dgl"]
+        for peer, row in rows.items():
+            if peer == "kbit-dgl":
+                continue
+            ratios.setdefault(model, {})[f"train_speedup_vs_{peer}"] = round(
+                ours["train_triples_per_second_median"] / row["train_triples_per_second_median"], 2)
+            ratios[model][f"eval_speedup_vs_{peer}"] = round(
+                row["eval_seconds_per_1000_triples_median"] / ours["eval_seconds_per_1000_triples_median"], 2)
+    return {"table": table, "kbit_dgl_ratios": ratios}
+
+
+def markdown(summary: Dict, results: Dict) -> str:
+    lines = ["# kbit-dgl vs PyKEEN vs PyG (torch_geometric.nn.kge)", "",
+             f"`{results['provenance']['command']}` at {results['provenance']['commit']}, "
+             f"{results['provenance']['finished']}, wall {results['provenance']['wall_seconds']} s; "
+             f"mode: {results['mode']}; machine: {results['provenance']['machine']['cpu_cores']} cores, "
+             f"torch {results['provenance']['machine']['torch']}, {results['threads']} threads; "
+             f"load average before/after {results['load_average']['before'][0]} / "
+             f"{results['load_average']['after'][0]}.", "",
+             "FB15k-237, batch 1024, 256 negatives per positive, Adam lr 1e-3, dim 200 (RotatE 100 complex). "
+             "Medians over repetitions. Eval: seconds per 1,000 test triples "
+             f"({results['workload']['eval_triples']} timed); kbit-dgl and PyKEEN rank both directions, filtered; "
+             "**PyG ranks tails only, unfiltered** (its `KGEModel.test`). GFLOP/s: nominal scoring FLOPs over "
+             "the whole step or evaluation time, against fp32 matmul measured in the same worker.", "",
+             "| model | peer | train triples/s | eval s / 1k triples | eval directions | peak RSS MiB | "
+             "train GFLOP/s (of matmul) | eval GFLOP/s (of matmul) | matmul GFLOP/s | reps |",
+             "|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for model, rows in summary["table"].items():
+        for peer, row in rows.items():
+            directions = "head+tail, filtered" if row["eval_filtered"] else "tail only, unfiltered"
+            lines.append(
+                f"| {model} | {peer} | {row['train_triples_per_second_median']:,.0f} | "
+                f"{row['eval_seconds_per_1000_triples_median']:,.2f} | {directions} | {row['peak_rss_mib_max']:,.0f} | "
+                f"{row['train_scoring_gflops_median']:.2f} ({row['train_fraction_of_matmul']:.1%}) | "
+                f"{row['eval_scoring_gflops_median']:.2f} ({row['eval_fraction_of_matmul']:.1%}) | "
+                f"{row['matmul_gflops_median']:.0f} | {row['repetitions']} |")
+    lines += ["", "Ratios (kbit-dgl with dense Adam over each peer; eval ratios against PyG compare "
+              "both-direction filtered ranking with PyG's tail-only unfiltered one):", ""]
+    for model, ratios in summary["kbit_dgl_ratios"].items():
+        lines.append(f"- {model}: " + ", ".join(f"{key} {value}x" for key, value in ratios.items()))
+    lines += ["", "What each peer runs:", ""] + [f"- **{peer}**: {note}" for peer, note in PEER_NOTES.items()]
+    if results.get("errors"):
+        lines += ["", "Failed runs:", ""] + [f"- {error}" for error in results["errors"]]
+    if results.get("note"):
+        lines += ["", results["note"]]
+    return "\n".join(lines) + "\n"
+
+
+def orchestrate(args) -> None:
+    from provenance import provenance
+
+    from kbit_dgl.io import atomic_write_json, atomic_write_text
+
+    started = time.time()
+    load_before = os.getloadavg()
+    work = tempfile.mkdtemp(prefix="bench_peers_")
+    data_path = os.path.join(work, "fb15k-237.pt")
+    prepare_data(args.data_dir, data_path)
+    env = dict(os.environ)  # one environment, hence one allocator setting, for every worker
+    runs: List[Dict] = []
+    errors: List[str] = []
+    for repetition in range(args.repeats):
+        peers = args.peers[repetition % len(args.peers):] + args.peers[:repetition % len(args.peers)]
+        for model in args.models:
+            for peer in peers:
+                result = os.path.join(work, f"{peer}-{model}-{repetition}.json")
+                command = [sys.executable, os.path.abspath(__file__), "--worker", "--peer", peer, "--model", model,
+                           "--data", data_path, "--result", result, "--repetition", str(repetition),
+                           "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps),
+                           "--eval-triples", str(args.eval_triples),
+                           "--pykeen-eval-batch-size", str(args.pykeen_eval_batch_size)]
+                start = time.perf_counter()
+                try:
+                    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.worker_timeout)
+                    failure = None if done.returncode == 0 else f"exit {done.returncode}: {done.stderr[-2000:]}"
+                except subprocess.TimeoutExpired:
+                    failure = f"timed out after {args.worker_timeout} s"
+                wall = time.perf_counter() - start
+                if failure is None:
+                    with open(result, encoding="utf-8") as handle:
+                        run = json.load(handle)
+                    run["worker_wall_seconds"] = round(wall, 1)
+                    runs.append(run)
+                    print(f"rep {repetition} {model:6s} {peer:22s} train {run['train_triples_per_second']:9,.0f} "
+                          f"triples/s  eval {run['eval_seconds_per_1000_triples']:8.2f} s/1k "
+                          f"({run['eval_directions']} dir)  RSS {run['peak_rss_mib']:7,.0f} MiB  "
+                          f"[{wall:.0f} s]", flush=True)
+                else:
+                    errors.append(f"{peer}/{model}/rep {repetition}: {failure}")
+                    runs.append({"peer": peer, "model": model, "repetition": repetition, "error": failure})
+                    print(f"rep {repetition} {model:6s} {peer:22s} FAILED: {failure[-300:]}", flush=True)
+    summary = summarize(runs, args.peers, args.models)
+    load_after = os.getloadavg()
+    import torch
+
+    results = {
+        "mode": "quick" if args.quick else "full",
+        "workload": {"dataset": "FB15k-237", "batch_size": BATCH_SIZE, "negatives_per_positive": NUM_NEGATIVES,
+                     "kbit_negative_chunk_size": CHUNK, "optimizer": "Adam", "lr": LR, "gamma": GAMMA,
+                     "dims": {"transe": "200 real", "rotate": "100 complex"}, "loss": "self-adversarial (temp 1)",
+                     "warmup_steps": args.warmup_steps, "timed_steps": args.steps,
+                     "eval_triples": args.eval_triples, "repetitions": args.repeats,
+                     "scoring_flops_per_pair": SCORING_FLOPS_PER_PAIR,
+                     "train_flops_convention": "3 x forward (forward + backward) over B * (1 + 256) pairs per step",
+                     "pykeen_eval_batch_size": args.pykeen_eval_batch_size},
+        "peer_notes": PEER_NOTES,
+        "versions": peer_versions(),
+        "threads": torch.get_num_threads(),
+        "allocator": {name: os.environ.get(name) for name in ALLOCATOR_VARIABLES},
+        "allocator_note": "every worker ran with this same environment (glibc malloc unless LD_PRELOAD says else)",
+        "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
+        "summary": summary, "runs": runs, "errors": errors,
+    }
+    if load_before[0] >= 1.0:
+        results["note"] = (f"Timings taken under load: the 1-minute load average was {load_before[0]:.1f} on "
+                           f"{os.cpu_count()} cores before the run (other jobs shared the machine); ratios between "
+                           f"interleaved peers are more trustworthy than absolute rates.")
+    if args.quick:
+        results["quick_note"] = ("--quick: few steps, few eval triples and one repetition, a smoke run of the "
+                                 "pipeline; its numbers are indicative only")
+    results["provenance"] = provenance(started)
+    os.makedirs(args.out_dir, exist_ok=True)
+    atomic_write_json(os.path.join(args.out_dir, "peers.json"), results)
+    atomic_write_text(os.path.join(args.out_dir, "peers.md"), markdown(summary, results))
+    print(markdown(summary, results))
+    print(f"wrote {os.path.join(args.out_dir, 'peers.json')} and peers.md")
+
+
+def peer_versions() -> Dict[str, Optional[str]]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: Dict[str, Optional[str]] = {}
+    for package in ("kbit-dgl", "torch", "pykeen", "torch_geometric"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run (< 3 min): peers kbit-dgl pykeen pyg, 1 repetition, 1 warm-up + 1 timed "
+                             "step, 8 eval triples")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved repetitions (default 3; quick 1)")
+    parser.add_argument("--peers", nargs="+", default=None, choices=PEERS,
+                        help="default: all; quick: kbit-dgl pykeen pyg")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--steps", type=int, default=None, help="timed training steps (default 20; quick 1)")
+    parser.add_argument("--warmup-steps", type=int, default=None, help="untimed first steps (default 3; quick 1)")
+    parser.add_argument("--eval-triples", type=int, default=None,
+                        help="test triples in the timed evaluation (default 1000; quick 8)")
+    parser.add_argument("--pykeen-eval-batch-size", type=int, default=32,
+                        help="PyKEEN evaluation batch (it broadcasts batch x entities x dim; None would start a "
+                             "memory search)")
+    parser.add_argument("--data-dir", default=os.environ.get("KBIT_DGL_DATA") or os.path.join(ROOT, "..", "shared",
+                                                                                             "data"))
+    parser.add_argument("--out-dir", default=os.path.join(ROOT, "results", "bench"))
+    parser.add_argument("--worker-timeout", type=int, default=1800)
+    # worker side (internal)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--peer", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--repetition", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    quick = args.quick
+    args.repeats = args.repeats if args.repeats is not None else (1 if quick else 3)
+    args.peers = args.peers or (["kbit-dgl", "pykeen", "pyg"] if quick else list(PEERS))
+    args.steps = args.steps if args.steps is not None else (1 if quick else 20)
+    args.warmup_steps = args.warmup_steps if args.warmup_steps is not None else (1 if quick else 3)
+    args.eval_triples = args.eval_triples if args.eval_triples is not None else (8 if quick else 1000)
+    if args.warmup_steps < 1 or args.steps < 1:
+        parser.error("--steps and --warmup-steps must be at least 1")
+    if args.worker:
+        worker(args)
+    else:
+        orchestrate(args)
+
+
+if __name__ == "__main__":
+    main()
