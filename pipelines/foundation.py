@@ -34,17 +34,18 @@ TARGETS = {"codex-s:transe_l2": 0.354, "codex-s:rotate": 0.40, "kinship:rotate":
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "foundation")
 
 
-def run_one(spec: str, data_dir: str, runs_dir: str, overrides) -> dict:
+def run_one(spec: str, data_dir: str, runs_dir: str, overrides, suffix: str = "") -> dict:
     dataset, model = spec.split(":")
     started = time.time()
     kg = load_dataset(dataset, data_dir)
     config = Config()
     config.data.dataset, config.data.data_dir, config.model.name = dataset, None, model
     config.apply_overrides(overrides)
-    metrics = train(config, kg, os.path.join(runs_dir, f"{dataset}-{model}"), overwrite=True, progress=False)
-    record = {"spec": spec, "target_test_mrr": TARGETS.get(spec), "config": config.to_dict(), **metrics,
-              "provenance": provenance(started)}
-    atomic_write_json(os.path.join(RESULTS, f"{dataset}-{model}.json"), record)
+    name = f"{dataset}-{model}{suffix}"
+    metrics = train(config, kg, os.path.join(runs_dir, name), overwrite=True, progress=False)
+    record = {"spec": spec, "name": name, "overrides": list(overrides), "target_test_mrr": TARGETS.get(spec),
+              "config": config.to_dict(), **metrics, "provenance": provenance(started)}
+    atomic_write_json(os.path.join(RESULTS, f"{name}.json"), record)
     print(f"{spec}: test MRR {metrics['test']['mrr']:.4f} valid {metrics['valid']['mrr']:.4f} "
           f"({record['provenance']['wall_seconds']} s)", flush=True)
     return record
@@ -52,20 +53,23 @@ def run_one(spec: str, data_dir: str, runs_dir: str, overrides) -> dict:
 
 def write_table() -> None:
     rows = []
-    for spec in RUNS:
-        path = os.path.join(RESULTS, spec.replace(":", "-") + ".json")
-        if not os.path.exists(path):
-            continue
-        with open(path) as handle:
+    default_names = [spec.replace(":", "-") for spec in RUNS]
+    names = sorted((f[:-5] for f in os.listdir(RESULTS) if f.endswith(".json")),
+                   key=lambda n: (default_names.index(n) if n in default_names else len(default_names), n))
+    for name in names:
+        with open(os.path.join(RESULTS, name + ".json")) as handle:
             r = json.load(handle)
         target = r.get("target_test_mrr")
-        rows.append(f"| {r['dataset']} | {r['model']} | {r['test']['mrr']:.3f} | {r['test']['hits@1']:.3f} | "
+        changed = " ".join(o for o in r.get("overrides", []) if not o.startswith("train.num_threads"))
+        changed = changed or "defaults"
+        rows.append(f"| {r['dataset']} | {r['model']} | {changed} | {r['test']['mrr']:.3f} | "
+                    f"{r['test']['hits@1']:.3f} | "
                     f"{r['test']['hits@10']:.3f} | {r['valid']['mrr']:.3f} | "
                     f"{'' if target is None else f'>= {target}'} | {r['best_epoch']}/{r['epochs']} | "
                     f"{r['train_seconds']:.0f} | {r['train_triples_per_second']:,.0f} | "
                     f"{r['provenance']['wall_seconds']:.0f} | `{r['provenance']['commit'][:10]}` |")
-    header = ("| dataset | model | test MRR | H@1 | H@10 | valid MRR | target | best/last epoch | train s | "
-              "triples/s | wall s | commit |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+    header = ("| dataset | model | config | test MRR | H@1 | H@10 | valid MRR | target | best/last epoch | train s | "
+              "triples/s | wall s | commit |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     text = ("# Foundation benchmarks (default hyperparameters)\n\nProduced by `python pipelines/foundation.py "
             "--data-dir ../shared/data` (one JSON per run beside this file, with the exact command, commit, "
             "machine and wall time). Filtered ranking, head and tail pooled, ties = mean rank.\n\n"
@@ -79,9 +83,10 @@ def main() -> None:
     parser.add_argument("--runs-dir", default="runs/foundation")
     parser.add_argument("--only", nargs="*", help="dataset:model specs (default: all)")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides applied to every run")
+    parser.add_argument("--suffix", default="", help="added to result names, for runs with overrides")
     args = parser.parse_args()
     for spec in args.only or RUNS:
-        run_one(spec, args.data_dir, args.runs_dir, args.set)
+        run_one(spec, args.data_dir, args.runs_dir, args.set, args.suffix)
         write_table()
 
 
