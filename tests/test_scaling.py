@@ -1,0 +1,198 @@
+"""Scaling analysis: power-law fits, held-out validation, the bit-optimal frontier, sweep smoke runs."""
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from kbit_dgl.data.synthetic import generate_kg
+from kbit_dgl.scaling.fit import fit_power_law, holdout_error, saturating_power_law
+from kbit_dgl.scaling.frontier import aggregate_points, bit_optimal_table, budget_grid, frontier_summary
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipelines"))
+
+
+# ---- fits --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("a, b, c", [(2.0, 0.5, 0.3), (-0.8, 0.35, 0.45)])  # a falling loss, a rising MRR
+def test_saturating_fit_recovers_noisy_power_law(a, b, c):
+    rng = np.random.default_rng(0)
+    x = np.repeat([16, 32, 64, 128, 256, 512, 1024, 2048], 3).astype(float)
+    noise = 0.002
+    y = saturating_power_law(x, a, b, c) + rng.normal(0, noise, x.size)
+    fit = fit_power_law(x, y, "saturating")
+    for name, true in (("a", a), ("b", b), ("c", c)):
+        assert fit.params[name] == pytest.approx(true, rel=0.15, abs=0.02), name
+        assert math.isfinite(fit.stderr[name]) and fit.stderr[name] > 0
+        assert abs(fit.params[name] - true) < 4 * fit.stderr[name] + 1e-9, name  # errors are honest
+    assert fit.rmse == pytest.approx(noise, rel=0.5)
+    assert fit.determined
+
+
+def test_plain_power_law_fit_over_decades():
+    rng = np.random.default_rng(1)
+    x = np.geomspace(1e2, 1e7, 12)  # training steps: the x normalisation keeps this well conditioned
+    y = 5.0 * x ** -0.3 * np.exp(rng.normal(0, 0.01, x.size))
+    fit = fit_power_law(x, y, "power_law")
+    assert fit.params["a"] == pytest.approx(5.0, rel=0.1)
+    assert fit.params["b"] == pytest.approx(0.3, abs=0.01)
+    assert fit.predict(1e8) == pytest.approx(5.0 * 1e8 ** -0.3, rel=0.05)
+
+
+def test_fit_with_as_many_points_as_parameters_has_infinite_errors():
+    x = np.array([10.0, 100.0, 1000.0])
+    fit = fit_power_law(x, saturating_power_law(x, 3.0, 0.5, 1.0), "saturating")
+    assert fit.predict(x) == pytest.approx(saturating_power_law(x, 3.0, 0.5, 1.0), rel=1e-6)
+    assert all(math.isinf(v) for v in fit.stderr.values())
+    assert fit.to_dict()["stderr"] == {"a": None, "b": None, "c": None}
+    with pytest.raises(ValueError, match="distinct x"):
+        fit_power_law([1.0, 2.0], [1.0, 0.5], "saturating")
+
+
+def test_holdout_error_is_prediction_minus_mean_at_the_largest_x():
+    x = np.array([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 32.0])
+    y = saturating_power_law(x, 2.0, 0.7, 0.5)
+    y[-2:] += [0.10, 0.20]  # the two points at the largest x sit 0.15 above the law on average
+    result = holdout_error(x, y, "saturating")
+    expected = saturating_power_law(32.0, 2.0, 0.7, 0.5)
+    assert result["heldout_x"] == 32.0
+    assert result["predicted"] == pytest.approx(expected, rel=1e-6)  # the reduced fit is exact
+    assert result["observed"] == pytest.approx(expected + 0.15)
+    assert result["abs_error"] == pytest.approx(0.15, rel=1e-5)
+    assert result["rel_error"] == pytest.approx(0.15 / (expected + 0.15), rel=1e-5)
+    assert result["observed_std"] == pytest.approx(np.std([0.10, 0.20], ddof=1))
+    assert result["fit"]["num_points"] == 5
+
+
+# ---- frontier ----------------------------------------------------------------------------------
+def _point(dim, bits, mrr, seed=0, dtype="int"):
+    return {"dim": dim, "bits": bits, "dtype": dtype, "block": 64, "seed": seed, "mrr": mrr,
+            "total_bits": dim * bits * 100}
+
+
+def test_bit_optimal_table_picks_the_best_config_within_each_budget():
+    points = []
+    for seed, noise in enumerate((-0.005, 0.0, 0.005)):
+        points += [_point(16, 32, 0.30 + noise, seed),   # 51,200 bits
+                   _point(64, 4, 0.33 + noise, seed),    # 25,600 bits: more dims at 4 bits beat fp32
+                   _point(128, 4, 0.36 + noise, seed),   # 51,200 bits
+                   _point(64, 8, 0.34 + noise, seed),    # 51,200 bits
+                   _point(32, 2, 0.20 + noise, seed)]    # 6,400 bits
+    rows = aggregate_points(points)
+    assert {(r["dim"], r["bits"]): r["num_seeds"] for r in rows}[(64, 4)] == 3
+    assert {(r["dim"], r["bits"]): r["mean"] for r in rows}[(64, 4)] == pytest.approx(0.33)
+    table = bit_optimal_table(points, budgets=[5000, 6400, 30000, 60000])
+    assert [row["budget_bits"] for row in table] == [6400, 30000, 60000]  # nothing fits 5,000 bits
+    assert [(row["dim"], row["bits"]) for row in table] == [(32, 2), (64, 4), (128, 4)]
+    top = table[-1]
+    assert top["mean"] == pytest.approx(0.36) and top["std"] == pytest.approx(0.005)
+    assert (top["other_k"]["dim"], top["other_k"]["bits"]) == (64, 8)
+    assert top["margin"] == pytest.approx(0.02)
+    assert top["margin_sigmas"] == pytest.approx(0.02 / math.sqrt(2 * 0.005 ** 2 / 3))
+    assert table[0]["best_4bit"] is None and table[1]["gap_4bit"] == pytest.approx(0.0)
+    summary = frontier_summary(table)
+    assert summary["wins_by_bits"] == {2: 1, 4: 2} and summary["four_bit_wins"] == 2 and summary["seeded"]
+
+
+def test_budget_grid_spans_the_points_on_powers_of_two():
+    assert budget_grid([3000, 50000]) == [4096, 8192, 16384, 32768, 65536]
+    assert budget_grid([4096, 4096]) == [4096]
+
+
+# ---- sweep smoke runs on a tiny generated KG -----------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_kg():
+    return generate_kg(num_persons=60, num_cities=6, num_countries=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def small_kg():
+    # 264 entities: enough rows that codes, not the stored codebooks (255 floats per table at 8 bits),
+    # decide the bytes, as in any real KG; on a 70-entity table 8 bits would take more than fp16
+    return generate_kg(num_persons=240, num_cities=20, num_countries=4, seed=0)
+
+
+FAST = ["train.batch_size=64", "train.num_negatives=8", "train.valid_every=5"]
+
+
+@pytest.fixture
+def one_thread():
+    """The sweeps run with --threads 1 here (tiny tensors: more threads only wait on each other,
+    badly so on a loaded machine); torch's process-wide setting is restored afterwards."""
+    before = torch.get_num_threads()
+    yield 1
+    torch.set_num_threads(before)
+
+
+def test_kbit_sweep_points_grow_in_bits_with_k(small_kg, tmp_path, monkeypatch, one_thread):
+    monkeypatch.setenv("KBIT_DGL_COMPILE", "0")  # eager kernels: no compile time in a unit test
+    import kbit_sweep
+
+    settings = kbit_sweep.SweepSettings(
+        datasets=["synthetic"], models=["transe", "rotate"], dims=[32], seeds=[0], max_epochs=1,
+        bits=[1, 2, 4, 8, 16, 32], dtypes=["int", "quantile"], blocks=[8, 64], block_bits=4, qat=True, qat_bits=[2],
+        timing=True, timing_repeats=1, overrides=FAST, threads=one_thread, runs_dir=str(tmp_path / "runs"),
+        out_dir=str(tmp_path / "out"))
+    record = kbit_sweep.run_sweep(settings, load_kg=lambda name: small_kg)
+    points = record["points"]
+    main = [p for p in points if p["method"] == "ptq" and p["sweep"] == "main"]
+    assert len(main) == 2 * (4 * 2 + 2)  # models x (quantised k x dtypes + fp16 + fp32)
+    for model in ("transe", "rotate"):
+        for dim in (32,):
+            for dtype in ("int", "quantile"):
+                curve = sorted((p["bits"], p["total_bits"]) for p in main if p["model"] == model
+                               and p["dim"] == dim and p["dtype"] in (dtype, "fp"))
+                totals = [total for _, total in curve]
+                assert totals == sorted(totals) and len(set(totals)) == len(totals), (model, dim, dtype, curve)
+            fp32 = next(p for p in main if p["model"] == model and p["dim"] == dim and p["bits"] == 32)
+            assert fp32["total_bytes"] == fp32["fp32_bytes"] + fp32["metadata_bytes"]
+            assert fp32["mrr_ratio_to_fp32"] == 1.0 and 0 < fp32["mrr"] <= 1
+    # the same run, trained once, gives the trainer's own test MRR at 32 bits
+    run = next(p for p in main if p["model"] == "transe" and p["dim"] == 32 and p["bits"] == 32)["run"]
+    import json
+    with open(os.path.join(kbit_sweep.ROOT, run, "metrics.json")) as handle:
+        assert json.load(handle)["test"]["mrr"] == pytest.approx(
+            next(p for p in main if p["run"] == run and p["bits"] == 32)["mrr"], abs=1e-12)
+    blocks = {(p["dtype"], p["block_width"]) for p in points if p["sweep"] == "block" and p["model"] == "transe"}
+    assert blocks == {("int", 8), ("quantile", 8)}  # 64 is the main block; 32 = one per row is the same
+    assert {p["method"] for p in points} == {"ptq", "qat"}
+    assert len(record["eval_timing"]) == 2 and record["eval_timing"][0]["ratio_quantized_to_fp32"] > 0
+    out = tmp_path / "out"
+    for name in ("points.csv", "points.json", "README.md", "frontier-synthetic-transe-quantile.png",
+                 "blocks-synthetic-rotate.png"):
+        assert (out / name).stat().st_size > 0, name
+    readme = (out / "README.md").read_text()
+    assert "Does 4 bits win like for LLMs?" in readme and "Bit-optimal configuration" in readme
+    # resumable: a second call reuses every run and every cached point
+    again = kbit_sweep.run_sweep(settings, load_kg=lambda name: small_kg)
+    assert [p["mrr"] for p in again["points"]] == [p["mrr"] for p in points]
+
+
+def test_scaling_steps_axis_equals_an_uninterrupted_run(tiny_kg, tmp_path, monkeypatch, one_thread):
+    monkeypatch.setenv("KBIT_DGL_COMPILE", "0")
+    import scaling
+
+    settings = scaling.ScalingSettings(
+        datasets=["synthetic"], models=["transe"], seeds=[0], dims=[4, 8, 16], fractions=[0.5, 1.0],
+        data_dim=8, steps_dim=8, steps_epochs=[1, 2], max_epochs=2, overrides=FAST, threads=one_thread,
+        dim_runs_dir=str(tmp_path / "kbit"), runs_dir=str(tmp_path / "scaling"), out_dir=str(tmp_path / "out"))
+    record = scaling.run_scaling(settings, load_kg=lambda name: tiny_kg)
+    points = record["points"]
+    by_axis = {axis: [p for p in points if p["axis"] == axis] for axis in ("dim", "data", "steps")}
+    assert [p["x"] for p in by_axis["dim"]] == [4, 8, 16]
+    assert [p["num_train"] for p in by_axis["data"]] == [round(f * len(tiny_kg.train)) for f in (0.5, 1.0)]
+    steps = by_axis["steps"]
+    assert [p["epochs"] for p in steps] == [1, 2] and steps[0]["x"] < steps[1]["x"]
+    # the last stage of the resumed run is the model of a 2-epoch run validated only at its end
+    dim8 = next(p for p in by_axis["dim"] if p["x"] == 8)
+    assert steps[-1]["mrr"] == pytest.approx(dim8["mrr"], abs=1e-12)
+    with open(tmp_path / "out" / "fits.json") as handle:
+        import json
+        fits = json.load(handle)["fits"]
+    assert len(fits) == 3 * 2 * 2  # axes x metrics x laws
+    dim_fit = next(f for f in fits if f["axis"] == "dim" and f["metric"] == "mrr" and f["law"] == "power_law")
+    assert "fit" in dim_fit and dim_fit["holdout"]["heldout_x"] == 16
+    saturating = next(f for f in fits if f["axis"] == "dim" and f["metric"] == "mrr" and f["law"] == "saturating")
+    assert "distinct x" in saturating["holdout_error"]  # 2 points left for 3 parameters: reported, not hidden
+    assert (tmp_path / "out" / "README.md").read_text().count("predicts") >= 1
