@@ -59,10 +59,10 @@ def write_table() -> None:
     for name in names:
         with open(os.path.join(RESULTS, name + ".json")) as handle:
             r = json.load(handle)
-        target = r.get("target_test_mrr")
+        target = TARGETS.get(r["spec"])
         changed = " ".join(o for o in r.get("overrides", []) if not o.startswith("train.num_threads"))
         changed = changed or "defaults"
-        rows.append(f"| {r['dataset']} | {r['model']} | {changed} | {r['test']['mrr']:.3f} | "
+        rows.append(f"| {r['dataset']} | {r['model']} | {changed} | {r['test']['mrr']:.4f} | "
                     f"{r['test']['hits@1']:.3f} | "
                     f"{r['test']['hits@10']:.3f} | {r['valid']['mrr']:.3f} | "
                     f"{'' if target is None else f'>= {target}'} | {r['best_epoch']}/{r['epochs']} | "

@@ -38,7 +38,7 @@ PATTERNS = {
 }
 
 
-def generate_kg(num_persons: int = 1200, num_cities: int = 100, num_countries: int = 8,
+def generate_kg(num_persons: int = 800, num_cities: int = 120, num_countries: int = 8,
                 generations: int = 4, stay_probability: float = 0.9, valid_fraction: float = 0.1,
                 test_fraction: float = 0.1, seed: int = 0) -> KG:
     """Generate the default KG. The same arguments always give the same KG (ids, names, splits)."""
