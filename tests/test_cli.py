@@ -7,21 +7,6 @@ import pytest
 
 from kbit_dgl.cli import main
 from kbit_dgl.config import Config
-from kbit_dgl.data.synthetic import generate_kg
-
-
-@pytest.fixture(scope="module")
-def tsv_folder(tmp_path_factory):
-    """The generated KG written as a TSV folder, the layout of ../shared/data."""
-    kg = generate_kg(num_persons=120, num_cities=10, num_countries=3, seed=5)
-    folder = tmp_path_factory.mktemp("data") / "family"
-    folder.mkdir()
-    for split in ("train", "valid", "test"):
-        lines = [f"{kg.entity_names[h]}\t{kg.relation_names[r]}\t{kg.entity_names[t]}\n"
-                 for h, r, t in kg.split(split).tolist()]
-        (folder / f"{split}.txt").write_text("".join(lines))
-    return folder
-
 
 SMALL = ["model.dim=16", "train.batch_size=128", "train.num_negatives=16", "train.max_epochs=2",
          "train.valid_every=1"]
