@@ -19,6 +19,8 @@ def _load_config(args) -> Config:
         config.data.data_dir = args.data_dir
     if getattr(args, "model", None):
         config.model.name = args.model
+    if getattr(args, "encoder", None):
+        config.model.encoder = args.encoder
     config.apply_overrides(args.set or [])
     return config
 
@@ -163,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser = commands.add_parser("train", help="train and evaluate a model")
     common(train_parser)
     train_parser.add_argument("--model", help="transe, transe_l2, rotate, distmult, complex, pairre")
-    train_parser.add_argument("--config", help="YAML file with data/model/train/eval sections")
+    train_parser.add_argument("--encoder", help="GNN encoder before the decoder: rgcn, compgcn, a registered name "
+                              "or package.module:Class (same as --set model.encoder=...; options: encoder.*)")
+    train_parser.add_argument("--config", help="YAML file with data/model/train/eval/encoder sections")
     train_parser.add_argument("--out", required=True, help="run folder to write")
     train_parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     train_parser.set_defaults(func=cmd_train)

@@ -24,7 +24,8 @@ class ModelConfig:
     name: str = "rotate"            # transe (L1), transe_l2, rotate, distmult, complex, pairre
     dim: int = 200                  # real numbers per entity row (RotatE/ComplEx: dim/2 complex)
     gamma: float = 6.0              # margin of distance-based scores: score = gamma - distance
-    encoder: Optional[str] = None   # optional GNN encoder between tables and decoder
+    encoder: Optional[str] = None   # optional GNN encoder between tables and decoder: rgcn | compgcn |
+                                    # a registered name | package.module:Class (see the encoder section)
 
 
 @dataclass
@@ -51,6 +52,25 @@ class TrainConfig:
 
 
 @dataclass
+class EncoderConfig:
+    """Settings of the GNN encoder (used only when ``model.encoder`` is set)."""
+
+    layers: int = 2                 # message-passing layers
+    regularizer: str = "basis"      # rgcn: basis | bdd (block diagonal) | none (a full matrix per relation)
+    num_bases: int = 8              # rgcn: bases (basis) or blocks (bdd: must divide model.dim)
+    composition: str = "mult"       # compgcn: sub | mult
+    activation: str = "relu"        # between layers (the last layer is linear): relu | tanh | none
+    dropout: float = 0.2            # between layers
+    self_loop: bool = True
+    layer_norm: bool = False
+    mode: str = "auto"              # auto | full (whole graph every step) | sampled (DGL neighbour sampling)
+    sampled_threshold_entities: int = 100000  # auto: sampled above this many entities
+    # sampled: neighbours per layer, one value for every layer or one per layer; -1 = all of them
+    fanouts: List[int] = field(default_factory=lambda: [10])
+    inference_batch_size: int = 4096  # evaluation: destination nodes per chunk of layer-wise inference
+
+
+@dataclass
 class EvalConfig:
     batch_size: int = 256           # queries scored against all entities at once
     protocol: str = "auto"          # auto | filtered | ogb
@@ -62,6 +82,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,6 +140,8 @@ def _sections(config: Config) -> Dict[str, Any]:
 
 def _coerce(value: Any, current: Any, spec: dataclasses.Field, key: str, source: str) -> Any:
     wanted = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", str(spec.type))
+    if wanted.startswith("List"):
+        return _coerce_int_list(value, key, source)
     if value is None:
         if "Optional" in wanted:
             return None
@@ -132,3 +155,14 @@ def _coerce(value: Any, current: Any, spec: dataclasses.Field, key: str, source:
     if "str" in wanted:
         return str(value)
     raise ValueError(f"{source}: {key} expects {wanted}, got {value!r}")
+
+
+def _coerce_int_list(value: Any, key: str, source: str) -> List[int]:
+    """A list of ints from a list, one int, or a comma-separated string (``--set encoder.fanouts=10,5``)."""
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
+    try:
+        if any(isinstance(item, (bool, float)) for item in items):
+            raise ValueError
+        return [int(item) for item in items]
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: {key} expects a list of integers, got {value!r}") from None

@@ -14,7 +14,10 @@ class KGEModel(nn.Module):
 
     An encoder, when given, is a module called as ``encoder(entity_table, relation_table)`` that
     returns the representation of every entity, (num_entities, decoder.entity_dim); without one
-    the table rows are the representations (a shallow model).
+    the table rows are the representations (a shallow model). See kbit_dgl/models/encoders.py for
+    the interface. In eval mode the encoder's representations are computed once without gradients
+    (layer-wise, in node chunks, when the encoder has ``inference``) and reused until a parameter
+    changes, so evaluation and prediction run the encoder once.
 
     ``sparse=True`` makes both tables ``nn.Embedding(sparse=True)``: a lookup's gradient is a sparse
     tensor holding only the rows looked up, so a sparse optimizer (``train.optimizer`` sparse_adam or
@@ -34,13 +37,26 @@ class KGEModel(nn.Module):
         self.relation = nn.Embedding(num_relations, decoder.relation_dim, sparse=sparse)
         decoder.init_entities(self.entity.weight.data)
         decoder.init_relations(self.relation.weight.data)
+        self._inference_cache = None  # (parameter versions, rows) of the last eval-mode encoding
 
     def all_entities(self) -> torch.Tensor:
         """(num_entities, entity_dim): every entity's representation, ready for scoring."""
         rows = self.entity.weight
         if self.encoder is not None:
+            if not self.training:
+                return self._encoded_for_inference()
             rows = self.encoder(rows, self.relation.weight)
         return self.decoder.prepare_entities(rows)
+
+    def _encoded_for_inference(self) -> torch.Tensor:
+        # In-place updates (optimizer steps, load_state_dict) bump a tensor's version counter.
+        key = tuple((id(p), p._version) for p in self.parameters())
+        if self._inference_cache is None or self._inference_cache[0] != key:
+            with torch.no_grad():
+                encode = getattr(self.encoder, "inference", self.encoder)
+                rows = self.decoder.prepare_entities(encode(self.entity.weight, self.relation.weight))
+            self._inference_cache = (key, rows)
+        return self._inference_cache[1]
 
     def entities(self, ids: torch.Tensor, all_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Representations of ``ids`` (any shape) -> (*ids.shape, entity_dim)."""

@@ -4,7 +4,8 @@ Positives in shuffled batches; uniform negatives shared within chunks of queries
 or per triple; heads and tails corrupted on alternate steps (as in the RotatE and DGL-KE code);
 dense Adam or sparse row updates (``train.optimizer``, see optim.py); validation every few epochs
 with early stopping on valid MRR; the best model kept; a resumable checkpoint written atomically,
-so ``resume=True`` reproduces an uninterrupted run.
+so ``resume=True`` reproduces an uninterrupted run. With ``model.encoder`` set the steps come
+from encoder_training.py (full-graph or sampled message passing) and the loop is the same.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ class RunFolderExistsError(FileExistsError):
 
 def model_from_config(config: Config, kg: KG) -> KGEModel:
     if config.model.encoder:
-        raise NotImplementedError(f"encoder {config.model.encoder!r}: GNN encoders are not available yet")
+        return _encoder_model(config, kg)
     model = build_model(config.model.name, kg.num_entities, kg.num_relations, config.model.dim, config.model.gamma,
                         sparse=needs_sparse_tables(config.train.optimizer))
     from ..quant.qat import attach_qat  # fake quantisation when train.qat_bits is set, else a no-op
@@ -50,23 +51,51 @@ def model_from_config(config: Config, kg: KG) -> KGEModel:
     return attach_qat(model, config.train)
 
 
+def _encoder_model(config: Config, kg: KG) -> KGEModel:
+    """Tables -> GNN encoder (``model.encoder``, ``encoder.*``) -> decoder; imports DGL."""
+    if needs_sparse_tables(config.train.optimizer):
+        raise ValueError(f"train.optimizer={config.train.optimizer}: a GNN encoder mixes every row it reads "
+                         f"into dense layers, so sparse row updates do not apply; use train.optimizer=adam")
+    from ..models.decoders import make_decoder
+    from ..models.encoders import build_encoder
+    from ..quant.qat import attach_qat
+
+    decoder = make_decoder(config.model.name, config.model.dim, config.model.gamma)
+    encoder = build_encoder(config.model.encoder, kg, decoder.entity_dim, config.encoder)
+    return attach_qat(KGEModel(kg.num_entities, kg.num_relations, decoder, encoder), config.train)
+
+
 def train_step(model: KGEModel, positives: torch.Tensor, config: Config, generator: torch.Generator,
-               direction: str, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+               direction: str, weights: Optional[torch.Tensor] = None,
+               all_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Loss of one batch of positive triples (B, 3): corrupt ``direction`` with shared negatives.
 
-    ``weights`` (B,) optionally weighs each positive (``train.subsampling``).
+    ``weights`` (B,) optionally weighs each positive (``train.subsampling``); ``all_rows``
+    (num_entities, d), when given, are the entity representations to gather from (an encoder's
+    output, computed once per step).
     """
     train = config.train
-    num_chunks, chunk = chunk_layout(len(positives), train.negative_chunk_size)
+    num_chunks, _ = chunk_layout(len(positives), train.negative_chunk_size)
     negative_ids = uniform_negatives(num_chunks, train.num_negatives, model.num_entities, generator)
     heads, relations, tails = positives[:, 0], positives[:, 1], positives[:, 2]
-    head_rows, tail_rows = model.entities(heads), model.entities(tails)
-    relation_rows = model.relations(relations)
-    positive_scores = model.decoder.score(head_rows, relation_rows, tail_rows)
+    head_rows, tail_rows = model.entities(heads, all_rows), model.entities(tails, all_rows)
+    return batch_loss(model.decoder, head_rows, model.relations(relations), tail_rows,
+                      model.entities(negative_ids, all_rows), train, direction, weights)
+
+
+def batch_loss(decoder, head_rows: torch.Tensor, relation_rows: torch.Tensor, tail_rows: torch.Tensor,
+               negative_rows: torch.Tensor, train, direction: str,
+               weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Loss from the rows of a batch: (B, d) heads / relations / tails and (num_chunks, N, d)
+    negatives, each chunk of B / num_chunks queries sharing one negative set; ``train`` is the
+    ``train`` config section."""
+    num_chunks = negative_rows.shape[0]
+    chunk = len(head_rows) // num_chunks
+    positive_scores = decoder.score(head_rows, relation_rows, tail_rows)
     anchor = head_rows if direction == "tail" else tail_rows
-    negative_scores = model.decoder.score_candidates(
+    negative_scores = decoder.score_candidates(
         anchor.view(num_chunks, chunk, -1), relation_rows.view(num_chunks, chunk, -1),
-        model.entities(negative_ids), direction).reshape(len(positives), -1)
+        negative_rows, direction).reshape(len(head_rows), -1)
     loss = compute_loss(train.loss, positive_scores, negative_scores, train.adversarial_temperature, train.margin,
                         weights)
     if train.regularization > 0:
@@ -140,29 +169,44 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool) -
                              f"the config asks for {cfg.optimizer}; resume with the same optimizer")
         optimizer.load_state_dict(checkpoint["optimizer"])
         generator.set_state(checkpoint["generator"])
+        if "torch_rng" in checkpoint:  # encoder runs: dropout and DGL's shuffles draw from torch's generator
+            torch.set_rng_state(checkpoint["torch_rng"])
         state = checkpoint["state"]
         log.info("resumed from %s at epoch %d", checkpoint_path, state["epoch"])
 
     def save_checkpoint():
-        atomic_torch_save(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                            "optimizer_name": cfg.optimizer, "generator": generator.get_state(),
-                                            "state": state})
+        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "optimizer_name": cfg.optimizer, "generator": generator.get_state(), "state": state}
+        if model.encoder is not None:
+            checkpoint["torch_rng"] = torch.get_rng_state()
+        atomic_torch_save(checkpoint_path, checkpoint)
 
     train_triples = kg.train
     weights = subsampling_weights(train_triples, kg.num_entities, kg.num_relations) if cfg.subsampling else None
     steps_per_epoch = math.ceil(len(train_triples) / cfg.batch_size)
-    log.info("training %s on %s %s for up to %d epochs (%d steps each)", config.model.name, kg.name,
-             kg.summary(), cfg.max_epochs, steps_per_epoch)
+
+    def shallow_losses():
+        for batch_ids in positive_batches(len(train_triples), cfg.batch_size, generator):
+            direction = "tail" if state["step"] % 2 == 0 else "head"
+            yield train_step(model, train_triples[batch_ids], config, generator, direction,
+                             None if weights is None else weights[batch_ids]), len(batch_ids)
+
+    if model.encoder is None:
+        epoch_losses = shallow_losses
+    else:  # full-graph or sampled message passing: kbit_dgl/train/encoder_training.py
+        from .encoder_training import encoder_epoch_losses
+
+        epoch_losses = encoder_epoch_losses(model, kg, config, generator, state, weights)
+    log.info("training %s%s on %s %s for up to %d epochs (%d steps each)", config.model.name,
+             f" with encoder {config.model.encoder}" if config.model.encoder else "", kg.name, kg.summary(),
+             cfg.max_epochs, steps_per_epoch)
     bar = tqdm(total=cfg.max_epochs * steps_per_epoch, initial=state["epoch"] * steps_per_epoch,
                disable=not progress, unit="step", dynamic_ncols=True)
     model.train()
     while state["epoch"] < cfg.max_epochs and not state["stopped_early"]:
         epoch_start = time.perf_counter()
         epoch_loss, epoch_triples = 0.0, 0
-        for batch_ids in positive_batches(len(train_triples), cfg.batch_size, generator):
-            direction = "tail" if state["step"] % 2 == 0 else "head"
-            loss = train_step(model, train_triples[batch_ids], config, generator, direction,
-                              None if weights is None else weights[batch_ids])
+        for loss, batch_size in epoch_losses():
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
                     f"loss became {float(loss)} at epoch {state['epoch'] + 1}, step {state['step']}; "
@@ -171,8 +215,8 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool) -
             loss.backward()
             optimizer.step()
             state["step"] += 1
-            epoch_loss += float(loss) * len(batch_ids)
-            epoch_triples += len(batch_ids)
+            epoch_loss += float(loss) * batch_size
+            epoch_triples += batch_size
             bar.update(1)
             if progress and state["step"] % 50 == 0:
                 bar.set_postfix(epoch=state["epoch"] + 1, loss=f"{epoch_loss / epoch_triples:.4f}",
@@ -217,7 +261,7 @@ def run_metrics(model: KGEModel, kg: KG, config: Config, state: Dict) -> Dict:
     per_relation = test.pop("per_relation", None)
     positives_seen = state["step"] and state["epoch"] * len(kg.train)
     return {
-        "dataset": kg.name, "model": config.model.name, "valid": valid, "test": test,
+        "dataset": kg.name, "model": config.model.name, "encoder": config.model.encoder, "valid": valid, "test": test,
         "protocol": valid["protocol"], "train_seconds": round(state["train_seconds"], 3),
         "train_triples_per_second": round(positives_seen / max(state["train_seconds"], 1e-9), 1),
         "epochs": state["epoch"], "steps": state["step"], "best_epoch": state["best_epoch"],

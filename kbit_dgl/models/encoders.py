@@ -1,0 +1,275 @@
+"""GNN encoders: message passing over the training graph between the entity table and the decoder.
+
+The encoder interface (what :class:`~kbit_dgl.models.model.KGEModel` calls)
+--------------------------------------------------------------------------
+An encoder is an ``nn.Module`` built by a factory
+
+    factory(graph, num_relations, dim, config) -> nn.Module
+
+* ``graph``: the homogeneous DGL graph of the *training* triples with inverse edges
+  (:func:`kbit_dgl.data.graph.to_homogeneous`): one node per entity, edge ``i < num_train`` is
+  triple ``i`` (head -> tail) and edge ``i + num_train`` its inverse (tail -> head);
+  ``graph.edata["etype"]`` holds relation ids in ``[0, 2 * num_relations)`` (inverse = r + R).
+* ``num_relations``: the KG's relation count R (the graph has 2R edge types).
+* ``dim``: the width it must return, the decoder's ``entity_dim`` (what TransE, RotatE, DistMult
+  ... score); its input rows have that width too.
+* ``config``: the ``encoder`` section of the run config (:class:`kbit_dgl.config.EncoderConfig`).
+
+It is called as ``encoder(entity_table, relation_table)`` with the learnable tables
+``(num_entities, dim)`` and ``(num_relations, decoder.relation_dim)`` and returns every entity's
+representation ``(num_entities, dim)``. That is all full-graph training and evaluation need.
+
+Subclass :class:`GraphEncoder` (implement ``layer``) to also get mini-batch training on sampled
+blocks (``encoder.mode: sampled``) and layer-wise chunked inference for evaluation.
+
+Plug in your own encoder either by registering a factory under a name::
+
+    from kbit_dgl.models.encoders import register_encoder
+
+    @register_encoder("my_gat")
+    class MyEncoder(GraphEncoder): ...
+
+and setting ``model.encoder: my_gat`` (the module must be imported before training), or by a
+dotted path ``model.encoder: mypkg.module:MyEncoder``, imported when the model is built.
+
+This is the only models module that imports ``dgl``; :func:`kbit_dgl.train.trainer.model_from_config`
+imports it only when ``model.encoder`` is set, so shallow models run where DGL is missing.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Dict, List, Optional, Tuple
+
+import dgl
+import dgl.function as fn
+import torch
+from dgl.nn import RelGraphConv
+from torch import nn
+
+ENCODERS: Dict[str, Callable[..., nn.Module]] = {}
+ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "none": None}
+
+
+def register_encoder(name: str):
+    """Decorator: make a factory ``(graph, num_relations, dim, config) -> nn.Module`` (a class
+    with that constructor, typically) available as ``model.encoder: <name>``."""
+    def decorate(factory):
+        ENCODERS[name.lower()] = factory
+        return factory
+    return decorate
+
+
+def resolve_encoder(spec: str) -> Callable[..., nn.Module]:
+    """The factory of ``spec``: a registered name, or ``package.module:Attribute``."""
+    if ":" in spec:
+        module_name, _, attribute = spec.partition(":")
+        try:
+            return getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as error:
+            raise ValueError(f"model.encoder {spec!r}: cannot import {attribute} from {module_name}: "
+                             f"{error}") from error
+    key = spec.lower()
+    if key not in ENCODERS:
+        raise ValueError(f"unknown model.encoder {spec!r}; expected one of {sorted(ENCODERS)} "
+                         f"or a dotted path package.module:Class")
+    return ENCODERS[key]
+
+
+def build_encoder(spec: str, kg, dim: int, config) -> nn.Module:
+    """The encoder ``spec`` over ``kg``'s training graph (with inverse edges), ``dim`` wide."""
+    from ..data.graph import to_homogeneous
+
+    graph = to_homogeneous(kg, "train", add_inverse=True)
+    return resolve_encoder(spec)(graph, kg.num_relations, dim, config)
+
+
+def edge_norm(graph) -> torch.Tensor:
+    """(E, 1) R-GCN normalisation 1 / in-degree of each edge's destination in ``graph``.
+
+    Computed on the graph given, so a block (sampled, or with the batch's edges excluded)
+    normalises by the neighbours it actually has; with every neighbour it equals the full graph's.
+    """
+    in_degrees = graph.in_degrees().clamp(min=1).float()
+    return (1.0 / in_degrees)[graph.edges()[1]].unsqueeze(1)
+
+
+class GraphEncoder(nn.Module):
+    """Base of layer-wise encoders: full graph, sampled blocks and chunked inference from one
+    ``layer`` function.
+
+    Subclasses set ``self.num_layers`` and implement
+    ``layer(index, graph, h, relation_state) -> (h_dst, relation_state)``: one message-passing
+    layer on ``graph`` (the full graph or a block; ``graph.edata["etype"]`` holds relation ids,
+    the destination nodes are the first ``graph.num_dst_nodes()`` source nodes) from source
+    features ``h`` (num_src, d) to destination features (num_dst, d'). ``relation_state`` starts
+    as :meth:`initial_relations` and lets layers update relation embeddings (CompGCN).
+    """
+
+    def __init__(self, graph, inference_batch_size: int = 4096):
+        super().__init__()
+        self.graph = graph  # structure, not state: not in state_dict, rebuilt from the KG
+        self.inference_batch_size = inference_batch_size
+        self.num_layers = 0
+
+    def initial_relations(self, relation_table: torch.Tensor) -> Optional[torch.Tensor]:
+        return relation_table
+
+    def layer(self, index: int, graph, h: torch.Tensor, relation_state):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, entity_table: torch.Tensor, relation_table: torch.Tensor) -> torch.Tensor:
+        """Full-graph forward: (num_entities, dim) -> (num_entities, dim)."""
+        h, relations = entity_table, self.initial_relations(relation_table)
+        for index in range(self.num_layers):
+            h, relations = self.layer(index, self.graph, h, relations)
+        return h
+
+    def _with_etypes(self, block):
+        block.edata["etype"] = self.graph.edata["etype"][block.edata[dgl.EID]]
+        return block
+
+    def forward_blocks(self, blocks: List, input_rows: torch.Tensor, relation_table: torch.Tensor) -> torch.Tensor:
+        """Mini-batch forward on sampled blocks (one per layer, from DGL's samplers over
+        ``self.graph``): rows of ``blocks[0].srcdata[dgl.NID]`` -> rows of the last block's
+        destination nodes."""
+        if len(blocks) != self.num_layers:
+            raise ValueError(f"{len(blocks)} blocks for an encoder of {self.num_layers} layers")
+        h, relations = input_rows, self.initial_relations(relation_table)
+        for index, block in enumerate(blocks):
+            h, relations = self.layer(index, self._with_etypes(block), h, relations)
+        return h
+
+    @torch.no_grad()
+    def inference(self, entity_table: torch.Tensor, relation_table: torch.Tensor,
+                  batch_size: Optional[int] = None) -> torch.Tensor:
+        """Every entity's representation, layer by layer over the full graph in chunks of
+        ``batch_size`` destination nodes (DGL's offline inference): memory holds two
+        (num_entities, dim) layers plus one chunk's in-edges, not every layer's edge messages."""
+        batch_size = batch_size or self.inference_batch_size
+        nodes = torch.arange(self.graph.num_nodes())
+        sampler = dgl.dataloading.MultiLayerFullNeighborSampler(1)
+        loader = dgl.dataloading.DataLoader(self.graph, nodes, sampler, batch_size=batch_size, shuffle=False,
+                                            drop_last=False)
+        h, relations = entity_table, self.initial_relations(relation_table)
+        for index in range(self.num_layers):
+            chunks, next_relations = [], relations
+            for input_nodes, output_nodes, blocks in loader:
+                out, next_relations = self.layer(index, self._with_etypes(blocks[0]), h[input_nodes], relations)
+                chunks.append((output_nodes, out))
+            out_dim = chunks[0][1].shape[1]
+            next_h = h.new_empty(self.graph.num_nodes(), out_dim)
+            for output_nodes, out in chunks:
+                next_h[output_nodes] = out
+            h, relations = next_h, next_relations
+        return h
+
+
+def _check_choice(key: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"encoder.{key}={value!r}; expected one of {', '.join(choices)}")
+
+
+@register_encoder("rgcn")
+class RGCNEncoder(GraphEncoder):
+    """R-GCN (Schlichtkrull et al. 2018): a stack of ``dgl.nn.RelGraphConv`` over 2R edge types.
+
+    ``config.regularizer``: ``basis`` (num_bases shared matrices), ``bdd`` (block-diagonal,
+    num_bases blocks: dim must be divisible by num_bases) or ``none``. Every layer but the last
+    applies ``config.activation`` and ``config.dropout``; the last is linear, so its output
+    can take any value a decoder wants (TransE translations, RotatE's complex halves).
+    """
+
+    def __init__(self, graph, num_relations: int, dim: int, config):
+        super().__init__(graph, config.inference_batch_size)
+        _check_choice("regularizer", config.regularizer, ("basis", "bdd", "none"))
+        _check_choice("activation", config.activation, tuple(ACTIVATIONS))
+        if config.layers < 1:
+            raise ValueError(f"encoder.layers must be >= 1, got {config.layers}")
+        if config.regularizer == "bdd" and dim % config.num_bases:
+            raise ValueError(f"encoder.regularizer=bdd needs the width ({dim}) divisible by encoder.num_bases "
+                             f"({config.num_bases})")
+        self.num_layers = config.layers
+        regularizer = None if config.regularizer == "none" else config.regularizer
+        self.convs = nn.ModuleList()
+        for index in range(config.layers):
+            last = index == config.layers - 1
+            self.convs.append(RelGraphConv(
+                dim, dim, 2 * num_relations, regularizer=regularizer,
+                num_bases=config.num_bases if regularizer else None, self_loop=config.self_loop,
+                activation=None if last else ACTIVATIONS[config.activation],
+                dropout=0.0 if last else config.dropout, layer_norm=config.layer_norm))
+
+    def layer(self, index, graph, h, relation_state):
+        return self.convs[index](graph, h, graph.edata["etype"], edge_norm(graph)), relation_state
+
+
+def _compose(entity: torch.Tensor, relation: torch.Tensor, composition: str) -> torch.Tensor:
+    if composition == "sub":
+        return entity - relation
+    return entity * relation  # mult
+
+
+class CompGCNLayer(nn.Module):
+    """One CompGCN layer (Vashishth et al. 2020): messages W_dir phi(h_u, r) with phi = sub | mult,
+    W_in for original edges, W_out for inverse ones, W_loop for the self-loop; relations move by W_rel."""
+
+    def __init__(self, dim: int, num_relations: int, composition: str, dropout: float, activation, layer_norm: bool):
+        super().__init__()
+        self.num_relations = num_relations
+        self.composition = composition
+        self.w_in, self.w_out, self.w_loop = (nn.Linear(dim, dim, bias=False) for _ in range(3))
+        self.w_rel = nn.Linear(dim, dim, bias=False)
+        self.loop_relation = nn.Parameter(torch.empty(1, dim))
+        nn.init.xavier_uniform_(self.loop_relation)
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.norm = nn.LayerNorm(dim) if layer_norm else None
+        self.activation = activation
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, graph, h: torch.Tensor, relations: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        etypes = graph.edata["etype"]
+        with graph.local_scope():
+            graph.srcdata["h"] = h
+            graph.edata["r"] = relations[etypes]
+            graph.apply_edges(lambda edges: {"c": _compose(edges.src["h"], edges.data["r"], self.composition)})
+            composed = graph.edata["c"]
+            inverse = etypes >= self.num_relations
+            messages = torch.empty_like(composed)
+            messages[~inverse] = self.w_in(composed[~inverse])
+            messages[inverse] = self.w_out(composed[inverse])
+            graph.edata["m"] = messages * edge_norm(graph)
+            graph.update_all(fn.copy_e("m", "m"), fn.sum("m", "agg"))
+            h_dst = h[: graph.num_dst_nodes()]
+            out = graph.dstdata["agg"] + self.w_loop(_compose(h_dst, self.loop_relation, self.composition)) + self.bias
+        if self.norm is not None:
+            out = self.norm(out)
+        if self.activation is not None:
+            out = self.activation(out)
+        return self.dropout(out), self.w_rel(relations)
+
+
+@register_encoder("compgcn")
+class CompGCNEncoder(GraphEncoder):
+    """CompGCN-style encoder: entity-relation composition (``encoder.composition``: sub | mult)
+    instead of R-GCN's per-relation matrices, so its parameters do not grow with the relation
+    count. It keeps its own (2R, dim) relation embeddings for the messages; the decoder scores
+    with its own relation table (learned jointly), so any decoder fits."""
+
+    def __init__(self, graph, num_relations: int, dim: int, config):
+        super().__init__(graph, config.inference_batch_size)
+        _check_choice("composition", config.composition, ("sub", "mult"))
+        _check_choice("activation", config.activation, tuple(ACTIVATIONS))
+        self.num_layers = config.layers
+        self.relation_embedding = nn.Parameter(torch.empty(2 * num_relations, dim))
+        nn.init.xavier_uniform_(self.relation_embedding)
+        self.convs = nn.ModuleList(
+            CompGCNLayer(dim, num_relations, config.composition,
+                         0.0 if index == config.layers - 1 else config.dropout,
+                         None if index == config.layers - 1 else ACTIVATIONS[config.activation], config.layer_norm)
+            for index in range(config.layers))
+
+    def initial_relations(self, relation_table):
+        return self.relation_embedding
+
+    def layer(self, index, graph, h, relation_state):
+        return self.convs[index](graph, h, relation_state)

@@ -1,0 +1,132 @@
+"""Training steps of models with a GNN encoder: full-graph or mini-batch over sampled blocks.
+
+``encoder.mode``:
+
+* ``full``: every step runs the encoder over the whole training graph (all entities), then
+  scores the batch with :func:`~kbit_dgl.train.trainer.train_step` on rows gathered from it.
+  Exact, and fast for small KGs; memory grows with the number of edges times the width.
+* ``sampled``: DGL's ``MultiLayerNeighborSampler(fanouts)`` wrapped in
+  ``as_edge_prediction_sampler``: a batch of training edges, plus shared uniform negatives,
+  gets blocks holding only the neighbourhoods its entities need, so memory is bounded by the
+  batch and the fan-outs, not the graph. Each batch's own target edges *and their inverses*
+  are removed from its blocks (``exclude="reverse_id"``: edge i and i + num_train are inverses
+  in :func:`~kbit_dgl.data.graph.to_homogeneous`), so a triple is never predicted from itself.
+* ``auto``: sampled above ``encoder.sampled_threshold_entities`` entities, else full.
+
+Both yield ``(loss, batch size)`` per step, as the trainer's loop wants; heads and tails are
+corrupted on alternate steps, as in the shallow path. Sampled runs resume from their
+checkpoint but do not replay the uninterrupted run exactly (DGL's sampler has its own RNG).
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator, Optional, Tuple
+
+import dgl
+import torch
+
+from ..config import Config
+from ..data.kg import KG
+from ..models.encoders import GraphEncoder
+from ..models.model import KGEModel
+from .sampling import chunk_layout, positive_batches, uniform_negatives
+
+MODES = ("auto", "full", "sampled")
+
+
+def resolve_mode(config: Config, num_entities: int) -> str:
+    """``full`` or ``sampled`` for ``encoder.mode`` on a KG of ``num_entities``."""
+    mode = config.encoder.mode
+    if mode not in MODES:
+        raise ValueError(f"encoder.mode={mode!r}; expected one of {', '.join(MODES)}")
+    if mode == "auto":
+        return "sampled" if num_entities > config.encoder.sampled_threshold_entities else "full"
+    return mode
+
+
+def layer_fanouts(config: Config, num_layers: int) -> list:
+    """``encoder.fanouts`` for ``num_layers`` layers: one value is used for every layer."""
+    fanouts = list(config.encoder.fanouts)
+    if len(fanouts) == 1:
+        return fanouts * num_layers
+    if len(fanouts) != num_layers:
+        raise ValueError(f"encoder.fanouts={fanouts}: give one value or one per layer ({num_layers})")
+    return fanouts
+
+
+class SharedUniformNegatives:
+    """DGL negative sampler giving each chunk of a batch one shared set of uniform entities.
+
+    Returns ``(ids, ids)`` pairs so the negatives' nodes join the batch's sampled computation;
+    the trainer reads them back, in order, from the negative graph's destinations.
+    """
+
+    def __init__(self, num_entities: int, num_negatives: int, chunk_size: int, generator: torch.Generator):
+        self.num_entities, self.num_negatives, self.chunk_size = num_entities, num_negatives, chunk_size
+        self.generator = generator
+
+    def __call__(self, graph, eids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        num_chunks, _ = chunk_layout(len(eids), self.chunk_size)
+        ids = uniform_negatives(num_chunks, self.num_negatives, self.num_entities, self.generator).flatten()
+        return ids, ids
+
+
+def edge_loader(graph, num_train: int, fanouts, batch_size: int, negative_sampler=None, shuffle: bool = True):
+    """DGL DataLoader over training edges ``0 .. num_train - 1`` of ``graph`` (with inverse edges
+    ``num_train ..``): yields ``(input_nodes, pair_graph, [negative_graph,] blocks)`` whose blocks
+    exclude the batch's edges and their inverses."""
+    reverse_eids = torch.cat([torch.arange(num_train, 2 * num_train), torch.arange(num_train)])
+    sampler = dgl.dataloading.as_edge_prediction_sampler(
+        dgl.dataloading.MultiLayerNeighborSampler(fanouts), exclude="reverse_id", reverse_eids=reverse_eids,
+        negative_sampler=negative_sampler)
+    return dgl.dataloading.DataLoader(graph, torch.arange(num_train), sampler, batch_size=batch_size,
+                                      shuffle=shuffle, drop_last=False)
+
+
+def encoder_epoch_losses(model: KGEModel, kg: KG, config: Config, generator: torch.Generator, state: dict,
+                         weights: Optional[torch.Tensor]) -> Callable[[], Iterator[Tuple[torch.Tensor, int]]]:
+    """A function giving one epoch's ``(loss, batch size)`` steps for ``model`` (with an encoder)."""
+    mode = resolve_mode(config, kg.num_entities)
+    if mode == "full":
+        return lambda: _full_graph_losses(model, kg, config, generator, state, weights)
+    if not isinstance(model.encoder, GraphEncoder):
+        raise ValueError(f"encoder.mode=sampled needs an encoder built on kbit_dgl.models.encoders.GraphEncoder "
+                         f"(it runs layer by layer on sampled blocks); {type(model.encoder).__name__} is not")
+    if model.encoder.graph.num_edges() != 2 * len(kg.train):
+        raise ValueError("encoder.mode=sampled needs the encoder's graph to be the training graph with inverse "
+                         "edges (edge i + num_train the inverse of edge i), as build_encoder makes it")
+    dgl.seed(config.train.seed)
+    negatives = SharedUniformNegatives(kg.num_entities, config.train.num_negatives,
+                                       config.train.negative_chunk_size, generator)
+    loader = edge_loader(model.encoder.graph, len(kg.train), layer_fanouts(config, model.encoder.num_layers),
+                         config.train.batch_size, negatives)
+    return lambda: _sampled_losses(model, loader, config, state, weights)
+
+
+def _direction(state: dict) -> str:
+    return "tail" if state["step"] % 2 == 0 else "head"
+
+
+def _full_graph_losses(model, kg, config, generator, state, weights):
+    from .trainer import train_step
+
+    for batch_ids in positive_batches(len(kg.train), config.train.batch_size, generator):
+        all_rows = model.all_entities()  # one encoder pass over the whole graph per step
+        yield train_step(model, kg.train[batch_ids], config, generator, _direction(state),
+                         None if weights is None else weights[batch_ids], all_rows=all_rows), len(batch_ids)
+
+
+def _sampled_losses(model, loader, config, state, weights):
+    from .trainer import batch_loss
+
+    encoder = model.encoder
+    for input_nodes, pair_graph, negative_graph, blocks in loader:
+        rows = encoder.forward_blocks(blocks, model.entity(input_nodes), model.relation.weight)
+        rows = model.decoder.prepare_entities(rows)  # rows of the batch's nodes (pair graph's ids)
+        edge_ids = pair_graph.edata[dgl.EID]
+        heads, tails = pair_graph.edges()
+        relations = encoder.graph.edata["etype"][edge_ids]
+        num_chunks, _ = chunk_layout(len(edge_ids), config.train.negative_chunk_size)
+        negatives = negative_graph.edges()[1].view(num_chunks, -1)
+        yield batch_loss(model.decoder, rows[heads], model.relations(relations), rows[tails], rows[negatives],
+                         config.train, _direction(state), None if weights is None else weights[edge_ids]), \
+            len(edge_ids)
