@@ -21,8 +21,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from provenance import provenance  # noqa: E402
 
+from kbit_dgl.cli import comparison_tables  # noqa: E402
 from kbit_dgl.config import Config  # noqa: E402
 from kbit_dgl.data import load_dataset  # noqa: E402
+from kbit_dgl.data.synthetic import PATTERNS  # noqa: E402
 from kbit_dgl.io import atomic_write_json, atomic_write_text  # noqa: E402
 from kbit_dgl.train.trainer import train  # noqa: E402
 
@@ -74,6 +76,15 @@ def write_table() -> None:
             "--data-dir ../shared/data` (one JSON per run beside this file, with the exact command, commit, "
             "machine and wall time). Filtered ranking, head and tail pooled, ties = mean rank.\n\n"
             + header + "\n" + "\n".join(rows) + "\n")
+    pair = [os.path.join(RESULTS, f"synthetic-{m}.json") for m in ("transe", "rotate")]
+    if all(os.path.exists(path) for path in pair):
+        results = {}
+        for path in pair:
+            with open(path) as handle:
+                record = json.load(handle)
+            results[record["model"]] = record
+        text += ("\n## The built-in KG, per relation (test MRR, head and tail queries)\n\n```\n"
+                 + comparison_tables(results, PATTERNS) + "\n```\n")
     atomic_write_text(os.path.join(RESULTS, "README.md"), text)
 
 
