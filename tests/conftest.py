@@ -20,3 +20,26 @@ def tsv_folder(tmp_path_factory):
                  for h, r, t in kg.split(split).tolist()]
         (folder / f"{split}.txt").write_text("".join(lines))
     return folder
+
+
+def train_interrupted(config, kg, run_dir, monkeypatch) -> None:
+    """Train into ``run_dir`` and stop with KeyboardInterrupt in the middle of epoch 3.
+
+    The interruption comes from inside a step (after two whole epochs and two steps), the way a
+    user's Ctrl-C would land; ``train_step`` is restored afterwards so the run can be resumed.
+    """
+    from kbit_dgl.train import trainer
+
+    real_step, calls = trainer.train_step, {"n": 0}
+    steps_per_epoch = -(-len(kg.train) // config.train.batch_size)
+
+    def interrupted_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2 * steps_per_epoch + 2:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(config, kg, str(run_dir), progress=False)
+    monkeypatch.setattr(trainer, "train_step", real_step)

@@ -8,6 +8,7 @@ import os
 import dgl
 import pytest
 import torch
+from conftest import train_interrupted
 from dgl.nn import SAGEConv
 
 from kbit_dgl.cli import main
@@ -165,19 +166,7 @@ def test_rgcn_distmult_trains_end_to_end_and_resumes(kg, tmp_path, monkeypatch):
     reference = train(config, kg, str(tmp_path / "whole"), progress=False)
     assert reference["test"]["mrr"] > untrained + 0.05
 
-    real_step, calls = trainer.train_step, {"n": 0}
-    steps_per_epoch = -(-len(kg.train) // config.train.batch_size)
-
-    def interrupted_step(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2 * steps_per_epoch + 2:
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "train_step", interrupted_step)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, kg, str(tmp_path / "split"), progress=False)
-    monkeypatch.setattr(trainer, "train_step", real_step)
+    train_interrupted(config, kg, tmp_path / "split", monkeypatch)
     resumed = train(config, kg, str(tmp_path / "split"), resume=True, progress=False)
     assert resumed["test"] == reference["test"]
     _, _, loaded = trainer.load_run(str(tmp_path / "split"), kg)

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import train_interrupted
 
 from kbit_dgl.config import Config
 from kbit_dgl.data.synthetic import generate_kg
 from kbit_dgl.models.model import build_model
-from kbit_dgl.train import trainer
 from kbit_dgl.train.optim import OptimizerGroup, SparseAdagrad, make_optimizer
 from kbit_dgl.train.trainer import model_from_config, train, train_step
 
@@ -197,19 +197,7 @@ def test_resume_with_sparse_optimizer_equals_uninterrupted_run(small_kg, tmp_pat
     config = small_config("transe", "sparse_adam", epochs=4, lr=0.01)
     reference = train(config, small_kg, str(tmp_path / "whole"), progress=False)
 
-    real_step, calls = trainer.train_step, {"n": 0}
-    steps_per_epoch = -(-len(small_kg.train) // config.train.batch_size)
-
-    def interrupted_step(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2 * steps_per_epoch + 2:  # in the middle of epoch 3
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "train_step", interrupted_step)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, small_kg, str(tmp_path / "split"), progress=False)
-    monkeypatch.setattr(trainer, "train_step", real_step)
+    train_interrupted(config, small_kg, tmp_path / "split", monkeypatch)
     other = small_config("transe", "sparse_adagrad", epochs=4, lr=0.01)
     with pytest.raises(ValueError, match="train.optimizer=sparse_adam"):
         train(other, small_kg, str(tmp_path / "split"), resume=True, progress=False)

@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from conftest import train_interrupted
 
 from kbit_dgl.config import Config
 from kbit_dgl.data.synthetic import generate_kg
@@ -54,20 +55,8 @@ def test_resume_equals_uninterrupted_run(small_kg, tmp_path, monkeypatch):
     config = small_config("transe", epochs=5, negative_chunk_size=1)  # per-triple negatives
     reference = train(config, small_kg, str(tmp_path / "whole"), progress=False)
 
-    real_step, calls = trainer.train_step, {"n": 0}
-    steps_per_epoch = -(-len(small_kg.train) // config.train.batch_size)
-
-    def interrupted_step(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2 * steps_per_epoch + 2:  # in the middle of epoch 3
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "train_step", interrupted_step)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, small_kg, str(tmp_path / "split"), progress=False)
+    train_interrupted(config, small_kg, tmp_path / "split", monkeypatch)
     assert not os.path.exists(tmp_path / "split" / "metrics.json")
-    monkeypatch.setattr(trainer, "train_step", real_step)
     resumed = train(config, small_kg, str(tmp_path / "split"), resume=True, progress=False)
 
     whole = torch.load(tmp_path / "whole" / "checkpoint.pt")["model"]
