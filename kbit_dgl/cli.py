@@ -59,11 +59,33 @@ def _quant_spec(args):
     return QuantSpec(args.bits, args.dtype, args.block, args.scale_dtype)
 
 
+def _relation_spec(args, model_name: str):
+    """The relation table's QuantSpec from --relation-bits (None: the decoder's default for --bits).
+
+    The relation table is tiny next to the entity table, so keeping it more precise costs almost
+    no bytes; RotatE's phases stay phases (a uniform grid on the circle) below 16 bits.
+    """
+    from .quant import QuantSpec
+
+    bits = getattr(args, "relation_bits", None)
+    if bits is None or getattr(args, "bits", None) is None:
+        return None
+    if bits in (16, 32):
+        return QuantSpec(bits, "int", args.block, args.scale_dtype)
+    dtype = "phase" if model_name.lower() == "rotate" else args.dtype
+    return QuantSpec(bits, dtype, args.block, args.scale_dtype)
+
+
+def _model_name(run_dir: str) -> str:
+    return Config.from_yaml(os.path.join(run_dir, "config.yaml")).model.name
+
+
 def cmd_evaluate(args) -> int:
     from .eval import evaluate
     from .quant import QuantizedKGEModel, load_any_run
 
-    config, kg, model = load_any_run(args.run_dir, spec=_quant_spec(args))
+    config, kg, model = load_any_run(args.run_dir, spec=_quant_spec(args),
+                                     relation_spec=_relation_spec(args, _model_name(args.run_dir)))
     started = time.perf_counter()
     metrics = evaluate(model, kg, args.split, config.eval.protocol, config.eval.batch_size)
     metrics["eval_seconds"] = round(time.perf_counter() - started, 3)
@@ -77,7 +99,8 @@ def cmd_evaluate(args) -> int:
 def cmd_quantize(args) -> int:
     from .quant import quantize_run
 
-    info = quantize_run(args.run_dir, args.out, _quant_spec(args), overwrite=args.overwrite)
+    info = quantize_run(args.run_dir, args.out, _quant_spec(args), overwrite=args.overwrite,
+                        relation_spec=_relation_spec(args, _model_name(args.run_dir)))
     keys = ("bits", "dtype", "block", "scale_dtype", "codes_bytes", "scales_bytes", "metadata_bytes", "total_bytes",
             "fp32_bytes", "ratio_to_fp32", "bits_per_number")
     print(json.dumps({**{k: info[k] for k in keys}, "file_bytes": info["file"]["bytes"], "out": args.out}, indent=2))
@@ -182,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="numbers per scale along a row; 0 = whole row (default 64)")
         p.add_argument("--scale-dtype", default="fp16", choices=["fp32", "fp16", "int8"],
                        help="storage of the block scales; int8 = double quantisation (default fp16)")
+        p.add_argument("--relation-bits", type=int, choices=[1, 2, 3, 4, 5, 6, 7, 8, 16, 32],
+                       help="bits of the (small) relation table; default: --bits (RotatE: phases on a 2^k grid)")
 
     evaluate_parser = commands.add_parser("evaluate", help="print a run's metrics from its saved model "
                                           "(a trained or a quantized run; --bits quantizes in memory)")

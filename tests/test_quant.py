@@ -330,6 +330,23 @@ def test_cli_quantize_evaluate_predict_round_trip(tsv_folder, tmp_path, capsys):
     assert main(["quantize", run, "--bits", "12", "--out", str(tmp_path / "bad")]) == 2
     assert "bits must be" in capsys.readouterr().err
 
+    # the small relation table kept more precise: phases on a 2^8 grid, or fp16
+    for relation_bits, relation_codes in (("8", 9 * 8), ("16", 9 * 8 * 2)):
+        out = str(tmp_path / f"q4r{relation_bits}")
+        assert main(["quantize", run, "--bits", "4", "--block", "8", "--relation-bits", relation_bits,
+                     "--out", out]) == 0
+        capsys.readouterr()
+        info = json.loads((tmp_path / f"q4r{relation_bits}" / QUANT_INFO).read_text())
+        assert info["tables"]["entity"]["spec"]["bits"] == 4
+        assert info["tables"]["relation"]["spec"]["bits"] == int(relation_bits)
+        assert info["tables"]["relation"]["codes"] == relation_codes
+        assert info["tables"]["entity"]["codes"] == 133 * 8
+        assert main(["evaluate", out]) == 0
+        packed = _json(capsys)
+        assert main(["evaluate", run, "--bits", "4", "--block", "8", "--relation-bits", relation_bits]) == 0
+        in_memory = _json(capsys)
+        assert packed["mrr"] == in_memory["mrr"] and packed["quant"]["total"] == info["total_bytes"]
+
 
 def test_cli_qat_run_quantizes_to_its_validated_model(tsv_folder, tmp_path, capsys):
     run, qrun = str(tmp_path / "qat"), str(tmp_path / "qat-q")

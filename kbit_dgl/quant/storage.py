@@ -62,9 +62,14 @@ def saved_tensor_bytes(path: str) -> int:
                for tensor in payload[part].values())
 
 
-def quantize_tables(decoder, entity: torch.Tensor, relation: torch.Tensor, spec: QuantSpec) -> QuantizedKGEModel:
-    """Quantise float tables (num_entities, entity_dim), (num_relations, relation_dim) for ``decoder``."""
-    entity_spec, relation_spec = table_specs(decoder, spec)
+def quantize_tables(decoder, entity: torch.Tensor, relation: torch.Tensor, spec: QuantSpec,
+                    relation_spec: Optional[QuantSpec] = None) -> QuantizedKGEModel:
+    """Quantise float tables (num_entities, entity_dim), (num_relations, relation_dim) for ``decoder``.
+
+    ``relation_spec`` overrides the relation table's spec (the small table, kept more precise).
+    """
+    entity_spec, default_relation_spec = table_specs(decoder, spec)
+    relation_spec = relation_spec or default_relation_spec
     return QuantizedKGEModel(decoder, QuantizedEmbedding.from_float(entity, entity_spec),
                              QuantizedEmbedding.from_float(relation, relation_spec)).eval()
 
@@ -96,7 +101,8 @@ def _float_tables(run_dir: str) -> Tuple[Config, torch.Tensor, torch.Tensor]:
     return config, table("entity"), table("relation")
 
 
-def quantize_run(run_dir: str, out_dir: str, spec: QuantSpec, overwrite: bool = False) -> Dict[str, object]:
+def quantize_run(run_dir: str, out_dir: str, spec: QuantSpec, overwrite: bool = False,
+                 relation_spec: Optional[QuantSpec] = None) -> Dict[str, object]:
     """Quantise a trained run into ``out_dir`` (config.yaml, model.kbit.pt, quant.json); returns quant.json."""
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
         raise FileExistsError(f"{out_dir}: the folder already exists and is not empty; pass --overwrite to replace it")
@@ -104,7 +110,7 @@ def quantize_run(run_dir: str, out_dir: str, spec: QuantSpec, overwrite: bool = 
         raise ValueError("quantize: --out must differ from the run folder")
     config, entity, relation = _float_tables(run_dir)
     decoder = make_decoder(config.model.name, config.model.dim, config.model.gamma)
-    model = quantize_tables(decoder, entity, relation, spec)
+    model = quantize_tables(decoder, entity, relation, spec, relation_spec)
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_text(os.path.join(out_dir, "config.yaml"), config.to_yaml())
     file_bytes = save_quantized_model(os.path.join(out_dir, QUANT_MODEL), model, config.model.name,
@@ -136,7 +142,8 @@ def load_quantized_run(run_dir: str, kg=None):
     return config, kg, model
 
 
-def load_any_run(run_dir: str, kg=None, spec: Optional[QuantSpec] = None):
+def load_any_run(run_dir: str, kg=None, spec: Optional[QuantSpec] = None,
+                 relation_spec: Optional[QuantSpec] = None):
     """(config, kg, model) of a trained or a quantized run folder.
 
     With ``spec``, a trained run's model is quantised in memory (nothing is written); a quantized
@@ -151,5 +158,5 @@ def load_any_run(run_dir: str, kg=None, spec: Optional[QuantSpec] = None):
 
     config, kg, model = load_run(run_dir, kg)
     if spec is not None:
-        model = quantize_model(model, spec)
+        model = quantize_model(model, spec, relation_spec)
     return config, kg, model
