@@ -43,3 +43,30 @@ def train_interrupted(config, kg, run_dir, monkeypatch) -> None:
     with pytest.raises(KeyboardInterrupt):
         trainer.train(config, kg, str(run_dir), progress=False)
     monkeypatch.setattr(trainer, "train_step", real_step)
+
+
+@pytest.fixture(scope="module")
+def small_kg():
+    """A generated KG small enough to train for a few epochs in a test."""
+    from kbit_dgl.data.synthetic import generate_kg
+
+    return generate_kg(num_persons=240, num_cities=20, num_countries=4, seed=0)
+
+
+def small_config(model="transe", epochs=4, **train_overrides):
+    """A tiny, fast training config; ``train_overrides`` set ``config.train`` fields."""
+    from kbit_dgl.config import Config
+
+    config = Config()
+    config.model.name = model
+    config.model.dim = 32
+    config.model.gamma = 6.0
+    config.train.batch_size = 256
+    config.train.num_negatives = 32
+    config.train.negative_chunk_size = 64
+    config.train.max_epochs = epochs
+    config.train.valid_every = 2
+    config.train.lr = 0.01
+    for key, value in train_overrides.items():
+        setattr(config.train, key, value)
+    return config

@@ -3,18 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import train_interrupted
+from conftest import small_config, train_interrupted
 
-from kbit_dgl.config import Config
-from kbit_dgl.data.synthetic import generate_kg
 from kbit_dgl.models.model import build_model
 from kbit_dgl.train.optim import OptimizerGroup, SparseAdagrad, make_optimizer
 from kbit_dgl.train.trainer import model_from_config, train, train_step
-
-
-@pytest.fixture(scope="module")
-def small_kg():
-    return generate_kg(num_persons=240, num_cities=20, num_countries=4, seed=0)
 
 
 def twin_models(model="transe", num_entities=12, num_relations=3, dim=8):
@@ -144,25 +137,9 @@ def test_sparse_adam_with_dense_parameters_steps_both():
                        optimizer.optimizers[0].state_dict()["state"][0]["exp_avg"])
 
 
-def small_config(model, optimizer, epochs, lr, **train_overrides):
-    config = Config()
-    config.model.name = model
-    config.model.dim = 32
-    config.train.batch_size = 256
-    config.train.num_negatives = 32
-    config.train.negative_chunk_size = 64
-    config.train.max_epochs = epochs
-    config.train.valid_every = 2
-    config.train.lr = lr
-    config.train.optimizer = optimizer
-    for key, value in train_overrides.items():
-        setattr(config.train, key, value)
-    return config
-
-
 @pytest.mark.parametrize("optimizer, lr", [("adam", 0.01), ("sparse_adam", 0.01), ("sparse_adagrad", 0.1)])
 def test_short_training_with_each_optimizer(small_kg, tmp_path, optimizer, lr):
-    config = small_config("rotate", optimizer, epochs=2, lr=lr, regularization=1e-4)
+    config = small_config("rotate", epochs=2, lr=lr, optimizer=optimizer, regularization=1e-4)
     metrics = train(config, small_kg, str(tmp_path / optimizer), progress=False)
     assert 0 < metrics["test"]["mrr"] <= 1 and metrics["steps"] > 0
     checkpoint = torch.load(tmp_path / optimizer / "checkpoint.pt")
@@ -170,7 +147,7 @@ def test_short_training_with_each_optimizer(small_kg, tmp_path, optimizer, lr):
 
 
 def test_training_step_changes_only_batch_rows(small_kg):
-    config = small_config("transe", "sparse_adagrad", epochs=1, lr=0.1)
+    config = small_config("transe", epochs=1, lr=0.1, optimizer="sparse_adagrad")
     torch.manual_seed(0)
     model = model_from_config(config, small_kg)
     optimizer = make_optimizer(model, "sparse_adagrad", config.train.lr)
@@ -188,17 +165,17 @@ def test_training_step_changes_only_batch_rows(small_kg):
 
 
 def test_qat_with_sparse_optimizer_trains(small_kg, tmp_path):
-    config = small_config("transe", "sparse_adagrad", epochs=2, lr=0.1, qat_bits=4)
+    config = small_config("transe", epochs=2, lr=0.1, optimizer="sparse_adagrad", qat_bits=4)
     metrics = train(config, small_kg, str(tmp_path / "qat"), progress=False)
     assert 0 < metrics["test"]["mrr"] <= 1
 
 
 def test_resume_with_sparse_optimizer_equals_uninterrupted_run(small_kg, tmp_path, monkeypatch):
-    config = small_config("transe", "sparse_adam", epochs=4, lr=0.01)
+    config = small_config("transe", epochs=4, lr=0.01, optimizer="sparse_adam")
     reference = train(config, small_kg, str(tmp_path / "whole"), progress=False)
 
     train_interrupted(config, small_kg, tmp_path / "split", monkeypatch)
-    other = small_config("transe", "sparse_adagrad", epochs=4, lr=0.01)
+    other = small_config("transe", epochs=4, lr=0.01, optimizer="sparse_adagrad")
     with pytest.raises(ValueError, match="train.optimizer=sparse_adam"):
         train(other, small_kg, str(tmp_path / "split"), resume=True, progress=False)
     resumed = train(config, small_kg, str(tmp_path / "split"), resume=True, progress=False)

@@ -6,34 +6,12 @@ import os
 
 import pytest
 import torch
-from conftest import train_interrupted
+from conftest import small_config, train_interrupted
 
 from kbit_dgl.config import Config
-from kbit_dgl.data.synthetic import generate_kg
 from kbit_dgl.eval import evaluate
 from kbit_dgl.train import trainer
 from kbit_dgl.train.trainer import RunFolderExistsError, TrainingDivergedError, model_from_config, train
-
-
-@pytest.fixture(scope="module")
-def small_kg():
-    return generate_kg(num_persons=240, num_cities=20, num_countries=4, seed=0)
-
-
-def small_config(model="transe", epochs=4, **train_overrides):
-    config = Config()
-    config.model.name = model
-    config.model.dim = 32
-    config.model.gamma = 6.0
-    config.train.batch_size = 256
-    config.train.num_negatives = 32
-    config.train.negative_chunk_size = 64
-    config.train.max_epochs = epochs
-    config.train.valid_every = 2
-    config.train.lr = 0.01
-    for key, value in train_overrides.items():
-        setattr(config.train, key, value)
-    return config
 
 
 def test_training_beats_untrained_by_a_wide_margin(small_kg, tmp_path):

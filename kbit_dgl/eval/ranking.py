@@ -26,13 +26,10 @@ def rank_from_scores(scores: torch.Tensor, targets: torch.Tensor,
     """
     rows = torch.arange(len(targets), device=scores.device)
     target_scores = scores[rows, targets].unsqueeze(1)
+    scores = scores.clone()
     if filter_rows is not None and len(filter_rows):
-        scores = scores.clone()
         scores[filter_rows.to(scores.device), filter_entities.to(scores.device)] = float("-inf")
-        scores[rows, targets] = float("-inf")  # counted separately below
-    else:
-        scores = scores.clone()
-        scores[rows, targets] = float("-inf")
+    scores[rows, targets] = float("-inf")  # the target itself is counted separately below
     greater = (scores > target_scores).sum(1)
     equal = (scores == target_scores).sum(1)
     return 1.0 + greater.double() + equal.double() / 2.0

@@ -91,12 +91,7 @@ def series_plot(series: Dict[str, Series], path: str, xlabel: str, ylabel: str, 
         axes.errorbar(x, y, yerr=error, marker="o", markersize=3.5, capsize=2.5, linewidth=1.2, label=label)
     if logx:
         log2_xaxis(axes)
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    axes.set_title(title, fontsize=10)
-    axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=8)
-    save_figure(figure, path)
+    _finish(figure, axes, path, xlabel, ylabel, title, legend_size=8)
 
 
 def scaling_plot(x: Sequence[float], y: Sequence[float], path: str, xlabel: str, ylabel: str, title: str = "",
@@ -122,9 +117,14 @@ def scaling_plot(x: Sequence[float], y: Sequence[float], path: str, xlabel: str,
     log2_xaxis(axes)
     if logy:
         axes.set_yscale("log")
+    _finish(figure, axes, path, xlabel, ylabel, title, legend_size=7)
+
+
+def _finish(figure, axes, path: str, xlabel: str, ylabel: str, title: str, legend_size: int) -> None:
+    """Labels, title, grid and legend as every plot here has them, then save atomically."""
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title, fontsize=10)
     axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=7)
+    axes.legend(fontsize=legend_size)
     save_figure(figure, path)
