@@ -43,6 +43,13 @@ class TrainConfig:
     max_epochs: int = 500
     valid_every: int = 10           # epochs between validations (early stopping, best checkpoint)
     patience: int = 5               # validations without improvement before stopping
+    # learning-rate decay on plateau: after lr_decay_patience validations without improvement the
+    # rate is multiplied by lr_decay (0 = off), at most lr_decays times (as RotatE's code drops it 10x
+    # half-way and LibKGE reduces it on plateau); after the last decay, lr_decay_patience more
+    # validations without improvement end the run (patience still caps the count)
+    lr_decay: float = 0.1
+    lr_decay_patience: int = 2
+    lr_decays: int = 2
     seed: int = 0
     checkpoint_every: int = 1       # epochs between resumable checkpoints
     num_threads: int = 0            # 0 = torch's default

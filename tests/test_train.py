@@ -80,3 +80,28 @@ def test_margin_loss_and_bilinear_models_train(small_kg, tmp_path):
         config = small_config(name, epochs=2, loss=loss)
         metrics = train(config, small_kg, str(tmp_path / name), progress=False)
         assert 0 < metrics["test"]["mrr"] <= 1
+
+
+def test_learning_rate_decays_on_plateau_and_resumes(small_kg, tmp_path, monkeypatch):
+    config = small_config("transe", epochs=20, valid_every=1, lr=0.01, lr_decay=0.1, lr_decay_patience=2)
+    real_evaluate, calls = trainer.evaluate_model, {"n": 0}
+    # decays after 2 bad validations (epochs 3 and 6); after the 2nd (the last), 2 more bad ones stop it
+    valid_mrrs = [0.5, 0.4, 0.4, 0.6, 0.3, 0.3, 0.3, 0.3]
+
+    def scripted_evaluate(model, kg, split, cfg, per_relation=False):
+        calls["n"] += 1
+        if calls["n"] <= len(valid_mrrs):
+            return {"mrr": valid_mrrs[calls["n"] - 1], "hits@10": 0.0}
+        return real_evaluate(model, kg, split, cfg, per_relation=per_relation)
+
+    monkeypatch.setattr(trainer, "evaluate_model", scripted_evaluate)
+    metrics = train(config, small_kg, str(tmp_path / "run"), progress=False)
+    assert metrics["stopped_early"] and metrics["epochs"] == 8 and metrics["best_epoch"] == 4
+    assert [d["epoch"] for d in metrics["lr_decays"]] == [3, 6]
+    assert metrics["lr_decays"][-1]["lr"] == pytest.approx(1e-4)
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt")
+    assert checkpoint["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)  # resume keeps the rate
+
+    config.train.lr_decay = 1.5
+    with pytest.raises(ValueError, match="lr_decay must be in"):
+        train(config, small_kg, str(tmp_path / "bad"), progress=False)

@@ -115,6 +115,20 @@ class OptimizerGroup:
             optimizer.load_state_dict(optimizer_state)
 
 
+def param_groups(optimizer) -> List[Dict[str, Any]]:
+    """Every parameter group of ``optimizer`` (a torch optimizer or an :class:`OptimizerGroup`)."""
+    optimizers = optimizer.optimizers if isinstance(optimizer, OptimizerGroup) else [optimizer]
+    return [group for inner in optimizers for group in inner.param_groups]
+
+
+def scale_lr(optimizer, factor: float) -> float:
+    """Multiply every group's learning rate by ``factor``; returns the new rate of the first group."""
+    groups = param_groups(optimizer)
+    for group in groups:
+        group["lr"] *= factor
+    return groups[0]["lr"]
+
+
 def table_parameters(model: nn.Module) -> List[nn.Parameter]:
     """The float parameters of the entity and relation tables (the latent tables under QAT)."""
     params = []

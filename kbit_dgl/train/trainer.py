@@ -25,7 +25,7 @@ from ..eval import evaluate
 from ..io import atomic_torch_save, atomic_write_json, atomic_write_text
 from ..models.model import KGEModel, build_model
 from .losses import compute_loss
-from .optim import make_optimizer, needs_sparse_tables
+from .optim import make_optimizer, needs_sparse_tables, scale_lr
 from .sampling import chunk_layout, positive_batches, subsampling_weights, uniform_negatives
 
 LAST_CHECKPOINT = "checkpoint.pt"
@@ -149,6 +149,9 @@ def train(config: Config, kg: KG, run_dir: str, resume: bool = False, overwrite:
 
 def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool) -> Dict:
     cfg = config.train
+    if not 0.0 <= cfg.lr_decay < 1.0 or cfg.lr_decay_patience < 1 or cfg.lr_decays < 0:
+        raise ValueError(f"train.lr_decay must be in [0, 1) (0 = off), train.lr_decay_patience >= 1 and "
+                         f"train.lr_decays >= 0, got {cfg.lr_decay}, {cfg.lr_decay_patience}, {cfg.lr_decays}")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     atomic_write_text(os.path.join(run_dir, "config.yaml"), config.to_yaml())
@@ -236,13 +239,12 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool) -
                 bar.write(f"epoch {state['epoch']}: loss {epoch_loss / epoch_triples:.4f}  "
                           f"valid MRR {valid['mrr']:.4f}", file=sys.stderr)
             if valid["mrr"] > state["best_valid_mrr"]:
-                state.update(best_valid_mrr=valid["mrr"], best_epoch=state["epoch"], bad_validations=0)
+                state.update(best_valid_mrr=valid["mrr"], best_epoch=state["epoch"], bad_validations=0,
+                             bad_at_decay=0)
                 atomic_torch_save(best_path, {"model": model.state_dict(), "epoch": state["epoch"]})
             else:
                 state["bad_validations"] += 1
-                if state["bad_validations"] >= cfg.patience:
-                    state["stopped_early"] = True
-                    log.info("early stop at epoch %d (best epoch %d)", state["epoch"], state["best_epoch"])
+                _plateau(state, cfg, optimizer)
         if state["epoch"] % cfg.checkpoint_every == 0 or state["stopped_early"] or state["epoch"] == cfg.max_epochs:
             save_checkpoint()
     bar.close()
@@ -255,6 +257,29 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool) -
     return metrics
 
 
+def _plateau(state: Dict, cfg, optimizer) -> None:
+    """After a validation without improvement: decay the learning rate or stop early.
+
+    Every ``lr_decay_patience`` bad validations in a row the rate is multiplied by ``lr_decay``, at most
+    ``lr_decays`` times; once those are spent, ``lr_decay_patience`` more bad validations end the run.
+    ``patience`` bad validations in a row always end it.
+    """
+    decays = state.setdefault("lr_decays", [])
+    bad, since_decay = state["bad_validations"], state["bad_validations"] - state.get("bad_at_decay", 0)
+    stop = bad >= cfg.patience
+    if cfg.lr_decay and cfg.lr_decays and not stop:
+        if len(decays) >= cfg.lr_decays:
+            stop = since_decay >= cfg.lr_decay_patience
+        elif since_decay >= cfg.lr_decay_patience:
+            lr = scale_lr(optimizer, cfg.lr_decay)
+            decays.append({"epoch": state["epoch"], "lr": lr})
+            state["bad_at_decay"] = bad
+            log.info("epoch %d: no improvement in %d validations, learning rate now %.3g", state["epoch"], bad, lr)
+    if stop:
+        state["stopped_early"] = True
+        log.info("early stop at epoch %d (best epoch %d)", state["epoch"], state["best_epoch"])
+
+
 def run_metrics(model: KGEModel, kg: KG, config: Config, state: Dict) -> Dict:
     valid = evaluate_model(model, kg, "valid", config)
     test = evaluate_model(model, kg, "test", config, per_relation=True)
@@ -265,7 +290,8 @@ def run_metrics(model: KGEModel, kg: KG, config: Config, state: Dict) -> Dict:
         "protocol": valid["protocol"], "train_seconds": round(state["train_seconds"], 3),
         "train_triples_per_second": round(positives_seen / max(state["train_seconds"], 1e-9), 1),
         "epochs": state["epoch"], "steps": state["step"], "best_epoch": state["best_epoch"],
-        "stopped_early": state["stopped_early"], "history": state["history"],
+        "stopped_early": state["stopped_early"], "lr_decays": state.get("lr_decays", []),
+        "history": state["history"],
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "test_per_relation": per_relation, "kg": kg.summary(),
     }
