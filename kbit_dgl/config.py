@@ -26,6 +26,9 @@ class ModelConfig:
     gamma: float = 6.0              # margin of distance-based scores: score = gamma - distance
     encoder: Optional[str] = None   # optional GNN encoder between tables and decoder: rgcn | compgcn |
                                     # a registered name | package.module:Class (see the encoder section)
+    # reciprocal relations (Lacroix et al. 2018; LibKGE, the CoDEx configs): a second relation row
+    # r^-1 per relation, and a head query (?, r, t) is answered as the tail query (t, r^-1, ?)
+    reciprocal: bool = False
 
 
 @dataclass

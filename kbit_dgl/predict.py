@@ -18,9 +18,8 @@ def predict(model, kg, relation: str, head: Optional[str] = None, tail: Optional
     anchor = kg.entity_id(head if head is not None else tail)
     relation_id = kg.relation_id(relation)
     all_rows = model.all_entities()
-    scores = model.decoder.score_candidates(all_rows[torch.tensor([anchor])],
-                                            model.relations(torch.tensor([relation_id])), all_rows,
-                                            direction)[0]
+    scores = model.score_candidates(all_rows[torch.tensor([anchor])], torch.tensor([relation_id]), all_rows,
+                                    direction)[0]
     values, ids = torch.topk(scores, min(top, len(scores)))
     known: Dict[int, List[str]] = {}
     for split in ("train", "valid", "test"):

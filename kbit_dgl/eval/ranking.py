@@ -65,9 +65,8 @@ def filtered_ranks(model, triples: torch.Tensor, filter_index: Optional[FilterIn
             batch = triples[start:start + batch_size]
             anchor_ids, relation_ids = batch[:, anchor_column], batch[:, 1]
             targets = batch[:, target_column].to(device)
-            scores = model.decoder.score_candidates(all_rows[anchor_ids.to(device)],
-                                                    model.relations(relation_ids.to(device)), all_rows,
-                                                    direction)
+            scores = model.score_candidates(all_rows[anchor_ids.to(device)], relation_ids.to(device), all_rows,
+                                            direction)
             if filter_index is not None:
                 rows, entities = filter_index.known(anchor_ids, relation_ids, direction)
                 ranks.append(rank_from_scores(scores, targets, rows, entities).cpu())

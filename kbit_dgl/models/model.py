@@ -19,6 +19,10 @@ class KGEModel(nn.Module):
     (layer-wise, in node chunks, when the encoder has ``inference``) and reused until a parameter
     changes, so evaluation and prediction run the encoder once.
 
+    ``reciprocal=True`` gives the relation table ``2 * num_relations`` rows: row ``r + num_relations``
+    is the inverse of ``r``, and a head query (?, r, t) is scored as the tail query (t, r^-1, ?)
+    (:meth:`query`), in training and evaluation alike; an aligned triple keeps its forward score.
+
     ``sparse=True`` makes both tables ``nn.Embedding(sparse=True)``: a lookup's gradient is a sparse
     tensor holding only the rows looked up, so a sparse optimizer (``train.optimizer`` sparse_adam or
     sparse_adagrad, see kbit_dgl/train/optim.py) updates those rows and their state alone, and a
@@ -26,15 +30,19 @@ class KGEModel(nn.Module):
     """
 
     def __init__(self, num_entities: int, num_relations: int, decoder: Decoder,
-                 encoder: Optional[nn.Module] = None, sparse: bool = False):
+                 encoder: Optional[nn.Module] = None, sparse: bool = False, reciprocal: bool = False):
         super().__init__()
+        if reciprocal and encoder is not None:
+            raise ValueError("model.reciprocal is for shallow models: an encoder already passes messages over "
+                             "inverse edges; set model.reciprocal=false with model.encoder")
         self.num_entities = num_entities
         self.num_relations = num_relations
         self.decoder = decoder
         self.encoder = encoder
         self.sparse = sparse
+        self.reciprocal = reciprocal
         self.entity = nn.Embedding(num_entities, decoder.entity_dim, sparse=sparse)
-        self.relation = nn.Embedding(num_relations, decoder.relation_dim, sparse=sparse)
+        self.relation = nn.Embedding(num_relations * (2 if reciprocal else 1), decoder.relation_dim, sparse=sparse)
         decoder.init_entities(self.entity.weight.data)
         decoder.init_relations(self.relation.weight.data)
         self._inference_cache = None  # (parameter versions, rows) of the last eval-mode encoding
@@ -69,6 +77,22 @@ class KGEModel(nn.Module):
     def relations(self, ids: torch.Tensor) -> torch.Tensor:
         return self.relation(ids)
 
+    def query(self, relation_ids: torch.Tensor, direction: str):
+        """(relation rows, scoring direction) for queries (anchor, relation, ?) predicting ``direction``.
+
+        With reciprocal relations a head query (?, r, t) becomes the tail query (t, r^-1, ?).
+        """
+        if self.reciprocal and direction == "head":
+            return self.relations(relation_ids + self.num_relations), "tail"
+        return self.relations(relation_ids), direction
+
+    def score_candidates(self, anchor_rows: torch.Tensor, relation_ids: torch.Tensor, candidates: torch.Tensor,
+                         direction: str = "tail") -> torch.Tensor:
+        """Scores of queries (anchor rows, relation ids) against candidate rows, as the decoder's
+        ``score_candidates`` (reciprocal relations applied)."""
+        relation_rows, direction = self.query(relation_ids, direction)
+        return self.decoder.score_candidates(anchor_rows, relation_rows, candidates, direction)
+
     def score_triples(self, triples: torch.Tensor) -> torch.Tensor:
         """(B, 3) id triples -> (B,) scores."""
         all_rows = self.all_entities() if self.encoder is not None else None
@@ -77,6 +101,6 @@ class KGEModel(nn.Module):
 
 
 def build_model(name: str, num_entities: int, num_relations: int, dim: int, gamma: float,
-                encoder: Optional[nn.Module] = None, sparse: bool = False) -> KGEModel:
+                encoder: Optional[nn.Module] = None, sparse: bool = False, reciprocal: bool = False) -> KGEModel:
     """A :class:`KGEModel` with the decoder ``name``; ``sparse`` gives the tables sparse gradients."""
-    return KGEModel(num_entities, num_relations, make_decoder(name, dim, gamma), encoder, sparse)
+    return KGEModel(num_entities, num_relations, make_decoder(name, dim, gamma), encoder, sparse, reciprocal)

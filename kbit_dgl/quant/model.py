@@ -48,13 +48,15 @@ class QuantizedKGEModel(KGEModel):
     exactly those of a float model holding the dequantised tables.
     """
 
-    def __init__(self, decoder: Decoder, entity: QuantizedEmbedding, relation: QuantizedEmbedding):
+    def __init__(self, decoder: Decoder, entity: QuantizedEmbedding, relation: QuantizedEmbedding,
+                 reciprocal: bool = False):
         nn.Module.__init__(self)  # KGEModel.__init__ would allocate float tables
         if entity.embedding_dim != decoder.entity_dim or relation.embedding_dim != decoder.relation_dim:
             raise ValueError(f"table widths ({entity.embedding_dim}, {relation.embedding_dim}) do not match the "
                              f"decoder's ({decoder.entity_dim}, {decoder.relation_dim})")
         self.num_entities = entity.num_embeddings
-        self.num_relations = relation.num_embeddings
+        self.reciprocal = reciprocal  # relation rows r + R are the inverses (see KGEModel)
+        self.num_relations = relation.num_embeddings // (2 if reciprocal else 1)
         self.decoder = decoder
         self.encoder = None
         self.entity = entity
@@ -87,7 +89,8 @@ class QuantizedKGEModel(KGEModel):
 
     def dequantized(self) -> KGEModel:
         """A float ``KGEModel`` holding the decoded tables (the reference the tests score against)."""
-        model = KGEModel(self.num_entities, self.num_relations, copy.deepcopy(self.decoder))
+        model = KGEModel(self.num_entities, self.num_relations, copy.deepcopy(self.decoder),
+                         reciprocal=self.reciprocal)
         with torch.no_grad():
             model.entity.weight.copy_(self.entity.dequantize_all())
             model.relation.weight.copy_(self.relation.dequantize_all())
@@ -105,4 +108,5 @@ def quantize_model(model: KGEModel, spec: QuantSpec, relation_spec: Optional[Qua
     entity = QuantizedEmbedding.from_float(float_weight(model.entity), entity_spec)
     relation = QuantizedEmbedding.from_float(float_weight(model.relation), relation_spec or default_relation_spec)
     device = float_weight(model.entity).device
-    return QuantizedKGEModel(copy.deepcopy(model.decoder), entity, relation).to(device).eval()
+    return QuantizedKGEModel(copy.deepcopy(model.decoder), entity, relation,
+                             getattr(model, "reciprocal", False)).to(device).eval()

@@ -37,7 +37,8 @@ def _compact(tensor: torch.Tensor) -> torch.Tensor:
 
 def save_quantized_model(path: str, model: QuantizedKGEModel, model_name: str, dim: int, gamma: float) -> int:
     """Write the packed tables and what rebuilds the decoder to ``path`` atomically; returns file bytes."""
-    payload = {"format": FILE_FORMAT, "model": {"name": model_name, "dim": dim, "gamma": gamma},
+    payload = {"format": FILE_FORMAT, "model": {"name": model_name, "dim": dim, "gamma": gamma,
+                                                "reciprocal": bool(getattr(model, "reciprocal", False))},
                "entity": {k: _compact(v) for k, v in model.entity.quantized_state().items()},
                "relation": {k: _compact(v) for k, v in model.relation.quantized_state().items()}}
     atomic_torch_save(path, payload)
@@ -51,8 +52,8 @@ def load_quantized_model(path: str, map_location: str = "cpu") -> QuantizedKGEMo
         raise ValueError(f"{path}: not a kbit-dgl quantized model file (expected format {FILE_FORMAT})")
     spec = payload["model"]
     decoder = make_decoder(spec["name"], spec["dim"], spec["gamma"])
-    return QuantizedKGEModel(decoder, QuantizedEmbedding(payload["entity"]),
-                             QuantizedEmbedding(payload["relation"])).eval()
+    return QuantizedKGEModel(decoder, QuantizedEmbedding(payload["entity"]), QuantizedEmbedding(payload["relation"]),
+                             spec.get("reciprocal", False)).eval()
 
 
 def saved_tensor_bytes(path: str) -> int:
@@ -63,15 +64,16 @@ def saved_tensor_bytes(path: str) -> int:
 
 
 def quantize_tables(decoder, entity: torch.Tensor, relation: torch.Tensor, spec: QuantSpec,
-                    relation_spec: Optional[QuantSpec] = None) -> QuantizedKGEModel:
+                    relation_spec: Optional[QuantSpec] = None, reciprocal: bool = False) -> QuantizedKGEModel:
     """Quantise float tables (num_entities, entity_dim), (num_relations, relation_dim) for ``decoder``.
 
-    ``relation_spec`` overrides the relation table's spec (the small table, kept more precise).
+    ``relation_spec`` overrides the relation table's spec (the small table, kept more precise);
+    ``reciprocal``: the relation table holds the inverse relations too (``model.reciprocal``).
     """
     entity_spec, default_relation_spec = table_specs(decoder, spec)
     relation_spec = relation_spec or default_relation_spec
     return QuantizedKGEModel(decoder, QuantizedEmbedding.from_float(entity, entity_spec),
-                             QuantizedEmbedding.from_float(relation, relation_spec)).eval()
+                             QuantizedEmbedding.from_float(relation, relation_spec), reciprocal).eval()
 
 
 def is_quantized_run(run_dir: str) -> bool:
@@ -110,7 +112,7 @@ def quantize_run(run_dir: str, out_dir: str, spec: QuantSpec, overwrite: bool = 
         raise ValueError("quantize: --out must differ from the run folder")
     config, entity, relation = _float_tables(run_dir)
     decoder = make_decoder(config.model.name, config.model.dim, config.model.gamma)
-    model = quantize_tables(decoder, entity, relation, spec, relation_spec)
+    model = quantize_tables(decoder, entity, relation, spec, relation_spec, config.model.reciprocal)
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_text(os.path.join(out_dir, "config.yaml"), config.to_yaml())
     file_bytes = save_quantized_model(os.path.join(out_dir, QUANT_MODEL), model, config.model.name,

@@ -45,6 +45,7 @@ def model_from_config(config: Config, kg: KG) -> KGEModel:
     if config.model.encoder:
         return _encoder_model(config, kg)
     model = build_model(config.model.name, kg.num_entities, kg.num_relations, config.model.dim, config.model.gamma,
+                        reciprocal=config.model.reciprocal,
                         sparse=needs_sparse_tables(config.train.optimizer))
     from ..quant.qat import attach_qat  # fake quantisation when train.qat_bits is set, else a no-op
 
@@ -56,6 +57,9 @@ def _encoder_model(config: Config, kg: KG) -> KGEModel:
     if needs_sparse_tables(config.train.optimizer):
         raise ValueError(f"train.optimizer={config.train.optimizer}: a GNN encoder mixes every row it reads "
                          f"into dense layers, so sparse row updates do not apply; use train.optimizer=adam")
+    if config.model.reciprocal:
+        raise ValueError("model.reciprocal is for shallow models: an encoder already passes messages over "
+                         "inverse edges; set model.reciprocal=false with model.encoder")
     from ..models.decoders import make_decoder
     from ..models.encoders import build_encoder
     from ..quant.qat import attach_qat
@@ -78,6 +82,8 @@ def train_step(model: KGEModel, positives: torch.Tensor, config: Config, generat
     num_chunks, _ = chunk_layout(len(positives), train.negative_chunk_size)
     negative_ids = uniform_negatives(num_chunks, train.num_negatives, model.num_entities, generator)
     heads, relations, tails = positives[:, 0], positives[:, 1], positives[:, 2]
+    if getattr(model, "reciprocal", False) and direction == "head":  # (?, r, t) as (t, r^-1, ?)
+        heads, relations, tails, direction = tails, relations + model.num_relations, heads, "tail"
     head_rows, tail_rows = model.entities(heads, all_rows), model.entities(tails, all_rows)
     return batch_loss(model.decoder, head_rows, model.relations(relations), tail_rows,
                       model.entities(negative_ids, all_rows), train, direction, weights)
