@@ -30,7 +30,7 @@ def cmd_train(args) -> int:
     from .train.trainer import train
 
     if args.resume:
-        config = Config.from_yaml(os.path.join(args.out, "config.yaml"))
+        config = Config.from_yaml(os.path.join(args.out, "config.yaml"), run=True)
         config.apply_overrides(args.set or [])
     else:
         config = _load_config(args)
@@ -77,7 +77,7 @@ def _relation_spec(args, model_name: str):
 
 
 def _model_name(run_dir: str) -> str:
-    return Config.from_yaml(os.path.join(run_dir, "config.yaml")).model.name
+    return Config.from_yaml(os.path.join(run_dir, "config.yaml"), run=True).model.name
 
 
 def cmd_evaluate(args) -> int:

@@ -27,8 +27,9 @@ class ModelConfig:
     encoder: Optional[str] = None   # optional GNN encoder between tables and decoder: rgcn | compgcn |
                                     # a registered name | package.module:Class (see the encoder section)
     # reciprocal relations (Lacroix et al. 2018; LibKGE, the CoDEx configs): a second relation row
-    # r^-1 per relation, and a head query (?, r, t) is answered as the tail query (t, r^-1, ?)
-    reciprocal: bool = False
+    # r^-1 per relation, and a head query (?, r, t) is answered as the tail query (t, r^-1, ?).
+    # auto = on for shallow models, off with an encoder (which already sees inverse edges); true | false
+    reciprocal: str = "auto"
 
 
 @dataclass
@@ -107,12 +108,20 @@ class Config:
         return config
 
     @classmethod
-    def from_yaml(cls, path: str) -> "Config":
+    def from_yaml(cls, path: str, run: bool = False) -> "Config":
+        """The config in ``path``; ``run=True`` for a run folder's resolved config.yaml, where a key
+        missing because the run predates it takes the value that run was trained with."""
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of sections (data, model, train, eval)")
-        return cls.from_dict(data, path)
+        config = cls.from_dict(data, path)
+        if run:
+            for dotted_key, before in RUN_DEFAULTS_BEFORE.items():
+                section, key = dotted_key.split(".")
+                if key not in (data.get(section) or {}):
+                    config.set(dotted_key, before, path)
+        return config
 
     def update(self, data: Dict[str, Any], source: str = "config") -> None:
         for section, values in data.items():
@@ -142,6 +151,18 @@ class Config:
                 raise ValueError(f"--set {item!r}: expected section.key=value")
             key, raw = item.split("=", 1)
             self.set(key.strip(), yaml.safe_load(raw) if raw != "" else None, "--set")
+
+
+# Keys added after runs had been written, with the behaviour of those older runs.
+RUN_DEFAULTS_BEFORE = {"model.reciprocal": "false", "train.lr_decay": 0.0}
+
+
+def reciprocal_relations(model: ModelConfig) -> bool:
+    """Whether ``model.reciprocal`` (auto | true | false) turns reciprocal relations on."""
+    value = str(model.reciprocal).lower()
+    if value not in ("auto", "true", "false"):
+        raise ValueError(f"model.reciprocal expects auto, true or false, got {model.reciprocal!r}")
+    return value == "true" or (value == "auto" and not model.encoder)
 
 
 def _sections(config: Config) -> Dict[str, Any]:

@@ -122,7 +122,7 @@ def staged_run(config: Config, kg: KG, run_dir: str, epochs: Sequence[int], batc
     stages_path = os.path.join(run_dir, STAGES_FILE)
     config_path = os.path.join(run_dir, "config.yaml")
     if os.path.exists(config_path):
-        differences = config_differences(config, Config.from_yaml(config_path),
+        differences = config_differences(config, Config.from_yaml(config_path, run=True),
                                          ignore=("data.data_dir", "train.num_threads", "train.max_epochs"))
         if differences:
             raise ValueError(f"{run_dir} holds a run with another config ({'; '.join(differences)})")

@@ -144,7 +144,7 @@ def test_reciprocal_training_uses_inverse_rows_and_quantizes(small_kg, tmp_path)
     from kbit_dgl.quant.storage import load_any_run, quantize_run
 
     config = small_config("transe_l2", epochs=20, valid_every=10, batch_size=64)
-    config.model.reciprocal = True
+    config.model.reciprocal = "true"
     metrics = train(config, small_kg, str(tmp_path / "run"), progress=False)
     assert metrics["test"]["mrr"] > 0.15  # untrained: about 0.02
     relation = torch.load(tmp_path / "run" / "model.pt")["model"]["relation.weight"]
@@ -159,3 +159,18 @@ def test_reciprocal_training_uses_inverse_rows_and_quantizes(small_kg, tmp_path)
     config.model.encoder = "rgcn"
     with pytest.raises(ValueError, match="reciprocal is for shallow models"):
         model_from_config(config, small_kg)
+
+
+def test_run_configs_written_before_a_key_existed_keep_their_behaviour(tmp_path):
+    from kbit_dgl.config import reciprocal_relations
+
+    path = tmp_path / "config.yaml"
+    path.write_text("model:\n  name: transe\ntrain:\n  lr: 0.01\n")
+    user, run = Config.from_yaml(str(path)), Config.from_yaml(str(path), run=True)
+    assert reciprocal_relations(user.model) and user.train.lr_decay == 0.1  # a user's file: today's defaults
+    assert not reciprocal_relations(run.model) and run.train.lr_decay == 0.0  # an old run folder: as trained
+    user.model.encoder = "rgcn"
+    assert not reciprocal_relations(user.model)  # auto: off with an encoder
+    user.model.reciprocal = "sometimes"
+    with pytest.raises(ValueError, match="auto, true or false"):
+        reciprocal_relations(user.model)

@@ -13,7 +13,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from ..config import Config
+from ..config import Config, reciprocal_relations
 from ..io import atomic_torch_save, atomic_write_json, atomic_write_text
 from ..models.decoders import make_decoder
 from .embedding import QuantizedEmbedding
@@ -86,7 +86,7 @@ def _float_tables(run_dir: str) -> Tuple[Config, torch.Tensor, torch.Tensor]:
     A run trained with fake quantisation (QAT) stores its latent float tables under
     ``*.parametrizations.weight.original``; those are what gets quantised.
     """
-    config = Config.from_yaml(os.path.join(run_dir, "config.yaml"))
+    config = Config.from_yaml(os.path.join(run_dir, "config.yaml"), run=True)
     if config.model.encoder:
         raise NotImplementedError(f"{run_dir}: quantizing models with a GNN encoder is not supported")
     path = os.path.join(run_dir, FLOAT_MODEL)
@@ -112,7 +112,7 @@ def quantize_run(run_dir: str, out_dir: str, spec: QuantSpec, overwrite: bool = 
         raise ValueError("quantize: --out must differ from the run folder")
     config, entity, relation = _float_tables(run_dir)
     decoder = make_decoder(config.model.name, config.model.dim, config.model.gamma)
-    model = quantize_tables(decoder, entity, relation, spec, relation_spec, config.model.reciprocal)
+    model = quantize_tables(decoder, entity, relation, spec, relation_spec, reciprocal_relations(config.model))
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_text(os.path.join(out_dir, "config.yaml"), config.to_yaml())
     file_bytes = save_quantized_model(os.path.join(out_dir, QUANT_MODEL), model, config.model.name,
@@ -135,7 +135,7 @@ def load_quantized_run(run_dir: str, kg=None):
     """(config, kg, quantized model) of a quantized run folder; the dataset is loaded unless given."""
     from ..data import load_dataset
 
-    config = Config.from_yaml(os.path.join(run_dir, "config.yaml"))
+    config = Config.from_yaml(os.path.join(run_dir, "config.yaml"), run=True)
     model = load_quantized_model(os.path.join(run_dir, QUANT_MODEL))
     kg = kg or load_dataset(config.data.dataset, config.data.data_dir, config.data.seed)
     if (kg.num_entities, kg.num_relations) != (model.num_entities, model.num_relations):

@@ -57,7 +57,7 @@ def ensure_run(config: Config, kg: KG, run_dir: str, progress: bool = False) -> 
     """
     config_path = os.path.join(run_dir, "config.yaml")
     if os.path.exists(config_path):
-        differences = config_differences(config, Config.from_yaml(config_path))
+        differences = config_differences(config, Config.from_yaml(config_path, run=True))
         if differences:
             raise ValueError(f"{run_dir} holds a run with another config ({'; '.join(differences)}); "
                              f"remove the folder or choose another runs folder")

@@ -19,7 +19,7 @@ from typing import Dict, Optional
 import torch
 from tqdm import tqdm
 
-from ..config import Config
+from ..config import Config, reciprocal_relations
 from ..data.kg import KG
 from ..eval import evaluate
 from ..io import atomic_torch_save, atomic_write_json, atomic_write_text
@@ -45,7 +45,7 @@ def model_from_config(config: Config, kg: KG) -> KGEModel:
     if config.model.encoder:
         return _encoder_model(config, kg)
     model = build_model(config.model.name, kg.num_entities, kg.num_relations, config.model.dim, config.model.gamma,
-                        reciprocal=config.model.reciprocal,
+                        reciprocal=reciprocal_relations(config.model),
                         sparse=needs_sparse_tables(config.train.optimizer))
     from ..quant.qat import attach_qat  # fake quantisation when train.qat_bits is set, else a no-op
 
@@ -57,7 +57,7 @@ def _encoder_model(config: Config, kg: KG) -> KGEModel:
     if needs_sparse_tables(config.train.optimizer):
         raise ValueError(f"train.optimizer={config.train.optimizer}: a GNN encoder mixes every row it reads "
                          f"into dense layers, so sparse row updates do not apply; use train.optimizer=adam")
-    if config.model.reciprocal:
+    if reciprocal_relations(config.model):
         raise ValueError("model.reciprocal is for shallow models: an encoder already passes messages over "
                          "inverse edges; set model.reciprocal=false with model.encoder")
     from ..models.decoders import make_decoder
@@ -307,7 +307,7 @@ def load_run(run_dir: str, kg: Optional[KG] = None):
     """(config, kg, model) of a finished or interrupted run, with the best model's weights."""
     from ..data import load_dataset
 
-    config = Config.from_yaml(os.path.join(run_dir, "config.yaml"))
+    config = Config.from_yaml(os.path.join(run_dir, "config.yaml"), run=True)
     kg = kg or load_dataset(config.data.dataset, config.data.data_dir, config.data.seed)
     model = model_from_config(config, kg)
     path = os.path.join(run_dir, BEST_MODEL)
