@@ -1,7 +1,9 @@
 """Foundation benchmarks: default hyperparameters on the real benchmarks and the built-in KG.
 
-    python pipelines/foundation.py --data-dir ../shared/data                 # all of them
+    python pipelines/foundation.py --data-dir ../shared/data                 # the default set (RUNS)
     python pipelines/foundation.py --data-dir ../shared/data --only codex-s:rotate
+    python pipelines/foundation.py --data-dir ../shared/data --only codex-s:rotate --set train.seed=1 --suffix=-s1
+    python pipelines/foundation.py --data-dir ../shared/data --only fb15k-237:rotate   # LARGE_RUNS: ~1 h each
 
 Each (dataset, model) trains with the *default* config (no per-dataset tuning) into
 ``runs/foundation/<dataset>-<model>`` and stores ``results/foundation/<dataset>-<model>.json``
