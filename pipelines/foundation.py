@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -60,6 +61,25 @@ def run_one(spec: str, data_dir: str, runs_dir: str, overrides, suffix: str = ""
     return record
 
 
+def _seed_summary(names) -> str:
+    """Mean and sample standard deviation of test MRR over seeds: runs whose only overrides
+    besides the thread count are ``train.seed`` (seed 0 = the default run)."""
+    groups = {}
+    for name in names:
+        with open(os.path.join(RESULTS, name + ".json")) as handle:
+            r = json.load(handle)
+        others = [o for o in r.get("overrides", []) if not o.startswith(("train.num_threads", "train.seed"))]
+        if not others:
+            groups.setdefault(r["spec"], []).append(r["test"]["mrr"])
+    lines = [f"| {spec} | {len(v)} | {statistics.mean(v):.4f} | {statistics.stdev(v):.4f} | "
+             f"{' / '.join(f'{x:.4f}' for x in v)} | {'' if TARGETS.get(spec) is None else f'>= {TARGETS[spec]}'} |"
+             for spec, v in groups.items() if len(v) > 1]
+    if not lines:
+        return ""
+    return ("\n## Over seeds (default config, `train.seed` 0, 1, 2)\n\n| run | seeds | mean test MRR | sd | "
+            "per seed | target |\n|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+
+
 def write_table() -> None:
     rows = []
     default_names = [spec.replace(":", "-") for spec in RUNS + LARGE_RUNS]
@@ -77,12 +97,13 @@ def write_table() -> None:
                     f"{'' if target is None else f'>= {target}'} | {r['best_epoch']}/{r['epochs']} | "
                     f"{r['train_seconds']:.0f} | {r['train_triples_per_second']:,.0f} | "
                     f"{r['provenance']['wall_seconds']:.0f} | `{r['provenance']['commit'][:10]}` |")
+    seeds_text = _seed_summary(names)
     header = ("| dataset | model | config | test MRR | H@1 | H@10 | valid MRR | target | best/last epoch | train s | "
               "triples/s | wall s | commit |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     text = ("# Foundation benchmarks (default hyperparameters)\n\nProduced by `python pipelines/foundation.py "
             "--data-dir ../shared/data` (one JSON per run beside this file, with the exact command, commit, "
             "machine and wall time). Filtered ranking, head and tail pooled, ties = mean rank.\n\n"
-            + header + "\n" + "\n".join(rows) + "\n")
+            + header + "\n" + "\n".join(rows) + "\n" + seeds_text)
     pair = [os.path.join(RESULTS, f"synthetic-{m}.json") for m in ("transe", "rotate")]
     if all(os.path.exists(path) for path in pair):
         results = {}
