@@ -33,13 +33,13 @@ from kbit_dgl.train.trainer import train  # noqa: E402
 
 RUNS = ["synthetic:transe", "synthetic:rotate", "nations:transe", "nations:rotate", "kinship:transe",
         "kinship:rotate", "codex-s:transe", "codex-s:transe_l2", "codex-s:rotate"]
-# Reference numbers the foundation issue names (test MRR). The CoDEx paper's TransE (0.354) is
-# TransE with the L2 norm (its LibKGE config: transe.l_norm 2), so it is compared with transe_l2.
+# Reference numbers the foundation issue names (test MRR). The CoDEx paper's TransE (0.354) uses
+# the L2 norm (its LibKGE config: transe.l_norm 2), so both TransE forms are held to it.
 # The larger benchmarks (paper budgets of the speed issue) run only when named with --only: each
 # takes most of an hour on 2 cores. Same defaults; targets from the RotatE paper (.338 / .476;
 # its self-adversarial TransE reaches .332 on FB15k-237).
 LARGE_RUNS = ["fb15k-237:transe", "fb15k-237:rotate", "wn18rr:rotate"]
-TARGETS = {"codex-s:transe_l2": 0.354, "codex-s:rotate": 0.40, "kinship:rotate": 0.70,
+TARGETS = {"codex-s:transe": 0.354, "codex-s:transe_l2": 0.354, "codex-s:rotate": 0.40, "kinship:rotate": 0.70,
            "fb15k-237:rotate": 0.33, "fb15k-237:transe": 0.31, "wn18rr:rotate": 0.47}
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "foundation")
 
