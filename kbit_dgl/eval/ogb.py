@@ -29,12 +29,9 @@ def evaluate_ogb(model, kg, split: str, batch_size: int = 256) -> Dict[str, obje
         for start in range(0, len(triples), batch_size):
             batch = triples[start:start + batch_size].to(device)
             anchor = all_rows[batch[:, anchor_column]].unsqueeze(1)
-            relation, scoring_direction = model.query(batch[:, 1], direction)
-            relation = relation.unsqueeze(1)
             candidates = torch.cat([batch[:, target_column:target_column + 1],
                                     negatives[start:start + batch_size].to(device)], dim=1)
-            scores = model.decoder.score_candidates(anchor, relation, all_rows[candidates],
-                                                    scoring_direction).squeeze(1)
+            scores = model.score_candidates(anchor, batch[:, 1:2], all_rows[candidates], direction).squeeze(1)
             result = evaluator.eval({"y_pred_pos": scores[:, 0].float().cpu(),
                                      "y_pred_neg": scores[:, 1:].float().cpu()})
             for name, values in result.items():

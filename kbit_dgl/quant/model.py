@@ -109,4 +109,4 @@ def quantize_model(model: KGEModel, spec: QuantSpec, relation_spec: Optional[Qua
     relation = QuantizedEmbedding.from_float(float_weight(model.relation), relation_spec or default_relation_spec)
     device = float_weight(model.entity).device
     return QuantizedKGEModel(copy.deepcopy(model.decoder), entity, relation,
-                             getattr(model, "reciprocal", False)).to(device).eval()
+                             model.reciprocal).to(device).eval()

@@ -38,7 +38,7 @@ def _compact(tensor: torch.Tensor) -> torch.Tensor:
 def save_quantized_model(path: str, model: QuantizedKGEModel, model_name: str, dim: int, gamma: float) -> int:
     """Write the packed tables and what rebuilds the decoder to ``path`` atomically; returns file bytes."""
     payload = {"format": FILE_FORMAT, "model": {"name": model_name, "dim": dim, "gamma": gamma,
-                                                "reciprocal": bool(getattr(model, "reciprocal", False))},
+                                                "reciprocal": model.reciprocal},
                "entity": {k: _compact(v) for k, v in model.entity.quantized_state().items()},
                "relation": {k: _compact(v) for k, v in model.relation.quantized_state().items()}}
     atomic_torch_save(path, payload)

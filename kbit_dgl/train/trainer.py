@@ -57,16 +57,15 @@ def _encoder_model(config: Config, kg: KG) -> KGEModel:
     if needs_sparse_tables(config.train.optimizer):
         raise ValueError(f"train.optimizer={config.train.optimizer}: a GNN encoder mixes every row it reads "
                          f"into dense layers, so sparse row updates do not apply; use train.optimizer=adam")
-    if reciprocal_relations(config.model):
-        raise ValueError("model.reciprocal is for shallow models: an encoder already passes messages over "
-                         "inverse edges; set model.reciprocal=false with model.encoder")
     from ..models.decoders import make_decoder
     from ..models.encoders import build_encoder
     from ..quant.qat import attach_qat
 
     decoder = make_decoder(config.model.name, config.model.dim, config.model.gamma)
     encoder = build_encoder(config.model.encoder, kg, decoder.entity_dim, config.encoder)
-    return attach_qat(KGEModel(kg.num_entities, kg.num_relations, decoder, encoder), config.train)
+    model = KGEModel(kg.num_entities, kg.num_relations, decoder, encoder,
+                     reciprocal=reciprocal_relations(config.model))  # raises if set true: shallow models only
+    return attach_qat(model, config.train)
 
 
 def train_step(model: KGEModel, positives: torch.Tensor, config: Config, generator: torch.Generator,
@@ -82,7 +81,7 @@ def train_step(model: KGEModel, positives: torch.Tensor, config: Config, generat
     num_chunks, _ = chunk_layout(len(positives), train.negative_chunk_size)
     negative_ids = uniform_negatives(num_chunks, train.num_negatives, model.num_entities, generator)
     heads, relations, tails = positives[:, 0], positives[:, 1], positives[:, 2]
-    if getattr(model, "reciprocal", False) and direction == "head":  # (?, r, t) as (t, r^-1, ?)
+    if model.reciprocal and direction == "head":  # (?, r, t) as (t, r^-1, ?)
         heads, relations, tails, direction = tails, relations + model.num_relations, heads, "tail"
     head_rows, tail_rows = model.entities(heads, all_rows), model.entities(tails, all_rows)
     return batch_loss(model.decoder, head_rows, model.relations(relations), tail_rows,
