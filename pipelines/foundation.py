@@ -44,7 +44,7 @@ TARGETS = {"codex-s:transe": 0.354, "codex-s:transe_l2": 0.354, "codex-s:rotate"
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "foundation")
 
 
-def run_one(spec: str, data_dir: str, runs_dir: str, overrides, suffix: str = "") -> dict:
+def run_one(spec: str, data_dir: str, runs_dir: str, overrides, suffix: str = "", resume: bool = False) -> dict:
     dataset, model = spec.split(":")
     started = time.time()
     kg = load_dataset(dataset, data_dir)
@@ -52,8 +52,13 @@ def run_one(spec: str, data_dir: str, runs_dir: str, overrides, suffix: str = ""
     config.data.dataset, config.data.data_dir, config.model.name = dataset, None, model
     config.apply_overrides(overrides)
     name = f"{dataset}-{model}{suffix}"
-    metrics = train(config, kg, os.path.join(runs_dir, name), overwrite=True, progress=False)
+    run_dir = os.path.join(runs_dir, name)
+    resume = resume and os.path.exists(os.path.join(run_dir, "checkpoint.pt"))
+    metrics = train(config, kg, run_dir, resume=resume, overwrite=not resume, progress=False)
+    # On a resumed run, wall_seconds covers only this process; train_seconds (in the metrics)
+    # is carried in the checkpoint and covers the whole run.
     record = {"spec": spec, "name": name, "overrides": list(overrides), "target_test_mrr": TARGETS.get(spec),
+              "resumed": resume,
               "config": config.to_dict(), **metrics, "provenance": provenance(started)}
     atomic_write_json(os.path.join(RESULTS, f"{name}.json"), record)
     print(f"{spec}: test MRR {metrics['test']['mrr']:.4f} valid {metrics['valid']['mrr']:.4f} "
@@ -124,9 +129,11 @@ def main() -> None:
                         f"the large ones, {' '.join(LARGE_RUNS)}, only when named)")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides applied to every run")
     parser.add_argument("--suffix", default="", help="added to result names, for runs with overrides")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue runs whose folder holds a checkpoint (same config) instead of restarting them")
     args = parser.parse_args()
     for spec in args.only or RUNS:
-        run_one(spec, args.data_dir, args.runs_dir, args.set, args.suffix)
+        run_one(spec, args.data_dir, args.runs_dir, args.set, args.suffix, resume=args.resume)
         write_table()
 
 
