@@ -9,13 +9,14 @@ import dgl
 import pytest
 import torch
 from conftest import train_interrupted
-from dgl.nn import SAGEConv
+from dgl.nn import RelGraphConv, SAGEConv
 
 from kbit_dgl.cli import main
 from kbit_dgl.config import Config
 from kbit_dgl.data.synthetic import generate_kg
 from kbit_dgl.eval import evaluate
-from kbit_dgl.models.encoders import CompGCNEncoder, GraphEncoder, register_encoder, resolve_encoder
+from kbit_dgl.models.encoders import (CompGCNEncoder, GraphEncoder, GroupedRelGraphConv, edge_norm,
+                                     register_encoder, resolve_encoder)
 from kbit_dgl.train import trainer
 from kbit_dgl.train.encoder_training import SharedUniformNegatives, edge_loader, layer_fanouts, resolve_mode
 from kbit_dgl.train.trainer import model_from_config, train
@@ -59,6 +60,38 @@ def test_rgcn_output_shapes(kg, regularizer, decoder):
     scores.sum().backward()  # gradients reach the table and the encoder
     assert model.entity.weight.grad is not None
     assert all(p.grad is not None for p in model.encoder.parameters())
+
+
+@pytest.mark.parametrize("regularizer", ["basis", "bdd", None])
+@pytest.mark.parametrize("on_block", [False, True])
+def test_grouped_relgraphconv_equals_dgl_relgraphconv(kg, regularizer, on_block):
+    """Same parameters, same values and gradients as dgl.nn.RelGraphConv, on the full graph and on
+    a sampled block (fewer destination than source nodes), with layer norm and self-loop."""
+    torch.manual_seed(0)
+    graph = model_from_config(encoder_config(), kg).encoder.graph
+    if on_block:
+        sampler = dgl.dataloading.MultiLayerNeighborSampler([3])
+        _, _, (graph,) = sampler.sample_blocks(graph, torch.arange(0, kg.num_entities, 3))
+        graph.edata["etype"] = model_from_config(encoder_config(), kg).encoder.graph.edata["etype"][
+            graph.edata[dgl.EID]]
+    num_types = 2 * kg.num_relations
+    kwargs = dict(regularizer=regularizer, num_bases=4 if regularizer else None, self_loop=True,
+                  activation=torch.relu, layer_norm=True)
+    reference, grouped = RelGraphConv(12, 12, num_types, **kwargs), GroupedRelGraphConv(12, 12, num_types, **kwargs)
+    grouped.load_state_dict(reference.state_dict())
+    feats = [torch.randn(graph.num_src_nodes(), 12, requires_grad=True) for _ in range(2)]
+    with torch.no_grad():
+        feats[1].copy_(feats[0])
+    norm = edge_norm(graph)
+    outputs = [conv(graph, feat, graph.edata["etype"], norm) for conv, feat in zip((reference, grouped), feats)]
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-6)
+    assert outputs[0].shape == (graph.num_dst_nodes(), 12)
+    weights = torch.randn_like(outputs[0])
+    for out in outputs:
+        (out * weights).sum().backward()
+    torch.testing.assert_close(feats[1].grad, feats[0].grad, rtol=1e-5, atol=1e-5)
+    for (name, p_ref), (_, p_grouped) in zip(reference.named_parameters(), grouped.named_parameters()):
+        torch.testing.assert_close(p_grouped.grad, p_ref.grad, rtol=1e-5, atol=1e-5, msg=name)
 
 
 def test_bdd_needs_divisible_width(kg):
