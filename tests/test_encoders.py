@@ -224,8 +224,23 @@ def test_modes_fanouts_and_optimizer_checks(kg):
     with pytest.raises(ValueError, match="fanouts"):
         layer_fanouts(config, 3)
     config.train.optimizer = "sparse_adam"
-    with pytest.raises(ValueError, match="train.optimizer=adam"):
+    with pytest.raises(ValueError, match="encoder.mode=sampled"):
+        model_from_config(config, kg)  # full graph: every row is read each step
+    config.encoder.mode = "sampled"
+    config.model.encoder = "compgcn"
+    with pytest.raises(ValueError, match="relation table"):
         model_from_config(config, kg)
+
+
+def test_sampled_training_with_sparse_row_updates(kg, tmp_path):
+    """Sampled R-GCN with sparse Adam (tables) + Adam (encoder): builds sparse tables and trains."""
+    config = encoder_config(epochs=1, mode="sampled", fanouts=[2])
+    config.train.optimizer = "sparse_adam"
+    torch.manual_seed(0)
+    model = model_from_config(config, kg)
+    assert model.entity.sparse
+    metrics = train(config, kg, str(tmp_path / "run"), progress=False)
+    assert metrics["epochs"] == 1 and metrics["test"]["mrr"] > 0
 
 
 def test_config_keys_and_cli(kg, tmp_path):

@@ -105,6 +105,10 @@ class GraphEncoder(nn.Module):
     as :meth:`initial_relations` and lets layers update relation embeddings (CompGCN).
     """
 
+    #: whether ``layer`` reads the relation table (CompGCN does). Encoders that do not (R-GCN) can
+    #: train with sparse row updates of the tables in ``encoder.mode: sampled``.
+    uses_relation_table = True
+
     def __init__(self, graph, inference_batch_size: int = 4096):
         super().__init__()
         self.graph = graph  # structure, not state: not in state_dict, rebuilt from the KG
@@ -226,6 +230,8 @@ class RGCNEncoder(GraphEncoder):
     applies ``config.activation`` and ``config.dropout``; the last is linear, so its output
     can take any value a decoder wants (TransE translations, RotatE's complex halves).
     """
+
+    uses_relation_table = False
 
     def __init__(self, graph, num_relations: int, dim: int, config):
         super().__init__(graph, config.inference_batch_size)

@@ -54,16 +54,22 @@ def model_from_config(config: Config, kg: KG) -> KGEModel:
 
 def _encoder_model(config: Config, kg: KG) -> KGEModel:
     """Tables -> GNN encoder (``model.encoder``, ``encoder.*``) -> decoder; imports DGL."""
-    if needs_sparse_tables(config.train.optimizer):
-        raise ValueError(f"train.optimizer={config.train.optimizer}: a GNN encoder mixes every row it reads "
-                         f"into dense layers, so sparse row updates do not apply; use train.optimizer=adam")
     from ..models.decoders import make_decoder
     from ..models.encoders import build_encoder
     from ..quant.qat import attach_qat
+    from .encoder_training import resolve_mode
 
+    sparse = needs_sparse_tables(config.train.optimizer)
+    if sparse and resolve_mode(config, kg.num_entities) != "sampled":
+        raise ValueError(f"train.optimizer={config.train.optimizer}: full-graph encoder training reads every row of "
+                         f"the entity table each step, so sparse row updates do not apply; use "
+                         f"train.optimizer=adam, or encoder.mode=sampled (which reads only a batch's input nodes)")
     decoder = make_decoder(config.model.name, config.model.dim, config.model.gamma)
     encoder = build_encoder(config.model.encoder, kg, decoder.entity_dim, config.encoder)
-    model = KGEModel(kg.num_entities, kg.num_relations, decoder, encoder,
+    if sparse and getattr(encoder, "uses_relation_table", True):
+        raise ValueError(f"train.optimizer={config.train.optimizer}: encoder {config.model.encoder!r} reads the "
+                         f"whole relation table each step, so sparse row updates do not apply; use train.optimizer=adam")
+    model = KGEModel(kg.num_entities, kg.num_relations, decoder, encoder, sparse=sparse,
                      reciprocal=reciprocal_relations(config.model))  # raises if set true: shallow models only
     return attach_qat(model, config.train)
 
