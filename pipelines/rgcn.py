@@ -3,6 +3,14 @@
     python pipelines/rgcn.py --data-dir ../shared/data                      # fb15k-237, all runs (hours)
     python pipelines/rgcn.py --only distmult:full --set train.max_epochs=50
     python pipelines/rgcn.py --quick                                        # nations, 2 epochs: a smoke test
+    python pipelines/rgcn.py --random-kg 1000000 --only distmult:sampled distmult:full \
+        --memory-limit-gb 12 --set train.max_epochs=1 train.optimizer=sparse_adam  # a KG too large for full-graph
+
+``--random-kg N`` trains on a generated KG of N entities and ``--random-triples`` uniformly random
+triples (default 2N) over 100 relations: only its size matters there, not its MRR.
+``--memory-limit-gb`` caps each run's address space (``RLIMIT_AS``, which includes the ~4 GiB
+torch's libraries map): a run that needs more fails with an allocation error, recorded in its
+JSON as ``out_of_memory``, instead of taking the machine's memory from everything else.
 
 Each ``decoder:mode`` trains in its own child process (so its peak memory is its own) into
 ``runs/rgcn/<dataset>-rgcn-<decoder>-<mode>`` and stores ``results/rgcn/<same name>.json``: the
@@ -56,22 +64,49 @@ def current_rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2 ** 20
 
 
-def run_one(spec: str, dataset: str, data_dir: str, runs_dir: str, overrides, suffix: str) -> dict:
-    """Train one ``decoder:mode`` in this process and store its result JSON."""
+def load_kg(dataset: str, data_dir: str, random_triples: int):
+    if dataset.startswith("random-"):
+        from bench_step_scaling import random_kg
+
+        num_entities = int(dataset.split("-", 1)[1])
+        return random_kg(num_entities, 100, random_triples or 2 * num_entities)
     from kbit_dgl.data import load_dataset
+
+    return load_dataset(dataset, data_dir)
+
+
+def run_one(spec: str, dataset: str, data_dir: str, runs_dir: str, overrides, suffix: str,
+            random_triples: int = 0, memory_limit_gb: float = 0.0) -> dict:
+    """Train one ``decoder:mode`` in this process and store its result JSON."""
     from kbit_dgl.train.trainer import train
 
     decoder, mode = spec.split(":")
     started = time.time()
-    kg = load_dataset(dataset, data_dir)
+    kg = load_kg(dataset, data_dir, random_triples)
     config = Config()
     config.data.dataset, config.model.name, config.model.encoder = dataset, decoder, "rgcn"
     config.apply_overrides(SETTINGS + list(overrides) + [f"encoder.mode={mode}"])
     rss_before = current_rss_mb()
     name = f"{kg.name}-rgcn-{decoder}-{mode}{suffix}"
-    metrics = train(config, kg, os.path.join(runs_dir, name), overwrite=True, progress=False)
+    graph_info = {"num_entities": kg.num_entities, "num_train": len(kg.train),
+                  "message_passing_edges": 2 * len(kg.train), "memory_limit_gb": memory_limit_gb or None}
+    if memory_limit_gb:
+        limit = int(memory_limit_gb * 2 ** 30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        metrics = train(config, kg, os.path.join(runs_dir, name), overwrite=True, progress=False)
+    except (MemoryError, RuntimeError) as error:
+        if not memory_limit_gb or ("memory" not in str(error).lower() and not isinstance(error, MemoryError)):
+            raise
+        record = {"spec": spec, "name": name, "dataset": kg.name, "model": decoder, "overrides": list(overrides),
+                  "config": config.to_dict(), **graph_info, "out_of_memory": str(error).splitlines()[0][:300],
+                  "peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_training_mb": round(rss_before, 1),
+                  "provenance": provenance(started)}
+        atomic_write_json(os.path.join(RESULTS, f"{name}.json"), record)
+        print(f"{name}: out of memory under {memory_limit_gb} GiB: {record['out_of_memory']}", flush=True)
+        return record
     record = {"spec": spec, "name": name, "overrides": list(overrides), "config": config.to_dict(), **metrics,
-              "seconds_per_epoch": round(metrics["train_seconds"] / max(metrics["epochs"], 1), 3),
+              **graph_info, "seconds_per_epoch": round(metrics["train_seconds"] / max(metrics["epochs"], 1), 3),
               "peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_training_mb": round(rss_before, 1),
               "provenance": provenance(started)}
     atomic_write_json(os.path.join(RESULTS, f"{name}.json"), record)
@@ -86,6 +121,13 @@ def write_table() -> None:
     for file_name in sorted(f for f in os.listdir(RESULTS) if f.endswith(".json")):
         with open(os.path.join(RESULTS, file_name)) as handle:
             r = json.load(handle)
+        if "out_of_memory" in r:
+            rows.append(f"| {r['dataset']} | rgcn + {r['model']} | {r['config']['encoder']['mode']} | "
+                        f"{' '.join(r['overrides']) or 'pipeline settings'} | out of memory under "
+                        f"{r['memory_limit_gb']} GiB | | | | | {r['peak_rss_mb']:.0f} | "
+                        f"{r['rss_before_training_mb']:.0f} | {r['provenance']['wall_seconds']:.0f} | "
+                        f"`{r['provenance']['commit'][:10]}` |")
+            continue
         rows.append(f"| {r['dataset']} | rgcn + {r['model']} | {r['config']['encoder']['mode']} | "
                     f"{' '.join(r['overrides']) or 'pipeline settings'} | {r['test']['mrr']:.4f} | "
                     f"{r['test']['hits@1']:.3f} | {r['test']['hits@10']:.3f} | {r['best_epoch']}/{r['epochs']} | "
@@ -109,18 +151,27 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="config overrides applied to every run")
     parser.add_argument("--suffix", default="", help="added to result names, for runs with overrides")
     parser.add_argument("--quick", action="store_true", help="smoke test: nations, tiny model, 2 epochs")
+    parser.add_argument("--random-kg", type=int, default=0, metavar="N",
+                        help="train on a generated KG of N entities instead of --dataset")
+    parser.add_argument("--random-triples", type=int, default=0, help="its training triples (default 2N)")
+    parser.add_argument("--memory-limit-gb", type=float, default=0.0,
+                        help="cap each run's address space (RLIMIT_AS) at this many GiB")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # one spec, in this process
     args = parser.parse_args()
     overrides = (QUICK if args.quick else []) + list(args.set)
+    if args.random_kg:
+        args.dataset = f"random-{args.random_kg}"
     dataset = "nations" if args.quick else args.dataset
     suffix = args.suffix + ("-quick" if args.quick else "")
     os.makedirs(RESULTS, exist_ok=True)
     if args.child:
-        run_one(args.child, dataset, args.data_dir, args.runs_dir, overrides, suffix)
+        run_one(args.child, dataset, args.data_dir, args.runs_dir, overrides, suffix, args.random_triples,
+                args.memory_limit_gb)
         return
     for spec in args.only or RUNS:
         command = [sys.executable, os.path.abspath(__file__), "--child", spec, "--dataset", args.dataset,
                    "--data-dir", args.data_dir, "--runs-dir", args.runs_dir, "--suffix", args.suffix,
+                   "--random-triples", str(args.random_triples), "--memory-limit-gb", str(args.memory_limit_gb),
                    *(["--quick"] if args.quick else []), "--set", *args.set]
         subprocess.run(command, check=True)
         write_table()
