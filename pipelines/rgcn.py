@@ -41,7 +41,7 @@ from kbit_dgl.io import atomic_write_json, atomic_write_text  # noqa: E402
 RUNS = ["distmult:full", "distmult:sampled", "transe:full", "rotate:full"]
 # Full-graph training runs the encoder over the whole graph every step, so it wants large batches
 # (DGL's R-GCN example samples 30,000 edges per step). On FB15k-237 (544k edges with inverses,
-# width 200) one GroupedRelGraphConv layer costs ~2-4 s forward + backward on one core, so a
+# width 200) one GroupedRelGraphConv layer costs ~1-4 s forward + backward on one core, so a
 # step costs about layers x 3 s whatever the batch: one layer and batches of 8192 give ~35
 # updates per epoch in about 2 minutes. ``--set encoder.layers=2`` doubles the encoder's cost.
 SETTINGS = ["model.dim=200", "encoder.layers=1", "encoder.regularizer=bdd", "encoder.num_bases=100",
