@@ -15,8 +15,14 @@ from kbit_dgl.cli import main
 from kbit_dgl.config import Config
 from kbit_dgl.data.synthetic import generate_kg
 from kbit_dgl.eval import evaluate
-from kbit_dgl.models.encoders import (CompGCNEncoder, GraphEncoder, GroupedRelGraphConv, edge_norm,
-                                     register_encoder, resolve_encoder)
+from kbit_dgl.models.encoders import (
+    CompGCNEncoder,
+    GraphEncoder,
+    GroupedRelGraphConv,
+    edge_norm,
+    register_encoder,
+    resolve_encoder,
+)
 from kbit_dgl.train import trainer
 from kbit_dgl.train.encoder_training import SharedUniformNegatives, edge_loader, layer_fanouts, resolve_mode
 from kbit_dgl.train.trainer import model_from_config, train

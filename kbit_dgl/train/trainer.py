@@ -68,7 +68,8 @@ def _encoder_model(config: Config, kg: KG) -> KGEModel:
     encoder = build_encoder(config.model.encoder, kg, decoder.entity_dim, config.encoder)
     if sparse and getattr(encoder, "uses_relation_table", True):
         raise ValueError(f"train.optimizer={config.train.optimizer}: encoder {config.model.encoder!r} reads the "
-                         f"whole relation table each step, so sparse row updates do not apply; use train.optimizer=adam")
+                         f"whole relation table each step, so sparse row updates do not apply; "
+                         f"use train.optimizer=adam")
     model = KGEModel(kg.num_entities, kg.num_relations, decoder, encoder, sparse=sparse,
                      reciprocal=reciprocal_relations(config.model))  # raises if set true: shallow models only
     return attach_qat(model, config.train)
