@@ -302,8 +302,9 @@ def test_cli_quantize_evaluate_predict_round_trip(tsv_folder, tmp_path, capsys):
     assert info["total_bytes"] == info["codes_bytes"] + info["scales_bytes"] + info["metadata_bytes"]
     assert info["fp32_bytes"] == 4 * (133 * 16 + 2 * 9 * 8) and printed["total_bytes"] == info["total_bytes"]
     # 133 rows * 16 * 4 bits = 8 bytes; 2 fp16 scales = 4 bytes; relations (with their reciprocals,
-    # model.reciprocal=auto): 2 * 9 rows of 8 phases = 4 bytes
-    assert info["codes_bytes"] == 133 * 8 + 2 * 9 * 4 and info["scales_bytes"] == 133 * 4
+    # model.reciprocal=auto) at the default max(bits, 8) = 8 bits: 2 * 9 rows of 8 phases = 8 bytes
+    assert info["tables"]["relation"]["spec"]["bits"] == 8
+    assert info["codes_bytes"] == 133 * 8 + 2 * 9 * 8 and info["scales_bytes"] == 133 * 4
     file_bytes = (tmp_path / "q4" / QUANT_MODEL).stat().st_size
     assert info["file"]["bytes"] == file_bytes
     assert saved_tensor_bytes(str(tmp_path / "q4" / QUANT_MODEL)) == info["total_bytes"]
@@ -331,8 +332,8 @@ def test_cli_quantize_evaluate_predict_round_trip(tsv_folder, tmp_path, capsys):
     assert main(["quantize", run, "--bits", "12", "--out", str(tmp_path / "bad")]) == 2
     assert "bits must be" in capsys.readouterr().err
 
-    # the small relation table kept more precise: phases on a 2^8 grid, or fp16
-    for relation_bits, relation_codes in (("8", 2 * 9 * 8), ("16", 2 * 9 * 8 * 2)):
+    # the small relation table at 4 bits too (phases on a 2^4 grid), or fp16
+    for relation_bits, relation_codes in (("4", 2 * 9 * 4), ("16", 2 * 9 * 8 * 2)):
         out = str(tmp_path / f"q4r{relation_bits}")
         assert main(["quantize", run, "--bits", "4", "--block", "8", "--relation-bits", relation_bits,
                      "--out", out]) == 0
