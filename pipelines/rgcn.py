@@ -138,7 +138,10 @@ def write_table() -> None:
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     text = ("# R-GCN encoder results\n\nProduced by `python pipelines/rgcn.py` (settings in that file; one JSON "
             "per run beside this file with the exact command, commit, machine and wall time). Filtered ranking, "
-            "head and tail pooled. Peak RSS is each run's own process.\n\n" + header + "\n" + "\n".join(rows) + "\n")
+            "head and tail pooled. Peak RSS is each run's own process. `random-N` rows train on a generated KG of N "
+            "entities and 2N uniformly random triples (`--random-kg N`): only their time and memory mean anything; "
+            "`--memory-limit-gb` capped their address space (RLIMIT_AS, which includes ~4 GiB of mapped "
+            "libraries).\n\n" + header + "\n" + "\n".join(rows) + "\n")
     atomic_write_text(os.path.join(RESULTS, "README.md"), text)
 
 
