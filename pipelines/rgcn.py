@@ -173,7 +173,7 @@ def main() -> None:
         return
     for spec in args.only or RUNS:
         command = [sys.executable, os.path.abspath(__file__), "--child", spec, "--dataset", args.dataset,
-                   "--data-dir", args.data_dir, "--runs-dir", args.runs_dir, "--suffix", args.suffix,
+                   "--data-dir", args.data_dir, "--runs-dir", args.runs_dir, f"--suffix={args.suffix}",
                    "--random-triples", str(args.random_triples), "--memory-limit-gb", str(args.memory_limit_gb),
                    *(["--quick"] if args.quick else []), "--set", *args.set]
         subprocess.run(command, check=True)
