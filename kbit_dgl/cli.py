@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--scale-dtype", default="fp16", choices=["fp32", "fp16", "int8"],
                        help="storage of the block scales; int8 = double quantisation (default fp16)")
         p.add_argument("--relation-bits", type=int, choices=[1, 2, 3, 4, 5, 6, 7, 8, 16, 32],
-                       help="bits of the (small) relation table; default: max(--bits, 8) (RotatE: phases on a 2^k grid)")
+                       help="bits of the (small) relation table; default: max(--bits, 8) "
+                            "(RotatE: phases on a 2^k grid)")
 
     evaluate_parser = commands.add_parser("evaluate", help="print a run's metrics from its saved model "
                                           "(a trained or a quantized run; --bits quantizes in memory)")

@@ -55,7 +55,8 @@ def main() -> None:
         a16, b16 = a.bfloat16(), b.bfloat16()
         fp32, bf16 = best_seconds(lambda: a @ b), best_seconds(lambda: a16 @ b16)
         flops = 2 * m * k * n
-        result["gemm"][name] = {"fp32_gflops": round(flops / fp32 / 1e9, 1), "bf16_gflops": round(flops / bf16 / 1e9, 1),
+        result["gemm"][name] = {"fp32_gflops": round(flops / fp32 / 1e9, 1),
+                                "bf16_gflops": round(flops / bf16 / 1e9, 1),
                                 "bf16_speedup": round(fp32 / bf16, 2)}
         print(name, result["gemm"][name], flush=True)
     for run in args.runs:

@@ -101,7 +101,8 @@ def write_table() -> None:
                     f"{r['test']['hits@10']:.3f} | {r['valid']['mrr']:.3f} | "
                     f"{'' if target is None else f'>= {target}'} | {r['best_epoch']}/{r['epochs']} | "
                     f"{r['train_seconds']:.0f} | {r['train_triples_per_second']:,.0f} | "
-                    f"{r['provenance']['wall_seconds']:.0f}{' (resumed run: this process only)' if r.get('resumed') else ''}"
+                    f"{r['provenance']['wall_seconds']:.0f}"
+                    f"{' (resumed run: this process only)' if r.get('resumed') else ''}"
                     f" | `{r['provenance']['commit'][:10]}` |")
     seeds_text = _seed_summary(names)
     header = ("| dataset | model | config | test MRR | H@1 | H@10 | valid MRR | target | best/last epoch | train s | "
