@@ -88,27 +88,27 @@ def run_one(spec: str, dataset: str, data_dir: str, runs_dir: str, overrides, su
     config.apply_overrides(SETTINGS + list(overrides) + [f"encoder.mode={mode}"])
     rss_before = current_rss_mb()
     name = f"{kg.name}-rgcn-{decoder}-{mode}{suffix}"
-    graph_info = {"num_entities": kg.num_entities, "num_train": len(kg.train),
-                  "message_passing_edges": 2 * len(kg.train), "memory_limit_gb": memory_limit_gb or None}
     if memory_limit_gb:
         limit = int(memory_limit_gb * 2 ** 30)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    record = {"spec": spec, "name": name, "dataset": kg.name, "model": decoder, "overrides": list(overrides),
+              "config": config.to_dict(), "num_entities": kg.num_entities, "num_train": len(kg.train),
+              "message_passing_edges": 2 * len(kg.train), "memory_limit_gb": memory_limit_gb or None}
     try:
         metrics = train(config, kg, os.path.join(runs_dir, name), overwrite=True, progress=False)
     except (MemoryError, RuntimeError) as error:
-        if not memory_limit_gb or ("memory" not in str(error).lower() and not isinstance(error, MemoryError)):
+        out_of_memory = isinstance(error, MemoryError) or "can't allocate memory" in str(error)
+        if not (memory_limit_gb and out_of_memory):
             raise
-        record = {"spec": spec, "name": name, "dataset": kg.name, "model": decoder, "overrides": list(overrides),
-                  "config": config.to_dict(), **graph_info, "out_of_memory": str(error).splitlines()[0][:300],
-                  "peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_training_mb": round(rss_before, 1),
-                  "provenance": provenance(started)}
+        record.update(out_of_memory=str(error).splitlines()[0][:300], peak_rss_mb=round(peak_rss_mb(), 1),
+                      rss_before_training_mb=round(rss_before, 1), provenance=provenance(started))
         atomic_write_json(os.path.join(RESULTS, f"{name}.json"), record)
         print(f"{name}: out of memory under {memory_limit_gb} GiB: {record['out_of_memory']}", flush=True)
         return record
-    record = {"spec": spec, "name": name, "overrides": list(overrides), "config": config.to_dict(), **metrics,
-              **graph_info, "seconds_per_epoch": round(metrics["train_seconds"] / max(metrics["epochs"], 1), 3),
-              "peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_training_mb": round(rss_before, 1),
-              "provenance": provenance(started)}
+    record.update(metrics)
+    record.update(seconds_per_epoch=round(metrics["train_seconds"] / max(metrics["epochs"], 1), 3),
+                  peak_rss_mb=round(peak_rss_mb(), 1), rss_before_training_mb=round(rss_before, 1),
+                  provenance=provenance(started))
     atomic_write_json(os.path.join(RESULTS, f"{name}.json"), record)
     print(f"{name}: test MRR {metrics['test']['mrr']:.4f} valid {metrics['valid']['mrr']:.4f}  "
           f"{record['seconds_per_epoch']} s/epoch  peak RSS {record['peak_rss_mb']:.0f} MiB "
