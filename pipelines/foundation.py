@@ -4,6 +4,7 @@
     python pipelines/foundation.py --data-dir ../shared/data --only codex-s:rotate
     python pipelines/foundation.py --data-dir ../shared/data --only codex-s:rotate --set train.seed=1 --suffix=-s1
     python pipelines/foundation.py --data-dir ../shared/data --only fb15k-237:rotate   # LARGE_RUNS: ~1 h each
+    python pipelines/foundation.py --data-dir ../shared/data --only wn18rr:rotate --paper   # PAPER_CONFIGS
 
 Each (dataset, model) trains with the *default* config (no per-dataset tuning) into
 ``runs/foundation/<dataset>-<model>`` and stores ``results/foundation/<dataset>-<model>.json``
@@ -41,6 +42,14 @@ RUNS = ["synthetic:transe", "synthetic:rotate", "nations:transe", "nations:rotat
 LARGE_RUNS = ["fb15k-237:transe", "fb15k-237:rotate", "wn18rr:rotate"]
 TARGETS = {"codex-s:transe": 0.354, "codex-s:transe_l2": 0.354, "codex-s:rotate": 0.40, "kinship:rotate": 0.70,
            "fb15k-237:rotate": 0.33, "fb15k-237:transe": 0.31, "wn18rr:rotate": 0.47}
+# Named paper configs (``--paper``, results named ``<dataset>-<model>-paper``): the speed issue allows
+# a paper config where the defaults fall short of a paper number. WN18RR RotatE at the defaults
+# (dim 200 = 100 complex, temperature 1) reaches 0.465 against the paper's .476 at 500 complex
+# dims, 1024 negatives, temperature 0.5, batch 512. This keeps the paper's temperature and batch,
+# takes half its width (250 complex) and our 256 shared negatives (1024 would make an epoch 2.2x
+# slower on this CPU), and validates every 5 epochs so the plateau decays come sooner.
+PAPER_CONFIGS = {"wn18rr:rotate": ["model.dim=500", "train.adversarial_temperature=0.5", "train.batch_size=512",
+                                   "train.valid_every=5"]}
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "foundation")
 
 
@@ -133,9 +142,17 @@ def main() -> None:
     parser.add_argument("--suffix", default="", help="added to result names, for runs with overrides")
     parser.add_argument("--resume", action="store_true",
                         help="continue runs whose folder holds a checkpoint (same config) instead of restarting them")
+    parser.add_argument("--paper", action="store_true",
+                        help=f"use the named paper config of each spec (PAPER_CONFIGS: {', '.join(PAPER_CONFIGS)}); "
+                             "results are named <dataset>-<model>-paper")
     args = parser.parse_args()
     for spec in args.only or RUNS:
-        run_one(spec, args.data_dir, args.runs_dir, args.set, args.suffix, resume=args.resume)
+        overrides, suffix = list(args.set), args.suffix
+        if args.paper:
+            if spec not in PAPER_CONFIGS:
+                parser.error(f"--paper: no paper config for {spec} (known: {', '.join(PAPER_CONFIGS)})")
+            overrides, suffix = PAPER_CONFIGS[spec] + overrides, "-paper" + suffix
+        run_one(spec, args.data_dir, args.runs_dir, overrides, suffix, resume=args.resume)
         write_table()
 
 
