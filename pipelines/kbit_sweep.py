@@ -3,6 +3,7 @@
     python pipelines/kbit_sweep.py --quick                                # tiny check, < 2 minutes
     python pipelines/kbit_sweep.py --data-dir ../shared/data --threads 2  # codex-s, TransE + RotatE
     python pipelines/kbit_sweep.py --datasets codex-s fb15k-237 wn18rr --qat
+    python pipelines/kbit_sweep.py --render results/kbit   # re-write README.md + figures from points.json
 
 For each dataset x model x dim x seed a run is trained with the project's default config except
 ``model.dim`` and ``train.seed`` into ``runs/kbit/<dataset>-<model>-d<dim>-s<seed>`` (a finished
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import os
 import statistics
 import sys
@@ -412,7 +414,12 @@ def render_readme(record: Dict, figures: Dict[tuple, List[str]]) -> str:
                     out.append(f"| {dim} | {dtype} | {_pm(100 * statistics.fmean(ratios), 100 * std, len(ratios), 1)}"
                                f" % | 1/{kept[0]['entity_fp32_bytes'] / kept[0]['entity_bytes']:.2f} |")
         frontier = record["frontier"].get(f"{dataset}/{model}")
-        if frontier:
+        if frontier and len(dims) == 1:
+            out += ["", "### Bit-optimal configuration per memory budget", "",
+                    f"Not answered here: with one dim ({dims[0]}) every budget's best is simply the largest k "
+                    "that fits, so this sweep measures what k bits cost at a fixed size (tables above), not "
+                    "which (dim, k) is bit-optimal. That needs a sweep over dims."]
+        elif frontier:
             interior = [row for row in frontier["table"] if row["budget_bits"] in frontier["interior_budgets"]]
             out += ["", "### Bit-optimal configuration per memory budget (all data types, main block)", ""]
             out += _budget_table(frontier["table"])
@@ -503,7 +510,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> SweepSettings:
     return settings
 
 
+def rerender(out_dir: str) -> None:
+    """Re-write README.md and the figures of a finished sweep from its points.json (no training)."""
+    with open(os.path.join(out_dir, "points.json"), encoding="utf-8") as handle:
+        record = json.load(handle)
+    write_outputs(record, out_dir)
+    _say(f"re-rendered {out_dir} ({len(record['points'])} points)")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--render"]:
+        if len(argv) < 2:
+            raise SystemExit("usage: kbit_sweep.py --render OUT_DIR [OUT_DIR ...]")
+        for out_dir in argv[1:]:
+            rerender(out_dir)
+        return
     run_sweep(parse_args(argv))
 
 

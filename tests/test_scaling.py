@@ -163,7 +163,14 @@ def test_kbit_sweep_points_grow_in_bits_with_k(small_kg, tmp_path, monkeypatch, 
                  "blocks-synthetic-rotate.png"):
         assert (out / name).stat().st_size > 0, name
     readme = (out / "README.md").read_text()
-    assert "Does 4 bits win like for LLMs?" in readme and "Bit-optimal configuration" in readme
+    # one dim: no frontier verdict, only what k bits cost at that size
+    assert "Not answered here: with one dim (32)" in readme and "Does 4 bits win like for LLMs?" not in readme
+    # two dims: the budget table and the verdict
+    wider = [dict(p, dim=64, total_bits=2 * p["total_bits"], mrr=min(1.0, p["mrr"] + 0.01)) for p in main]
+    both = main + wider
+    kbit_sweep.write_outputs(dict(record, points=both, frontier=kbit_sweep._frontiers(both)), str(tmp_path / "two"))
+    readme = (tmp_path / "two" / "README.md").read_text()
+    assert "Does 4 bits win like for LLMs?" in readme and "| budget (bits) | best (dim, k, dtype)" in readme
     # resumable: a second call reuses every run and every cached point
     again = kbit_sweep.run_sweep(settings, load_kg=lambda name: small_kg)
     assert [p["mrr"] for p in again["points"]] == [p["mrr"] for p in points]
