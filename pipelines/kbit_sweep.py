@@ -383,6 +383,7 @@ def render_readme(record: Dict, figures: Dict[tuple, List[str]]) -> str:
            "Every number below is computed from `points.json` / `points.csv` beside this file.", "",
            f"Runs: default config except `model.dim` in {settings['dims']} and `train.seed` in {settings['seeds']}"
            + ("" if settings["max_epochs"] is None else f", `train.max_epochs={settings['max_epochs']}`")
+           + "".join(f", `{o}`" for o in settings.get("overrides", []) if not o.startswith("train.num_threads"))
            + f"; post-training quantisation of both tables at k in {settings['bits']} with data types "
            f"{settings['dtypes']}, block {settings['block']} numbers per fp16 scale; 16 / 32 = fp16 / fp32 tables. "
            "RotatE's relation phases use a k-bit uniform grid on the circle. Test MRR: filtered, all entities, "
