@@ -52,8 +52,8 @@ from kbit_dgl.scaling.runs import ensure_run, run_name, sweep_config  # noqa: E4
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSV_COLUMNS = ("dataset", "model", "method", "sweep", "dim", "seed", "bits", "dtype", "block", "block_width",
                "scale_dtype", "total_bits", "total_bytes", "codes_bytes", "scales_bytes", "metadata_bytes",
-               "fp32_bytes", "bits_per_number", "entity_bytes", "entity_fp32_bytes", "relation_bytes", "mrr",
-               "hits@1", "hits@3", "hits@10", "mr", "mean_log_rank", "fp32_mrr", "mrr_ratio_to_fp32",
+               "fp32_bytes", "bits_per_number", "entity_bytes", "entity_fp32_bytes", "relation_bytes", "relation_bits",
+               "mrr", "hits@1", "hits@3", "hits@10", "mr", "mean_log_rank", "fp32_mrr", "mrr_ratio_to_fp32",
                "num_queries", "eval_seconds", "train_epochs", "best_epoch", "train_seconds", "run")
 BUDGETS_PER_OCTAVE = 2  # memory budgets of the bit-optimal table: 2^(i/2) bits
 QUICK = {"datasets": ["nations"], "dims": [8, 16], "seeds": [0], "max_epochs": 5}
@@ -72,6 +72,7 @@ class SweepSettings:
     block: int = 64
     blocks: List[int] = field(default_factory=lambda: [32, 64, 128, 256, 512, 1024])
     block_bits: int = 4
+    relation_min_bits: int = 0         # 0: relation table at k like the entities; N: at max(k, N)
     block_dim: Optional[int] = None    # default: the largest dim
     qat: bool = False
     qat_bits: List[int] = field(default_factory=lambda: [2, 3])
@@ -143,11 +144,13 @@ def _sweep_run(settings: SweepSettings, kg, dataset: str, model_name: str, dim: 
             "train_epochs": metrics["epochs"], "best_epoch": metrics["best_epoch"],
             "train_seconds": metrics["train_seconds"], "run": os.path.relpath(run_dir, ROOT)}
     clock = time.time()
-    points = evaluate_specs(model, kg, main_specs, base, run_dir, settings.eval_batch_size)
+    points = evaluate_specs(model, kg, main_specs, base, run_dir, settings.eval_batch_size,
+                            relation_min_bits=settings.relation_min_bits)
     if dim == settings.block_dim:
         specs = block_sweep_specs(settings.block_bits, settings.dtypes, settings.blocks, model.decoder.entity_dim,
                                   skip_blocks=[settings.block])
-        points += evaluate_specs(model, kg, specs, {**base, "sweep": "block"}, run_dir, settings.eval_batch_size)
+        points += evaluate_specs(model, kg, specs, {**base, "sweep": "block"}, run_dir, settings.eval_batch_size,
+                                  relation_min_bits=settings.relation_min_bits)
     evaluated = time.time() - clock
     best = {p["bits"]: p["mrr"] for p in points if p["dtype"] in ("fp", "quantile") and p["sweep"] == "main"}
     _say(f"{os.path.basename(run_dir)}: {status} ({trained:.0f} s, {metrics['epochs']} epochs), "
@@ -179,7 +182,8 @@ def _qat_runs(settings: SweepSettings, kg, dataset: str, model_name: str, suffix
                     "dim": settings.qat_dim, "seed": seed, "train_epochs": metrics["epochs"],
                     "best_epoch": metrics["best_epoch"], "train_seconds": metrics["train_seconds"],
                     "run": os.path.relpath(run_dir, ROOT)}
-            points += evaluate_specs(model, kg, extra, base, run_dir, settings.eval_batch_size)
+            points += evaluate_specs(model, kg, extra, base, run_dir, settings.eval_batch_size,
+                                     relation_min_bits=settings.relation_min_bits)
         for bits in settings.qat_bits:
             for dtype in settings.qat_dtypes:
                 overrides = list(settings.overrides) + [f"train.qat_bits={bits}", f"train.qat_dtype={dtype}",
@@ -384,7 +388,11 @@ def render_readme(record: Dict, figures: Dict[tuple, List[str]]) -> str:
            f"Runs: default config except `model.dim` in {settings['dims']} and `train.seed` in {settings['seeds']}"
            + ("" if settings["max_epochs"] is None else f", `train.max_epochs={settings['max_epochs']}`")
            + "".join(f", `{o}`" for o in settings.get("overrides", []) if not o.startswith("train.num_threads"))
-           + f"; post-training quantisation of both tables at k in {settings['bits']} with data types "
+           + (f"; post-training quantisation of both tables at k in {settings['bits']}"
+              if not settings.get("relation_min_bits") else
+              f"; post-training quantisation of the entity table at k in {settings['bits']} and of the relation "
+              f"table at max(k, {settings['relation_min_bits']})")
+           + " with data types "
            f"{settings['dtypes']}, block {settings['block']} numbers per fp16 scale; 16 / 32 = fp16 / fp32 tables. "
            "RotatE's relation phases use a k-bit uniform grid on the circle. Test MRR: filtered, all entities, "
            "head and tail pooled. Total bits: entity + relation tables as stored (codes + scales + header + "
@@ -478,6 +486,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> SweepSettings:
     parser.add_argument("--block", type=int, default=defaults.block, help="numbers per scale of the main sweep")
     parser.add_argument("--blocks", nargs="+", type=int, default=defaults.blocks, help="block-size sweep")
     parser.add_argument("--block-bits", type=int, default=defaults.block_bits)
+    parser.add_argument("--relation-bits", type=int, default=defaults.relation_min_bits, dest="relation_min_bits",
+                        help="keep the relation table at max(k, N) bits (kbit-dgl quantize's default is 8); "
+                             "0: at k like the entity table (QAT runs always keep k)")
     parser.add_argument("--block-dim", type=int, default=None, help="dim of the block-size sweep (default: largest)")
     parser.add_argument("--qat", action="store_true", help="add quantisation-aware training runs at low k")
     parser.add_argument("--qat-bits", nargs="+", type=int, default=defaults.qat_bits)
@@ -502,7 +513,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> SweepSettings:
         datasets=args.datasets or quick.get("datasets", defaults.datasets), models=args.models,
         dims=args.dims or quick.get("dims", defaults.dims), seeds=args.seeds or quick.get("seeds", defaults.seeds),
         bits=args.bits, dtypes=args.dtypes, block=args.block, blocks=args.blocks, block_bits=args.block_bits,
-        block_dim=args.block_dim, qat=args.qat, qat_bits=args.qat_bits, qat_dtypes=args.qat_dtypes,
+        block_dim=args.block_dim, relation_min_bits=args.relation_min_bits, qat=args.qat, qat_bits=args.qat_bits,
+        qat_dtypes=args.qat_dtypes,
         qat_dim=args.qat_dim, timing=not args.no_timing,
         max_epochs=args.max_epochs if args.max_epochs is not None else quick.get("max_epochs"),
         threads=args.threads, overrides=args.overrides, data_dir=args.data_dir, progress=args.progress,

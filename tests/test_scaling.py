@@ -203,3 +203,27 @@ def test_scaling_steps_axis_equals_an_uninterrupted_run(tiny_kg, tmp_path, monke
     saturating = next(f for f in fits if f["axis"] == "dim" and f["metric"] == "mrr" and f["law"] == "saturating")
     assert "distinct x" in saturating["holdout_error"]  # 2 points left for 3 parameters: reported, not hidden
     assert (tmp_path / "out" / "README.md").read_text().count("predicts") >= 1
+
+
+@pytest.mark.parametrize("name", ["transe", "rotate"])
+def test_relation_min_bits_keeps_the_relation_table_precise(small_kg, name):
+    from kbit_dgl.models.model import build_model
+    from kbit_dgl.quant import QuantSpec, quantize_model
+    from kbit_dgl.quant.model import table_specs
+    from kbit_dgl.scaling.kbit import evaluate_specs
+    from kbit_dgl.scaling.metrics import rank_metrics
+
+    torch.manual_seed(0)
+    model = build_model(name, small_kg.num_entities, small_kg.num_relations, 16, 6.0).eval()
+    specs = [("int", QuantSpec(4, "int", 8)), ("int", QuantSpec(8, "int", 8))]
+    plain = evaluate_specs(model, small_kg, specs, {})
+    kept = evaluate_specs(model, small_kg, specs, {}, relation_min_bits=8)
+    assert [p["relation_bits"] for p in plain] == [4, 8] and [p["relation_bits"] for p in kept] == [8, 8]
+    assert kept[0]["entity_bytes"] == plain[0]["entity_bytes"]
+    assert kept[0]["relation_bytes"] > plain[0]["relation_bytes"]
+    assert kept[1]["mrr"] == plain[1]["mrr"] and kept[1]["total_bytes"] == plain[1]["total_bytes"]  # k >= 8: as is
+    # the point is the model with 4-bit entities and 8-bit relations (RotatE: 8-bit phases), ranked
+    relation_spec = table_specs(model.decoder, QuantSpec(8, "int", 8))[1]
+    reference = quantize_model(model, QuantSpec(4, "int", 8), relation_spec)
+    assert kept[0]["relation_bytes"] == reference.byte_report()["relation"]["total"]
+    assert kept[0]["mrr"] == rank_metrics(reference, small_kg, "test")["mrr"]

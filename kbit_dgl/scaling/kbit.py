@@ -17,6 +17,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..io import atomic_write_json
 from ..quant import QuantSpec, quantize_model
+from ..quant.model import table_specs
 from .metrics import rank_metrics
 
 FLOAT_DTYPE = "fp"  # the data type column of 16 / 32-bit points
@@ -56,9 +57,20 @@ def spec_key(spec: QuantSpec) -> str:
     return f"{spec.bits}|{spec.dtype}|{spec.block}|{spec.scale_dtype}"
 
 
-def quantized_point(model, kg, spec: QuantSpec, dtype_label: str, batch_size: int = 256) -> Dict[str, object]:
-    """Quantise ``model`` with ``spec``, rank the test split, and count the bytes of both tables."""
-    quantized = quantize_model(model, spec)
+def relation_spec_for(model, spec: QuantSpec, relation_min_bits: int = 0) -> Optional[QuantSpec]:
+    """The relation table's spec when it is kept at ``relation_min_bits`` or more (0: None, the
+    decoder's default for ``spec``: the same k). RotatE's phases stay phases below 16 bits."""
+    if not relation_min_bits or spec.bits >= relation_min_bits:
+        return None
+    return table_specs(model.decoder, spec.replace(bits=relation_min_bits))[1]
+
+
+def quantized_point(model, kg, spec: QuantSpec, dtype_label: str, batch_size: int = 256,
+                    relation_min_bits: int = 0) -> Dict[str, object]:
+    """Quantise ``model`` with ``spec`` (the relation table at ``relation_min_bits`` or more), rank
+    the test split, and count the bytes of both tables."""
+    relation_spec = relation_spec_for(model, spec, relation_min_bits)
+    quantized = quantize_model(model, spec, relation_spec)
     metrics = rank_metrics(quantized, kg, "test", batch_size)
     report = quantized.byte_report()
     totals = report["all"]
@@ -68,6 +80,7 @@ def quantized_point(model, kg, spec: QuantSpec, dtype_label: str, batch_size: in
             "scales_bytes": totals["scales"], "metadata_bytes": totals["metadata"], "fp32_bytes": totals["fp32"],
             "bits_per_number": totals["bits_per_number"], "entity_bytes": report["entity"]["total"],
             "entity_fp32_bytes": report["entity"]["fp32"], "relation_bytes": report["relation"]["total"],
+            "relation_bits": spec.bits if relation_spec is None else relation_spec.bits,
             **{key: metrics[key] for key in METRIC_KEYS}}
 
 
@@ -80,7 +93,8 @@ def file_sha1(path: str) -> str:
 
 
 def evaluate_specs(model, kg, specs: Sequence[Tuple[str, QuantSpec]], base: Dict[str, object],
-                   run_dir: Optional[str] = None, batch_size: int = 256) -> List[Dict[str, object]]:
+                   run_dir: Optional[str] = None, batch_size: int = 256,
+                   relation_min_bits: int = 0) -> List[Dict[str, object]]:
     """A point (``base`` + :func:`quantized_point`) per spec. With ``run_dir``, points are cached in
     its ``kbit_points.json`` under the hash of its ``model.pt``, and cached ones are not recomputed."""
     cache: Dict[str, Dict] = {}
@@ -96,8 +110,10 @@ def evaluate_specs(model, kg, specs: Sequence[Tuple[str, QuantSpec]], base: Dict
     points = []
     for label, spec in specs:
         key = spec_key(spec)
+        if relation_spec_for(model, spec, relation_min_bits) is not None:
+            key += f"|relations>={relation_min_bits}"
         if key not in cache:
-            cache[key] = quantized_point(model, kg, spec, label, batch_size)
+            cache[key] = quantized_point(model, kg, spec, label, batch_size, relation_min_bits)
             if cache_path is not None:
                 atomic_write_json(cache_path, {"model_sha1": model_hash, "points": cache})
         points.append({**base, **cache[key]})
