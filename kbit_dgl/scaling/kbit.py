@@ -66,10 +66,9 @@ def relation_spec_for(model, spec: QuantSpec, relation_min_bits: int = 0) -> Opt
 
 
 def quantized_point(model, kg, spec: QuantSpec, dtype_label: str, batch_size: int = 256,
-                    relation_min_bits: int = 0) -> Dict[str, object]:
-    """Quantise ``model`` with ``spec`` (the relation table at ``relation_min_bits`` or more), rank
+                    relation_spec: Optional[QuantSpec] = None) -> Dict[str, object]:
+    """Quantise ``model`` with ``spec`` (the relation table with ``relation_spec`` if given), rank
     the test split, and count the bytes of both tables."""
-    relation_spec = relation_spec_for(model, spec, relation_min_bits)
     quantized = quantize_model(model, spec, relation_spec)
     metrics = rank_metrics(quantized, kg, "test", batch_size)
     report = quantized.byte_report()
@@ -110,10 +109,11 @@ def evaluate_specs(model, kg, specs: Sequence[Tuple[str, QuantSpec]], base: Dict
     points = []
     for label, spec in specs:
         key = spec_key(spec)
-        if relation_spec_for(model, spec, relation_min_bits) is not None:
+        relation_spec = relation_spec_for(model, spec, relation_min_bits)
+        if relation_spec is not None:
             key += f"|relations>={relation_min_bits}"
         if key not in cache:
-            cache[key] = quantized_point(model, kg, spec, label, batch_size, relation_min_bits)
+            cache[key] = quantized_point(model, kg, spec, label, batch_size, relation_spec)
             if cache_path is not None:
                 atomic_write_json(cache_path, {"model_sha1": model_hash, "points": cache})
         points.append({**base, **cache[key]})
