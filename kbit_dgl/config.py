@@ -54,6 +54,9 @@ class TrainConfig:
     lr_decay: float = 0.1
     lr_decay_patience: int = 2
     lr_decays: int = 2
+    # or a fixed schedule instead: multiply the rate by lr_decay after each of these epochs (as RotatE's
+    # code drops it 10x half-way through a fixed budget); plateau decays are then off, patience still stops
+    lr_decay_epochs: List[int] = field(default_factory=list)
     seed: int = 0
     checkpoint_every: int = 1       # epochs between resumable checkpoints
     num_threads: int = 0            # 0 = torch's default

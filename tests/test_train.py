@@ -107,6 +107,29 @@ def test_learning_rate_decays_on_plateau_and_resumes(small_kg, tmp_path, monkeyp
         train(config, small_kg, str(tmp_path / "bad"), progress=False)
 
 
+def test_scheduled_learning_rate_decay_ignores_plateaus(small_kg, tmp_path, monkeypatch):
+    config = small_config("transe", epochs=6, valid_every=1, lr=0.01, lr_decay=0.1, lr_decay_epochs=[2, 4],
+                          patience=10)
+    real_evaluate, calls = trainer.evaluate_model, {"n": 0}
+
+    def flat_valid(model, kg, split, cfg, per_relation=False):  # 6 equal validations: plateau decays would fire
+        calls["n"] += 1
+        if calls["n"] <= 6:
+            return {"mrr": 0.5, "hits@10": 0.0}
+        return real_evaluate(model, kg, split, cfg, per_relation=per_relation)
+
+    monkeypatch.setattr(trainer, "evaluate_model", flat_valid)
+    metrics = train(config, small_kg, str(tmp_path / "run"), progress=False)
+    assert metrics["epochs"] == 6 and not metrics["stopped_early"]
+    assert [d["epoch"] for d in metrics["lr_decays"]] == [2, 4]
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt")
+    assert checkpoint["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+
+    config.train.lr_decay = 0.0
+    with pytest.raises(ValueError, match="lr_decay_epochs"):
+        train(config, small_kg, str(tmp_path / "bad"), progress=False)
+
+
 def _with_inverse_triples(kg):
     """The KG with every triple's inverse (t, r + R, h) added to each split and R inverse relations."""
     import dataclasses

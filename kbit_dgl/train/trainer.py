@@ -164,6 +164,9 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool) -
     if not 0.0 <= cfg.lr_decay < 1.0 or cfg.lr_decay_patience < 1 or cfg.lr_decays < 0:
         raise ValueError(f"train.lr_decay must be in [0, 1) (0 = off), train.lr_decay_patience >= 1 and "
                          f"train.lr_decays >= 0, got {cfg.lr_decay}, {cfg.lr_decay_patience}, {cfg.lr_decays}")
+    if cfg.lr_decay_epochs and (not cfg.lr_decay or min(cfg.lr_decay_epochs) < 1):
+        raise ValueError(f"train.lr_decay_epochs {cfg.lr_decay_epochs} needs train.lr_decay in (0, 1) and "
+                         f"epochs >= 1, got lr_decay {cfg.lr_decay}")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     atomic_write_text(os.path.join(run_dir, "config.yaml"), config.to_yaml())
@@ -257,6 +260,10 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool) -
             else:
                 state["bad_validations"] += 1
                 _plateau(state, cfg, optimizer)
+        if state["epoch"] in cfg.lr_decay_epochs and not state["stopped_early"]:
+            lr = scale_lr(optimizer, cfg.lr_decay)
+            state.setdefault("lr_decays", []).append({"epoch": state["epoch"], "lr": lr})
+            log.info("epoch %d: scheduled decay, learning rate now %.3g", state["epoch"], lr)
         if state["epoch"] % cfg.checkpoint_every == 0 or state["stopped_early"] or state["epoch"] == cfg.max_epochs:
             save_checkpoint()
     bar.close()
@@ -274,12 +281,13 @@ def _plateau(state: Dict, cfg, optimizer) -> None:
 
     Every ``lr_decay_patience`` bad validations in a row the rate is multiplied by ``lr_decay``, at most
     ``lr_decays`` times; once those are spent, ``lr_decay_patience`` more bad validations end the run.
-    ``patience`` bad validations in a row always end it.
+    ``patience`` bad validations in a row always end it. With ``lr_decay_epochs`` (a fixed schedule,
+    applied in the epoch loop) there are no plateau decays and only ``patience`` stops the run.
     """
     decays = state.setdefault("lr_decays", [])
     bad, since_decay = state["bad_validations"], state["bad_validations"] - state.get("bad_at_decay", 0)
     stop = bad >= cfg.patience
-    if cfg.lr_decay and cfg.lr_decays and not stop:
+    if cfg.lr_decay and cfg.lr_decays and not cfg.lr_decay_epochs and not stop:
         if len(decays) >= cfg.lr_decays:
             stop = since_decay >= cfg.lr_decay_patience
         elif since_decay >= cfg.lr_decay_patience:
