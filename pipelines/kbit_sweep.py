@@ -95,6 +95,9 @@ class SweepSettings:
             self.block_dim = dims[-1]
         if self.qat_dim is None:
             self.qat_dim = dims[len(dims) // 2]
+        if self.qat and self.relation_min_bits:
+            raise ValueError(f"--qat with --relation-bits {self.relation_min_bits}: QAT runs train and keep the "
+                             f"relation table at k, so their post-training baselines must too; use --relation-bits 0")
         if self.qat and self.qat_dim not in dims:
             raise ValueError(f"--qat-dim {self.qat_dim} must be one of --dims {dims} (QAT is compared with "
                              f"post-training quantisation of that dim's fp32 runs)")

@@ -174,6 +174,10 @@ def test_kbit_sweep_points_grow_in_bits_with_k(small_kg, tmp_path, monkeypatch, 
     # resumable: a second call reuses every run and every cached point
     again = kbit_sweep.run_sweep(settings, load_kg=lambda name: small_kg)
     assert [p["mrr"] for p in again["points"]] == [p["mrr"] for p in points]
+    # QAT keeps the relation table at k: its PTQ baselines may not get more relation bits
+    settings.relation_min_bits = 8
+    with pytest.raises(ValueError, match="--qat with --relation-bits 8"):
+        kbit_sweep.run_sweep(settings, load_kg=lambda name: small_kg)
 
 
 def test_scaling_steps_axis_equals_an_uninterrupted_run(tiny_kg, tmp_path, monkeypatch, one_thread):
