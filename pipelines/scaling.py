@@ -323,6 +323,17 @@ def fit_sentence(entry: Dict) -> str:
             f"{holdout['abs_error']:.3g}{relative}{noise}).")
 
 
+def _axis_sentences(settings: Dict) -> List[str]:
+    """One phrase per axis the run asked for (a dim-only run does not describe data or steps runs)."""
+    phrases = {
+        "dim": f"**dim** {settings['dims']} (default config otherwise, early stopping on valid MRR)",
+        "data": f"**data**: fractions {[round(f, 4) for f in settings['fractions']]} of the training triples at dim "
+                f"{settings['data_dim']} (subset drawn with the run's seed; valid/test and the filter unchanged)",
+        "steps": f"**steps**: one run per seed in {settings['steps_seeds']} at dim {settings['steps_dim']} without "
+                 f"early stopping, evaluated at the end of epochs {settings['steps_epochs']}"}
+    return [phrases[axis] for axis in AXES if axis in settings.get("axes", AXES)]
+
+
 def render_readme(record: Dict, fits: List[Dict], figures: Dict[tuple, str]) -> str:
     prov, settings = record["provenance"], record["settings"]
     out = ["# Scaling of KGE quality with model size, data and training steps", "",
@@ -330,11 +341,7 @@ def render_readme(record: Dict, fits: List[Dict], figures: Dict[tuple, str]) -> 
            f"torch {prov['machine']['torch']}, {prov['wall_seconds']} s wall, finished {prov['finished']}). "
            "Numbers come from `points.json` and `fits.json` beside this file; the sentences are generated "
            "from them.", "",
-           f"Axes: **dim** {settings['dims']} (default config otherwise, early stopping on valid MRR); "
-           f"**data**: fractions {[round(f, 4) for f in settings['fractions']]} of the training triples at dim "
-           f"{settings['data_dim']} (subset drawn with the run's seed; valid/test and the filter unchanged); "
-           f"**steps**: one run per seed in {settings['steps_seeds']} at dim {settings['steps_dim']} without early "
-           f"stopping, evaluated at the end of epochs {settings['steps_epochs']}. Seeds {settings['seeds']}. "
+           f"Axes: {'; '.join(_axis_sentences(settings))}. Seeds {settings['seeds']}. "
            "Loss = mean ln(filtered rank) on test (tail and head pooled), defined for every model and "
            "independent of the score scale. Laws: saturating y = a·x^-b + c (b ≥ 0) and plain y = a·x^-b, "
            "least squares on every seed's point, ± = standard errors from the covariance; each validated by "

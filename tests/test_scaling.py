@@ -206,7 +206,10 @@ def test_scaling_steps_axis_equals_an_uninterrupted_run(tiny_kg, tmp_path, monke
     assert "fit" in dim_fit and dim_fit["holdout"]["heldout_x"] == 16
     saturating = next(f for f in fits if f["axis"] == "dim" and f["metric"] == "mrr" and f["law"] == "saturating")
     assert "distinct x" in saturating["holdout_error"]  # 2 points left for 3 parameters: reported, not hidden
-    assert (tmp_path / "out" / "README.md").read_text().count("predicts") >= 1
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert readme.count("predicts") >= 1 and "**data**: fractions [0.5, 1.0]" in readme
+    assert "**data**" not in scaling.render_readme({**record, "settings": {**record["settings"], "axes": ["dim"]}},
+                                                   fits, {})
 
 
 @pytest.mark.parametrize("name", ["transe", "rotate"])
