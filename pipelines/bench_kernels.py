@@ -53,6 +53,7 @@ def main() -> None:
         return torch.randn(*shape, generator=generator, requires_grad=True)
 
     query, candidates = leaf(chunks, chunk, dim), leaf(chunks, negatives, dim)
+    scale = leaf(chunks, chunk, dim)  # PairRE: the query's r_tail (or r_head) multiplies every candidate
     half = dim // 2
     q_re, q_im, c_re, c_im = leaf(chunks, chunk, half), leaf(chunks, chunk, half), leaf(chunks, negatives, half), \
         leaf(chunks, negatives, half)
@@ -62,6 +63,8 @@ def main() -> None:
         "transe_l1/fused_compiled": lambda: kernels._compiled("l1")(query, candidates).sum().backward(),
         "rotate/eager_broadcast": lambda: kernels._complex_l1(q_re, q_im, c_re, c_im).sum().backward(),
         "rotate/fused_compiled": lambda: kernels._compiled("complex_l1")(q_re, q_im, c_re, c_im).sum().backward(),
+        "pairre/eager_broadcast": lambda: kernels._scaled_l1(query, scale, candidates).sum().backward(),
+        "pairre/fused_compiled": lambda: kernels._compiled("scaled_l1")(query, scale, candidates).sum().backward(),
     }
     results = {"workload": {"queries": chunks * chunk, "chunk": chunk, "shared_negatives": negatives, "dim": dim},
                "matmul_gflops": round(matmul_gflops(args.repeats), 1), "cases": {}}
@@ -70,7 +73,7 @@ def main() -> None:
         results["cases"][name] = {"seconds_fwd_bwd": round(seconds, 5),
                                   "positives_per_second": round(chunks * chunk / seconds, 1)}
         print(f"{name:28s} {seconds * 1000:8.2f} ms  {chunks * chunk / seconds:12,.0f} queries/s", flush=True)
-    for model in ("transe_l1", "rotate"):
+    for model in ("transe_l1", "rotate", "pairre"):
         eager = results["cases"][f"{model}/eager_broadcast"]["seconds_fwd_bwd"]
         fused = results["cases"][f"{model}/fused_compiled"]["seconds_fwd_bwd"]
         results[f"{model}_speedup_fused_vs_eager"] = round(eager / fused, 2)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import chunked, pairwise_complex_l1, pairwise_l1
+from .kernels import chunked, pairwise_complex_l1, pairwise_l1, pairwise_scaled_l1
 
 
 def _complex(x: torch.Tensor):
@@ -216,6 +216,13 @@ class PairRE(Decoder):
     def _score(self, head, relation, tail):
         r_head, r_tail = relation[..., : self.dim], relation[..., self.dim:]
         return self.gamma - (head * r_head - tail * r_tail).abs().sum(-1)
+
+    def score_candidates(self, anchor, relation, candidates, direction="tail"):
+        _check_direction(direction)
+        r_head, r_tail = relation[..., : self.dim], relation[..., self.dim:]
+        if direction == "tail":  # |h r_h - c r_t|
+            return self.gamma - pairwise_scaled_l1(anchor * r_head, r_tail, candidates)
+        return self.gamma - pairwise_scaled_l1(anchor * r_tail, r_head, candidates)  # |c r_h - t r_t|
 
 
 DECODERS: Dict[str, Type[Decoder]] = {cls.name: cls for cls in (TransE, RotatE, DistMult, ComplEx, PairRE)}

@@ -1,6 +1,7 @@
 """Fused pairwise distances that never materialise a (..., b, n, d) tensor.
 
-L1 and RotatE's sum of complex moduli have no matrix-product form. Written as a broadcast and
+L1, RotatE's sum of complex moduli and PairRE's L1 with a per-query scale on the candidates have no
+matrix-product form. Written as a broadcast and
 compiled with ``torch.compile`` (inductor's C++ backend on CPU, Triton on GPU), the subtraction,
 the modulus and the reduction over d fuse into one loop nest, forward and backward: on 2 CPU
 cores that is ~10x (RotatE) to ~25x (L1) faster than eager broadcasting, see
@@ -29,7 +30,11 @@ def _complex_l1(query_re, query_im, candidates_re, candidates_im) -> torch.Tenso
     return torch.sqrt(delta_re * delta_re + delta_im * delta_im + 1e-12).sum(-1)
 
 
-_EAGER: Dict[str, Callable] = {"l1": _l1, "complex_l1": _complex_l1}
+def _scaled_l1(query, scale, candidates) -> torch.Tensor:
+    return (query.unsqueeze(-2) - scale.unsqueeze(-2) * candidates.unsqueeze(-3)).abs().sum(-1)
+
+
+_EAGER: Dict[str, Callable] = {"l1": _l1, "complex_l1": _complex_l1, "scaled_l1": _scaled_l1}
 _COMPILED: Dict[str, Callable] = {}
 
 
@@ -73,3 +78,8 @@ def pairwise_l1(query: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
 def pairwise_complex_l1(query_re, query_im, candidates_re, candidates_im) -> torch.Tensor:
     """sum_k |q_k - c_k| over complex numbers given as real/imaginary parts -> (..., b, n)."""
     return pairwise("complex_l1", (query_re, query_im), (candidates_re, candidates_im))
+
+
+def pairwise_scaled_l1(query: torch.Tensor, scale: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """sum_k |query[..., i, k] - scale[..., i, k] * candidates[..., j, k]| -> (..., b, n) (PairRE)."""
+    return pairwise("scaled_l1", (query, scale), (candidates,))
