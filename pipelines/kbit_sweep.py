@@ -324,6 +324,23 @@ def _config_text(row: Dict) -> str:
     return f"dim {row['dim']}, {row['bits']}-bit {kind}"
 
 
+def frontier_verdict(judged: Dict) -> str:
+    """Yes / Partly / No to "does 4 bits win like for LLMs?" from a :func:`frontier_summary`."""
+    wins, budgets, most = judged["four_bit_wins"], max(judged["budgets"], 1), judged["most_frequent_bits"]
+    if wins * 2 > budgets:
+        return "Yes: as for LLMs, 4-bit tables with more dimensions are bit-optimal at most budgets."
+    if judged["seeded"] and judged["four_bit_tied"] * 2 > budgets:
+        return ("Partly: 4 bits is not the strict winner at most budgets but is statistically "
+                "indistinguishable from the winner at most of them.")
+    if wins * 2 == budgets or most == 4:
+        return (f"Partly: 4 bits wins {wins} of {budgets} budgets, as often as any other k"
+                + ("" if judged["seeded"] else " (single seed: near-ties cannot be told from noise)")
+                + ", but not at most of them.")
+    behind = ("falls measurably behind at most budgets" if judged["seeded"] else
+              f"wins {wins} of {budgets} (single seed: the margins have no error bars)")
+    return f"No: here k = {most} is bit-optimal most often, and 4 bits {behind}."
+
+
 def answer_text(table: Sequence[Dict], summary: Dict, interior: Sequence[Dict], interior_summary: Dict) -> str:
     """The plain-words answer for one dataset / model, written from the bit-optimal table."""
     if not table:
@@ -345,22 +362,13 @@ def answer_text(table: Sequence[Dict], summary: Dict, interior: Sequence[Dict], 
         lines.append(f"In the range where the question is a real trade-off ({format_bits(interior[0]['budget_bits'])}"
                      f" to {format_bits(interior[-1]['budget_bits'])}: a 16-bit model fits and no 4-bit model is "
                      f"cut off by the largest dim of the sweep) 4 bits wins {interior_summary['four_bit_wins']} of "
-                     f"{interior_summary['budgets']} budgets and ties the best at "
-                     f"{interior_summary['four_bit_tied']}; the most frequent winner there is "
-                     f"k = {interior_summary['most_frequent_bits']}.")
+                     f"{interior_summary['budgets']} budgets"
+                     + (f" and ties the best at {interior_summary['four_bit_tied']}" if interior_summary["seeded"]
+                        else "") + f"; the most frequent winner there is k = {interior_summary['most_frequent_bits']}.")
     top = table[-1]
     lines.append(f"With the largest budget the best is {_config_text(top)} "
                  f"(MRR {_pm(top['mean'], top['std'], top['num_seeds'])}).")
-    judged = interior_summary if interior else summary
-    budgets = max(judged["budgets"], 1)
-    if judged["four_bit_wins"] * 2 > budgets:
-        verdict = "Yes: as for LLMs, 4-bit tables with more dimensions are bit-optimal at most budgets."
-    elif judged["four_bit_tied"] * 2 > budgets:
-        verdict = ("Partly: 4 bits is not the strict winner at most budgets but is statistically "
-                   "indistinguishable from the winner at most of them.")
-    else:
-        verdict = (f"No: here k = {judged['most_frequent_bits']} is bit-optimal most often, and 4 bits falls "
-                   f"measurably behind at most budgets.")
+    verdict = frontier_verdict(interior_summary if interior else summary)
     lines.append(f"**Does 4 bits win like for LLMs?** {verdict}")
     return " ".join(lines)
 

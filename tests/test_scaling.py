@@ -234,3 +234,16 @@ def test_relation_min_bits_keeps_the_relation_table_precise(small_kg, name):
     reference = quantize_model(model, QuantSpec(4, "int", 8), relation_spec)
     assert kept[0]["relation_bytes"] == reference.byte_report()["relation"]["total"]
     assert kept[0]["mrr"] == rank_metrics(reference, small_kg, "test")["mrr"]
+
+
+def test_frontier_verdict_never_says_no_when_4_bits_wins_as_often_as_any_k():
+    import kbit_sweep
+
+    half = {"four_bit_wins": 2, "budgets": 4, "most_frequent_bits": 4, "seeded": False, "four_bit_tied": 2}
+    assert kbit_sweep.frontier_verdict(half).startswith("Partly: 4 bits wins 2 of 4")
+    assert kbit_sweep.frontier_verdict({**half, "four_bit_wins": 3}).startswith("Yes")
+    behind = {**half, "four_bit_wins": 1, "four_bit_tied": 1, "most_frequent_bits": 5}
+    assert kbit_sweep.frontier_verdict(behind) == ("No: here k = 5 is bit-optimal most often, and 4 bits wins 1 of 4 "
+                                                   "(single seed: the margins have no error bars).")
+    assert "measurably behind" in kbit_sweep.frontier_verdict({**behind, "seeded": True})
+    assert kbit_sweep.frontier_verdict({**behind, "seeded": True, "four_bit_tied": 3}).startswith("Partly")
