@@ -1,9 +1,9 @@
 """Fused pairwise distances that never materialise a (..., b, n, d) tensor.
 
 L1, RotatE's sum of complex moduli and PairRE's L1 with a per-query scale on the candidates have no
-matrix-product form. Written as a broadcast and
-compiled with ``torch.compile`` (inductor's C++ backend on CPU, Triton on GPU), the subtraction,
-the modulus and the reduction over d fuse into one loop nest, forward and backward: on 2 CPU
+matrix-product form. Written as a broadcast and compiled with ``torch.compile`` (inductor's C++
+backend on CPU, Triton on GPU), the subtraction, the modulus and the reduction over d fuse into
+one loop nest, forward and backward: on 2 CPU
 cores that is ~10x (RotatE) to ~25x (L1) faster than eager broadcasting, see
 ``pipelines/bench_kernels.py``. Where compilation is unavailable or disabled
 (``KBIT_DGL_COMPILE=0``) the same expression runs eagerly in memory-bounded chunks.

@@ -261,9 +261,7 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool) -
                 state["bad_validations"] += 1
                 _plateau(state, cfg, optimizer)
         if state["epoch"] in cfg.lr_decay_epochs and not state["stopped_early"]:
-            lr = scale_lr(optimizer, cfg.lr_decay)
-            state.setdefault("lr_decays", []).append({"epoch": state["epoch"], "lr": lr})
-            log.info("epoch %d: scheduled decay, learning rate now %.3g", state["epoch"], lr)
+            _decay_lr(state, cfg, optimizer, "scheduled decay")
         if state["epoch"] % cfg.checkpoint_every == 0 or state["stopped_early"] or state["epoch"] == cfg.max_epochs:
             save_checkpoint()
     bar.close()
@@ -274,6 +272,13 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool) -
     atomic_write_json(os.path.join(run_dir, "metrics.json"), metrics)
     log.info("test mrr %.4f (best epoch %d)", metrics["test"]["mrr"], state["best_epoch"])
     return metrics
+
+
+def _decay_lr(state: Dict, cfg, optimizer, reason: str) -> None:
+    """Multiply the learning rate by ``lr_decay`` and record it in ``state["lr_decays"]``."""
+    lr = scale_lr(optimizer, cfg.lr_decay)
+    state.setdefault("lr_decays", []).append({"epoch": state["epoch"], "lr": lr})
+    log.info("epoch %d: %s, learning rate now %.3g", state["epoch"], reason, lr)
 
 
 def _plateau(state: Dict, cfg, optimizer) -> None:
@@ -291,10 +296,8 @@ def _plateau(state: Dict, cfg, optimizer) -> None:
         if len(decays) >= cfg.lr_decays:
             stop = since_decay >= cfg.lr_decay_patience
         elif since_decay >= cfg.lr_decay_patience:
-            lr = scale_lr(optimizer, cfg.lr_decay)
-            decays.append({"epoch": state["epoch"], "lr": lr})
             state["bad_at_decay"] = bad
-            log.info("epoch %d: no improvement in %d validations, learning rate now %.3g", state["epoch"], bad, lr)
+            _decay_lr(state, cfg, optimizer, f"no improvement in {bad} validations")
     if stop:
         state["stopped_early"] = True
         log.info("early stop at epoch %d (best epoch %d)", state["epoch"], state["best_epoch"])
