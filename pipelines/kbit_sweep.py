@@ -185,8 +185,8 @@ def _qat_runs(settings: SweepSettings, kg, dataset: str, model_name: str, suffix
                     "dim": settings.qat_dim, "seed": seed, "train_epochs": metrics["epochs"],
                     "best_epoch": metrics["best_epoch"], "train_seconds": metrics["train_seconds"],
                     "run": os.path.relpath(run_dir, ROOT)}
-            points += evaluate_specs(model, kg, extra, base, run_dir, settings.eval_batch_size,
-                                     relation_min_bits=settings.relation_min_bits)
+            points += evaluate_specs(model, kg, extra, base, run_dir, settings.eval_batch_size)  # no --qat with
+            # --relation-bits (refused in resolved()): QAT and its baselines keep the relation table at k
         for bits in settings.qat_bits:
             for dtype in settings.qat_dtypes:
                 overrides = list(settings.overrides) + [f"train.qat_bits={bits}", f"train.qat_dtype={dtype}",
