@@ -9,6 +9,7 @@ import time
 from typing import Dict, List, Optional
 
 from .config import Config
+from .errors import ConfigError, KbitError
 
 
 def _load_config(args) -> Config:
@@ -27,13 +28,15 @@ def _load_config(args) -> Config:
 
 def cmd_train(args) -> int:
     from .data import load_dataset
+    from .runs import check_config, run_config
     from .train.trainer import train
 
     if args.resume:
-        config = Config.from_yaml(os.path.join(args.out, "config.yaml"), run=True)
+        config = run_config(args.out)
         config.apply_overrides(args.set or [])
     else:
         config = _load_config(args)
+    check_config(config)  # before the dataset is read and before anything is written
     kg = load_dataset(config.data.dataset, config.data.data_dir, config.data.seed)
     print(f"{kg.name}: {kg.summary()}", file=sys.stderr)
     metrics = train(config, kg, args.out, resume=args.resume, overwrite=args.overwrite,
@@ -47,7 +50,9 @@ def _headline(metrics: Dict) -> Dict:
     return {"dataset": metrics["dataset"], "model": metrics["model"], "protocol": metrics["protocol"],
             "valid": {k: metrics["valid"][k] for k in keys}, "test": {k: metrics["test"][k] for k in keys},
             "train_seconds": metrics["train_seconds"],
-            "train_triples_per_second": metrics["train_triples_per_second"], "best_epoch": metrics["best_epoch"]}
+            "train_triples_per_second": metrics["train_triples_per_second"],
+            "train_triples_per_second_steady": metrics.get("train_triples_per_second_steady"),
+            "best_epoch": metrics["best_epoch"]}
 
 
 def _quant_spec(args):
@@ -59,41 +64,31 @@ def _quant_spec(args):
     return QuantSpec(args.bits, args.dtype, args.block, args.scale_dtype)
 
 
-def _relation_spec(args, run_config: Config):
-    """The relation table's QuantSpec from --relation-bits (None: the decoder's default for --bits).
+def _relation_spec(args, run_dir: str):
+    """The relation table's QuantSpec from --relation-bits (default: max(--bits, 8), or --bits for a
+    run trained with QAT): the rule of :func:`kbit_dgl.quant.model.table_specs`."""
+    from .models.decoders import make_decoder
+    from .quant.model import default_relation_bits, table_specs
+    from .runs import run_config
 
-    The relation table is tiny next to the entity table, so keeping it more precise costs almost
-    no bytes: by default it gets max(--bits, 8) bits. With 4-bit entities, 8-bit relations cost
-    +1.5-3 % of the bytes and kept 98.5-99.5 % of fp32 test MRR where 4-bit relations kept
-    96.3-98.9 % (codex-s and FB15k-237, TransE and RotatE: results/kbit-relation-bits/).
-    A run trained with QAT (``train.qat_bits``) keeps the relation table at --bits, as it was trained.
-    RotatE's phases stay phases (a uniform grid on the circle) below 16 bits.
-    """
-    from .quant import QuantSpec
-
-    if getattr(args, "bits", None) is None:
+    spec = _quant_spec(args)
+    if spec is None:
         return None
+    config = run_config(run_dir)
     bits = getattr(args, "relation_bits", None)
     if bits is None:
-        if args.bits >= 8 or run_config.train.qat_bits:
-            return None
-        bits = 8
-    if bits in (16, 32):
-        return QuantSpec(bits, "int", args.block, args.scale_dtype)
-    dtype = "phase" if run_config.model.name.lower() == "rotate" else args.dtype
-    return QuantSpec(bits, dtype, args.block, args.scale_dtype)
-
-
-def _run_config(run_dir: str) -> Config:
-    return Config.from_yaml(os.path.join(run_dir, "config.yaml"), run=True)
+        bits = default_relation_bits(spec.bits, qat=bool(config.train.qat_bits))
+    decoder = make_decoder(config.model.name, config.model.dim, config.model.gamma)
+    return table_specs(decoder, spec, bits)[1]
 
 
 def cmd_evaluate(args) -> int:
     from .eval import evaluate
-    from .quant import QuantizedKGEModel, load_any_run
+    from .quant import QuantizedKGEModel
+    from .runs import load_any_run
 
     config, kg, model = load_any_run(args.run_dir, spec=_quant_spec(args),
-                                     relation_spec=_relation_spec(args, _run_config(args.run_dir)))
+                                     relation_spec=_relation_spec(args, args.run_dir))
     started = time.perf_counter()
     metrics = evaluate(model, kg, args.split, config.eval.protocol, config.eval.batch_size)
     metrics["eval_seconds"] = round(time.perf_counter() - started, 3)
@@ -105,10 +100,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    from .quant import quantize_run
+    from .runs import quantize_run
 
     info = quantize_run(args.run_dir, args.out, _quant_spec(args), overwrite=args.overwrite,
-                        relation_spec=_relation_spec(args, _run_config(args.run_dir)))
+                        relation_spec=_relation_spec(args, args.run_dir))
     keys = ("bits", "dtype", "block", "scale_dtype", "codes_bytes", "scales_bytes", "metadata_bytes", "total_bytes",
             "fp32_bytes", "ratio_to_fp32", "bits_per_number")
     print(json.dumps({**{k: info[k] for k in keys}, "file_bytes": info["file"]["bytes"], "out": args.out}, indent=2))
@@ -117,10 +112,12 @@ def cmd_quantize(args) -> int:
 
 def cmd_predict(args) -> int:
     from .predict import predict
-    from .quant import load_any_run
+    from .runs import load_any_run
 
     if (args.head is None) == (args.tail is None):
-        raise SystemExit("predict: give exactly one of --head NAME (predict tails) or --tail NAME (predict heads)")
+        raise ConfigError("give exactly one of --head NAME (predict tails) or --tail NAME (predict heads)")
+    if args.top < 1:
+        raise ConfigError(f"--top must be >= 1, got {args.top}")
     _, kg, model = load_any_run(args.run_dir)
     rows = predict(model, kg, args.relation, head=args.head, tail=args.tail, top=args.top)
     query = f"({args.head}, {args.relation}, ?)" if args.head is not None else f"(?, {args.relation}, {args.tail})"
@@ -250,12 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from .data.kg import KGFormatError
-    from .train.trainer import RunFolderExistsError, TrainingDivergedError
 
     try:
         return args.func(args)
-    except (KGFormatError, FileNotFoundError, FileExistsError, RunFolderExistsError, TrainingDivergedError,
-            ValueError, KeyError) as error:
+    except (KbitError, KGFormatError, OSError) as error:
+        # errors the user can act on (bad input, config, run folders, a full disk); anything else is a
+        # bug and keeps its traceback
         print(f"kbit-dgl {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -6,10 +6,18 @@ its fully resolved config next to its metrics so it can be re-run from its folde
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import yaml
+
+from .errors import ConfigError
+
+OPTIMIZERS = ("adam", "sparse_adam", "sparse_adagrad")
+LOSSES = ("self_adversarial", "margin")
+ENCODER_MODES = ("auto", "full", "sampled")
+PROTOCOLS = ("auto", "filtered", "ogb")
 
 
 @dataclass
@@ -101,6 +109,11 @@ class Config:
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def flat(self) -> Dict[str, Any]:
+        """``{"section.key": value}`` of every key."""
+        return {f"{section}.{key}": value
+                for section, values in self.to_dict().items() for key, value in values.items()}
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
@@ -114,10 +127,15 @@ class Config:
     def from_yaml(cls, path: str, run: bool = False) -> "Config":
         """The config in ``path``; ``run=True`` for a run folder's resolved config.yaml, where a key
         missing because the run predates it takes the value that run was trained with."""
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle) or {}
+        data = read_yaml(path)
+        if data is None:
+            if run:  # an empty run config must not fall back to the defaults (the synthetic KG)
+                raise ConfigError(f"{path}: empty; a run folder's config.yaml holds the run's resolved config "
+                                  f"(was the run interrupted before it started, or the file truncated?)")
+            data = {}
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of sections (data, model, train, eval)")
+            raise ConfigError(f"{path}: expected a mapping of sections (data, model, train, eval, encoder), "
+                              f"got {type(data).__name__}")
         config = cls.from_dict(data, path)
         if run:
             for dotted_key, before in RUN_DEFAULTS_BEFORE.items():
@@ -129,9 +147,9 @@ class Config:
     def update(self, data: Dict[str, Any], source: str = "config") -> None:
         for section, values in data.items():
             if section not in _sections(self):
-                raise ValueError(f"{source}: unknown section {section!r}; expected one of {list(_sections(self))}")
+                raise ConfigError(f"{source}: unknown section {section!r}; expected one of {list(_sections(self))}")
             if not isinstance(values, dict):
-                raise ValueError(f"{source}: section {section!r} must be a mapping")
+                raise ConfigError(f"{source}: section {section!r} must be a mapping")
             for key, value in values.items():
                 self.set(f"{section}.{key}", value, source)
 
@@ -139,32 +157,120 @@ class Config:
         section, _, key = dotted_key.partition(".")
         sections = _sections(self)
         if section not in sections or not key:
-            raise ValueError(f"{source}: unknown key {dotted_key!r}; expected section.key with section in "
+            raise ConfigError(f"{source}: unknown key {dotted_key!r}; expected section.key with section in "
                              f"{list(sections)}")
         target = sections[section]
         names = {f.name: f for f in dataclasses.fields(target)}
         if key not in names:
-            raise ValueError(f"{source}: unknown key {dotted_key!r}; {section} has {sorted(names)}")
+            raise ConfigError(f"{source}: unknown key {dotted_key!r}; {section} has {sorted(names)}")
         setattr(target, key, _coerce(value, getattr(target, key), names[key], dotted_key, source))
 
     def apply_overrides(self, overrides: List[str]) -> None:
         """Apply ``section.key=value`` strings (values parsed as YAML scalars)."""
         for item in overrides:
             if "=" not in item:
-                raise ValueError(f"--set {item!r}: expected section.key=value")
+                raise ConfigError(f"--set {item!r}: expected section.key=value")
             key, raw = item.split("=", 1)
-            self.set(key.strip(), yaml.safe_load(raw) if raw != "" else None, "--set")
+            try:
+                value = yaml.safe_load(raw) if raw != "" else None
+            except yaml.YAMLError as error:
+                raise ConfigError(f"--set {item!r}: the value is not a YAML scalar ({error})") from None
+            self.set(key.strip(), value, "--set")
+
+    def validate(self) -> "Config":
+        """Check every value's type and range before anything touches disk; returns self.
+
+        Names (model, encoder, quantization dtype) are checked where they are built
+        (:func:`kbit_dgl.runs.check_config` builds them); this checks numbers and choices.
+        """
+        model, train, encoder, evaluation = self.model, self.train, self.encoder, self.eval
+        problems = []
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                problems.append(message)
+
+        need(model.dim >= 1, f"model.dim must be >= 1, got {model.dim}")
+        need(model.name.lower() not in ("rotate", "complex") or model.dim % 2 == 0,
+             f"model.dim must be even for {model.name} (real + imaginary halves), got {model.dim}")
+        need(math.isfinite(model.gamma), f"model.gamma must be finite, got {model.gamma}")
+        need(str(model.reciprocal).lower() in ("auto", "true", "false"),
+             f"model.reciprocal expects auto, true or false, got {model.reciprocal!r}")
+        need(train.loss in LOSSES, f"train.loss must be one of {', '.join(LOSSES)}, got {train.loss!r}")
+        need(train.optimizer in OPTIMIZERS,
+             f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {train.optimizer!r}")
+        need(math.isfinite(train.lr) and train.lr > 0, f"train.lr must be finite and > 0, got {train.lr}")
+        for key in ("batch_size", "num_negatives", "negative_chunk_size", "valid_every", "patience",
+                    "checkpoint_every", "lr_decay_patience"):
+            need(getattr(train, key) >= 1, f"train.{key} must be >= 1, got {getattr(train, key)}")
+        for key in ("max_epochs", "num_threads", "lr_decays", "qat_block"):
+            need(getattr(train, key) >= 0, f"train.{key} must be >= 0, got {getattr(train, key)}")
+        for key in ("adversarial_temperature", "margin", "regularization"):
+            value = getattr(train, key)
+            need(math.isfinite(value) and value >= 0, f"train.{key} must be finite and >= 0, got {value}")
+        need(0.0 <= train.lr_decay < 1.0, f"train.lr_decay must be in [0, 1) (0 = off), got {train.lr_decay}")
+        need(not train.lr_decay_epochs or (train.lr_decay > 0 and min(train.lr_decay_epochs) >= 1),
+             f"train.lr_decay_epochs {train.lr_decay_epochs} needs train.lr_decay in (0, 1) and epochs >= 1, "
+             f"got lr_decay {train.lr_decay}")
+        need(train.qat_bits in (0, 1, 2, 3, 4, 5, 6, 7, 8, 16, 32),
+             f"train.qat_bits must be 0 (off), 1..8, 16 or 32, got {train.qat_bits}")
+        need(encoder.layers >= 1, f"encoder.layers must be >= 1, got {encoder.layers}")
+        need(encoder.num_bases >= 1, f"encoder.num_bases must be >= 1, got {encoder.num_bases}")
+        need(0.0 <= encoder.dropout < 1.0, f"encoder.dropout must be in [0, 1), got {encoder.dropout}")
+        need(encoder.mode in ENCODER_MODES,
+             f"encoder.mode must be one of {', '.join(ENCODER_MODES)}, got {encoder.mode!r}")
+        need(encoder.inference_batch_size >= 1,
+             f"encoder.inference_batch_size must be >= 1, got {encoder.inference_batch_size}")
+        need(all(f == -1 or f >= 1 for f in encoder.fanouts) and len(encoder.fanouts) >= 1,
+             f"encoder.fanouts must be >= 1 or -1 (all), got {encoder.fanouts}")
+        need(evaluation.batch_size >= 1, f"eval.batch_size must be >= 1, got {evaluation.batch_size}")
+        need(evaluation.protocol in PROTOCOLS,
+             f"eval.protocol must be one of {', '.join(PROTOCOLS)}, got {evaluation.protocol!r}")
+        if problems:
+            raise ConfigError("invalid config: " + "; ".join(problems))
+        return self
 
 
 # Keys added after runs had been written, with the behaviour of those older runs.
 RUN_DEFAULTS_BEFORE = {"model.reciprocal": "false", "train.lr_decay": 0.0}
 
 
+def read_yaml(path: str) -> Any:
+    """The YAML document in ``path``; a syntax error names the file and the line."""
+    with open(path, encoding="utf-8") as handle:
+        try:
+            return yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or str(error)
+            raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); expected a YAML file") from None
+
+
+def needs_sparse_tables(optimizer: str) -> bool:
+    """Whether ``train.optimizer`` updates the embedding tables from sparse gradients."""
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown train.optimizer {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+    return optimizer != "adam"
+
+
+def encoder_mode(config: "Config", num_entities: int) -> str:
+    """``full`` or ``sampled`` for ``encoder.mode`` on a KG of ``num_entities``."""
+    mode = config.encoder.mode
+    if mode not in ENCODER_MODES:
+        raise ConfigError(f"encoder.mode={mode!r}; expected one of {', '.join(ENCODER_MODES)}")
+    if mode == "auto":
+        return "sampled" if num_entities > config.encoder.sampled_threshold_entities else "full"
+    return mode
+
+
 def reciprocal_relations(model: ModelConfig) -> bool:
     """Whether ``model.reciprocal`` (auto | true | false) turns reciprocal relations on."""
     value = str(model.reciprocal).lower()
     if value not in ("auto", "true", "false"):
-        raise ValueError(f"model.reciprocal expects auto, true or false, got {model.reciprocal!r}")
+        raise ConfigError(f"model.reciprocal expects auto, true or false, got {model.reciprocal!r}")
     return value == "true" or (value == "auto" and not model.encoder)
 
 
@@ -179,7 +285,13 @@ def _coerce(value: Any, current: Any, spec: dataclasses.Field, key: str, source:
     if value is None:
         if "Optional" in wanted:
             return None
-        raise ValueError(f"{source}: {key} may not be empty")
+        raise ConfigError(f"{source}: {key} may not be empty")
+    if "float" in wanted and isinstance(value, str):
+        # YAML 1.1 (PyYAML) reads 1e-3 and 1e6 as strings: they are floats to every user
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ConfigError(f"{source}: {key} expects float, got {value!r}") from None
     if "float" in wanted and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if "int" in wanted and isinstance(value, int) and not isinstance(value, bool):
@@ -188,7 +300,7 @@ def _coerce(value: Any, current: Any, spec: dataclasses.Field, key: str, source:
         return value
     if "str" in wanted:
         return str(value)
-    raise ValueError(f"{source}: {key} expects {wanted}, got {value!r}")
+    raise ConfigError(f"{source}: {key} expects {wanted}, got {value!r}")
 
 
 def _coerce_int_list(value: Any, key: str, source: str) -> List[int]:
@@ -199,4 +311,4 @@ def _coerce_int_list(value: Any, key: str, source: str) -> List[int]:
             raise ValueError
         return [int(item) for item in items]
     except (TypeError, ValueError):
-        raise ValueError(f"{source}: {key} expects a list of integers, got {value!r}") from None
+        raise ConfigError(f"{source}: {key} expects a list of integers, got {value!r}") from None

@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any
+from typing import Any, Dict, Sequence
 
 import torch
+
+from .errors import MissingRunFileError, RunFileError
 
 
 def _atomic(path: str, write) -> None:
@@ -22,9 +24,12 @@ def _atomic(path: str, write) -> None:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temp_path, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temp_path):
             os.unlink(temp_path)
+        if isinstance(error, OSError) and not isinstance(error, FileNotFoundError):  # a full disk, say
+            raise OSError(error.errno, f"{path}: could not be written ({error.strerror or error}); "
+                          f"the previous version of the file, if any, is intact") from error
         raise
 
 
@@ -38,3 +43,21 @@ def atomic_write_json(path: str, data: Any) -> None:
 
 def atomic_torch_save(path: str, obj: Any) -> None:
     _atomic(path, lambda stream: torch.save(obj, stream))
+
+
+def load_torch_file(path: str, required: Sequence[str] = (), what: str = "file") -> Dict[str, Any]:
+    """The dict ``torch.save``d in ``path``, with ``required`` keys; a missing, empty, truncated or
+    foreign file raises :class:`RunFileError` naming it."""
+    if not os.path.exists(path):
+        raise MissingRunFileError(f"{path}: missing; expected a kbit-dgl {what}")
+    if os.path.getsize(path) == 0:
+        raise RunFileError(f"{path}: empty (0 bytes); expected a kbit-dgl {what} (was its write interrupted?)")
+    try:
+        payload = torch.load(path, map_location="cpu")
+    except Exception as error:  # torch.load raises many types for a damaged file; report which file it was
+        raise RunFileError(f"{path}: unreadable as a kbit-dgl {what}, truncated or of another format "
+                           f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+    if not isinstance(payload, dict) or any(key not in payload for key in required):
+        found = sorted(map(str, payload)) if isinstance(payload, dict) else type(payload).__name__
+        raise RunFileError(f"{path}: not a kbit-dgl {what} (expected the keys {list(required)}, found {found})")
+    return payload

@@ -5,6 +5,9 @@ from typing import Dict, List, Optional
 
 import torch
 
+from .errors import ConfigError
+from .eval.ranking import check_finite_scores
+
 
 @torch.no_grad()
 def predict(model, kg, relation: str, head: Optional[str] = None, tail: Optional[str] = None,
@@ -14,12 +17,15 @@ def predict(model, kg, relation: str, head: Optional[str] = None, tail: Optional
     Each row: ``{"entity", "id", "score", "known"}`` where ``known`` names the split(s) holding
     that triple (empty when the triple is not in the KG).
     """
+    if top < 1:
+        raise ConfigError(f"top must be >= 1, got {top}")
     direction = "tail" if head is not None else "head"
     anchor = kg.entity_id(head if head is not None else tail)
     relation_id = kg.relation_id(relation)
     all_rows = model.all_entities()
     scores = model.score_candidates(all_rows[torch.tensor([anchor])], torch.tensor([relation_id]), all_rows,
                                     direction)[0]
+    check_finite_scores(scores, f"({head}, {relation}, {tail})")
     values, ids = torch.topk(scores, min(top, len(scores)))
     known: Dict[int, List[str]] = {}
     for split in ("train", "valid", "test"):

@@ -193,11 +193,12 @@ def run_scaling(settings: ScalingSettings, load_kg: Optional[Callable[[str], KG]
                             run_dir = os.path.join(settings.dim_runs_dir, name)
                         else:
                             run_dir = os.path.join(settings.runs_dir, f"{name}-f{_fraction_label(fraction)}")
+                        model, metrics, status = ensure_run(base_config(settings.data_dim, seed), subset, run_dir,
+                                                            settings.progress)
+                        if fraction != 1:  # after training: a new run folder starts empty
                             atomic_write_json(os.path.join(run_dir, SUBSAMPLE_FILE),
                                               {"fraction": fraction, "seed": seed, "num_train": len(subset.train),
                                                "num_train_full": len(kg.train)})
-                        model, metrics, status = ensure_run(base_config(settings.data_dim, seed), subset, run_dir,
-                                                            settings.progress)
                         measured = rank_metrics(model, subset, "test", settings.eval_batch_size)
                         points.append(point("data", fraction, settings.data_dim, seed, measured, run_dir,
                                             fraction=fraction, epochs=metrics["epochs"], steps=metrics["steps"],

@@ -28,9 +28,9 @@ def train_interrupted(config, kg, run_dir, monkeypatch) -> None:
     The interruption comes from inside a step (after two whole epochs and two steps), the way a
     user's Ctrl-C would land; ``train_step`` is restored afterwards so the run can be resumed.
     """
-    from kbit_dgl.train import trainer
+    from kbit_dgl.train import steps, trainer
 
-    real_step, calls = trainer.train_step, {"n": 0}
+    real_step, calls = steps.train_step, {"n": 0}
     steps_per_epoch = -(-len(kg.train) // config.train.batch_size)
 
     def interrupted_step(*args, **kwargs):
@@ -39,10 +39,10 @@ def train_interrupted(config, kg, run_dir, monkeypatch) -> None:
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "train_step", interrupted_step)
+    monkeypatch.setattr(steps, "train_step", interrupted_step)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(config, kg, str(run_dir), progress=False)
-    monkeypatch.setattr(trainer, "train_step", real_step)
+    monkeypatch.setattr(steps, "train_step", real_step)
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,9 @@ from kbit_dgl.models.encoders import (
     register_encoder,
     resolve_encoder,
 )
-from kbit_dgl.train import trainer
+from kbit_dgl.runs import load_run, model_from_config
 from kbit_dgl.train.encoder_training import SharedUniformNegatives, edge_loader, layer_fanouts, resolve_mode
-from kbit_dgl.train.trainer import model_from_config, train
+from kbit_dgl.train.trainer import train
 
 torch.set_num_threads(1)
 
@@ -208,7 +208,7 @@ def test_rgcn_distmult_trains_end_to_end_and_resumes(kg, tmp_path, monkeypatch):
     train_interrupted(config, kg, tmp_path / "split", monkeypatch)
     resumed = train(config, kg, str(tmp_path / "split"), resume=True, progress=False)
     assert resumed["test"] == reference["test"]
-    _, _, loaded = trainer.load_run(str(tmp_path / "split"), kg)
+    _, _, loaded = load_run(str(tmp_path / "split"), kg)
     assert evaluate(loaded, kg, "test")["mrr"] == pytest.approx(resumed["test"]["mrr"])
 
 

@@ -12,8 +12,6 @@ from kbit_dgl.data.synthetic import generate_kg
 from kbit_dgl.eval import evaluate
 from kbit_dgl.models.model import build_model
 from kbit_dgl.quant import (
-    QUANT_INFO,
-    QUANT_MODEL,
     QuantizedEmbedding,
     QuantSpec,
     attach_fake_quant,
@@ -30,6 +28,7 @@ from kbit_dgl.quant import (
 )
 from kbit_dgl.quant.codebooks import codebook_size, float_codebook, minifloat, normal_float
 from kbit_dgl.quant.quantizers import stored_scales
+from kbit_dgl.runs import QUANT_INFO, QUANT_MODEL
 
 BITS = list(range(1, 9))
 SCALED_DTYPES = ["int", "int_asym", "float", "quantile", "quantile_empirical"]

@@ -6,8 +6,10 @@ import torch
 from conftest import small_config, train_interrupted
 
 from kbit_dgl.models.model import build_model
+from kbit_dgl.runs import model_from_config
 from kbit_dgl.train.optim import OptimizerGroup, SparseAdagrad, make_optimizer
-from kbit_dgl.train.trainer import model_from_config, train, train_step
+from kbit_dgl.train.steps import train_step
+from kbit_dgl.train.trainer import train
 
 
 def twin_models(model="transe", num_entities=12, num_relations=3, dim=8):

@@ -9,9 +9,11 @@ import torch
 from conftest import small_config, train_interrupted
 
 from kbit_dgl.config import Config
+from kbit_dgl.errors import RunFolderError, TrainingDivergedError
 from kbit_dgl.eval import evaluate
-from kbit_dgl.train import trainer
-from kbit_dgl.train.trainer import RunFolderExistsError, TrainingDivergedError, model_from_config, train
+from kbit_dgl.runs import model_from_config
+from kbit_dgl.train import steps, trainer
+from kbit_dgl.train.trainer import train
 
 
 def test_training_beats_untrained_by_a_wide_margin(small_kg, tmp_path):
@@ -47,14 +49,14 @@ def test_resume_equals_uninterrupted_run(small_kg, tmp_path, monkeypatch):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(small_kg, tmp_path, monkeypatch):
     config = small_config("transe", epochs=6)
-    real_step, calls = trainer.train_step, {"n": 0}
+    real_step, calls = steps.train_step, {"n": 0}
 
     def diverging_step(*args, **kwargs):
         calls["n"] += 1
         loss = real_step(*args, **kwargs)
         return loss * float("nan") if calls["n"] > 8 else loss
 
-    monkeypatch.setattr(trainer, "train_step", diverging_step)
+    monkeypatch.setattr(steps, "train_step", diverging_step)
     with pytest.raises(TrainingDivergedError, match="loss became nan .*checkpoint.pt"):
         train(config, small_kg, str(tmp_path / "run"), progress=False)
     checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt")
@@ -67,7 +69,7 @@ def test_existing_run_folder_is_not_overwritten(small_kg, tmp_path):
     run = str(tmp_path / "run")
     train(config, small_kg, run, progress=False)
     before = (tmp_path / "run" / "metrics.json").read_text()
-    with pytest.raises(RunFolderExistsError, match="--resume .*--overwrite"):
+    with pytest.raises(RunFolderError, match="--resume .*--overwrite"):
         train(config, small_kg, run, progress=False)
     assert (tmp_path / "run" / "metrics.json").read_text() == before
     train(config, small_kg, run, overwrite=True, progress=False)
@@ -164,7 +166,7 @@ def test_reciprocal_head_queries_are_tail_queries_with_the_inverse_relation(smal
 
 def test_reciprocal_training_uses_inverse_rows_and_quantizes(small_kg, tmp_path):
     from kbit_dgl.quant import QuantSpec
-    from kbit_dgl.quant.storage import load_any_run, quantize_run
+    from kbit_dgl.runs import load_any_run, quantize_run
 
     config = small_config("transe_l2", epochs=20, valid_every=10, batch_size=64)
     config.model.reciprocal = "true"

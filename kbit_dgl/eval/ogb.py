@@ -6,6 +6,8 @@ from typing import Dict
 
 import torch
 
+from .ranking import check_finite_scores
+
 
 @torch.no_grad()
 def evaluate_ogb(model, kg, split: str, batch_size: int = 256) -> Dict[str, object]:
@@ -32,6 +34,7 @@ def evaluate_ogb(model, kg, split: str, batch_size: int = 256) -> Dict[str, obje
             candidates = torch.cat([batch[:, target_column:target_column + 1],
                                     negatives[start:start + batch_size].to(device)], dim=1)
             scores = model.score_candidates(anchor, batch[:, 1:2], all_rows[candidates], direction).squeeze(1)
+            check_finite_scores(scores, f"{kg.name} {split}, {direction} prediction")
             result = evaluator.eval({"y_pred_pos": scores[:, 0].float().cpu(),
                                      "y_pred_neg": scores[:, 1:].float().cpu()})
             for name, values in result.items():

@@ -2,7 +2,10 @@
 
 A query's rank is ``1 + #(other candidates scoring higher) + #(others scoring equal) / 2``: the
 mean of the optimistic and the pessimistic rank (as OGB and LibKGE count ties), so a model that
-scores everything equally gets the middle rank, not rank 1. "Filtered" removes every other
+scores everything equally gets the middle rank, not rank 1. A NaN score counts against the
+target (a NaN candidate ranks above it, a NaN target below everything), and the evaluation
+functions refuse non-finite scores outright (:func:`check_finite_scores`): a broken model must
+never produce a metric. "Filtered" removes every other
 known true answer (train, valid and test) from the candidates, as Bordes et al. (2013) do.
 """
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Dict, Optional
 import torch
 
 from ..data.kg import FilterIndex
+from ..errors import NonFiniteError
 
 HITS_AT = (1, 3, 10)
 
@@ -25,14 +29,25 @@ def rank_from_scores(scores: torch.Tensor, targets: torch.Tensor,
     may be among them (it is always kept).
     """
     rows = torch.arange(len(targets), device=scores.device)
-    target_scores = scores[rows, targets].unsqueeze(1)
-    scores = scores.clone()
+    target_scores = scores[rows, targets]
+    target_scores = torch.where(torch.isnan(target_scores), float("-inf"), target_scores).unsqueeze(1)
+    scores = torch.where(torch.isnan(scores), float("inf"), scores)  # a new tensor: the caller's stays
+    # excluded entries (known answers, the target itself) become NaN, which is neither > nor == anything
     if filter_rows is not None and len(filter_rows):
-        scores[filter_rows.to(scores.device), filter_entities.to(scores.device)] = float("-inf")
-    scores[rows, targets] = float("-inf")  # the target itself is counted separately below
+        scores[filter_rows.to(scores.device), filter_entities.to(scores.device)] = float("nan")
+    scores[rows, targets] = float("nan")
     greater = (scores > target_scores).sum(1)
     equal = (scores == target_scores).sum(1)
     return 1.0 + greater.double() + equal.double() / 2.0
+
+
+def check_finite_scores(scores: torch.Tensor, what: str) -> None:
+    """Raise :class:`NonFiniteError` if ``scores`` hold NaN or inf: the model's weights are broken."""
+    finite = torch.isfinite(scores)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise NonFiniteError(f"{what}: {bad} of {scores.numel()} scores are NaN or infinite; the model's weights "
+                             f"are broken (a diverged run, or a damaged file), so no metric is reported")
 
 
 def summarize(ranks: torch.Tensor) -> Dict[str, float]:
@@ -67,6 +82,7 @@ def filtered_ranks(model, triples: torch.Tensor, filter_index: Optional[FilterIn
             targets = batch[:, target_column].to(device)
             scores = model.score_candidates(all_rows[anchor_ids.to(device)], relation_ids.to(device), all_rows,
                                             direction)
+            check_finite_scores(scores, f"{direction} prediction")
             if filter_index is not None:
                 rows, entities = filter_index.known(anchor_ids, relation_ids, direction)
                 ranks.append(rank_from_scores(scores, targets, rows, entities).cpu())

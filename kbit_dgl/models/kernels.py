@@ -3,10 +3,10 @@
 L1, RotatE's sum of complex moduli and PairRE's L1 with a per-query scale on the candidates have no
 matrix-product form. Written as a broadcast and compiled with ``torch.compile`` (inductor's C++
 backend on CPU, Triton on GPU), the subtraction, the modulus and the reduction over d fuse into
-one loop nest, forward and backward: on 2 CPU
-cores that is ~10x (RotatE) to ~25x (L1) faster than eager broadcasting, see
-``pipelines/bench_kernels.py``. Where compilation is unavailable or disabled
-(``KBIT_DGL_COMPILE=0``) the same expression runs eagerly in memory-bounded chunks.
+one loop nest, forward and backward (measured against eager broadcasting by
+``pipelines/bench_kernels.py``, results in ``results/bench/kernels.json``). Where compilation is
+disabled (``KBIT_DGL_COMPILE=0``) or fails (no C++ compiler, say) the same expression runs eagerly
+in memory-bounded chunks.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import warnings
 from typing import Callable, Dict
 
 import torch
+import torch._dynamo
 
 # Elements of the (b, n, d) temporaries an eager chunk may hold at once.
 CHUNK_ELEMENTS = 1 << 23
@@ -36,6 +37,7 @@ def _scaled_l1(query, scale, candidates) -> torch.Tensor:
 
 _EAGER: Dict[str, Callable] = {"l1": _l1, "complex_l1": _complex_l1, "scaled_l1": _scaled_l1}
 _COMPILED: Dict[str, Callable] = {}
+_BROKEN: Dict[str, str] = {}  # kernel name -> why compiling it failed (it runs eagerly from then on)
 
 
 def compile_enabled() -> bool:
@@ -60,14 +62,20 @@ def chunked(fn: Callable, query_args, candidate_args, width: int) -> torch.Tenso
 
 def pairwise(name: str, query_args, candidate_args) -> torch.Tensor:
     """(..., b, n) distances between every query row and every candidate row."""
-    if compile_enabled():
-        try:
-            return _compiled(name)(*query_args, *candidate_args)
-        except Exception as error:  # a broken toolchain must not stop training: fall back, loudly
-            warnings.warn(f"torch.compile failed for {name} ({error}); using the eager chunked path", stacklevel=2)
-            os.environ["KBIT_DGL_COMPILE"] = "0"
     width = query_args[0][..., 0].numel() * query_args[0].shape[-1] * len(query_args)
-    return chunked(_EAGER[name], query_args, candidate_args, width)
+    if not compile_enabled() or name in _BROKEN:
+        return chunked(_EAGER[name], query_args, candidate_args, width)
+    try:
+        return _compiled(name)(*query_args, *candidate_args)
+    except torch._dynamo.exc.TorchDynamoException as error:
+        # Compilation failed, or the inputs themselves are wrong (dynamo wraps both). The eager path
+        # tells them apart: bad inputs fail there too and that error propagates; if eager works, the
+        # toolchain is what broke, and this kernel alone runs eagerly from now on, loudly.
+        result = chunked(_EAGER[name], query_args, candidate_args, width)
+        _BROKEN[name] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        warnings.warn(f"torch.compile failed for the {name} kernel ({_BROKEN[name]}); it runs on the eager "
+                      f"chunked path from now on (slower, same values)", stacklevel=2)
+        return result
 
 
 def pairwise_l1(query: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """The KGE model: entity/relation tables -> [optional encoder] -> decoder."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -27,10 +27,15 @@ class KGEModel(nn.Module):
     tensor holding only the rows looked up, so a sparse optimizer (``train.optimizer`` sparse_adam or
     sparse_adagrad, see kbit_dgl/train/optim.py) updates those rows and their state alone, and a
     step's cost does not grow with the number of entities. Scores are the same either way.
+
+    ``tables=(entity, relation)`` injects the tables instead of new ``nn.Embedding`` ones: any
+    modules mapping ids to rows with ``num_embeddings`` / ``embedding_dim`` (the k-bit
+    ``QuantizedEmbedding``), used as they are.
     """
 
     def __init__(self, num_entities: int, num_relations: int, decoder: Decoder,
-                 encoder: Optional[nn.Module] = None, sparse: bool = False, reciprocal: bool = False):
+                 encoder: Optional[nn.Module] = None, sparse: bool = False, reciprocal: bool = False,
+                 tables: Optional[Tuple[nn.Module, nn.Module]] = None):
         super().__init__()
         if reciprocal and encoder is not None:
             raise ValueError("model.reciprocal is for shallow models: an encoder already passes messages over "
@@ -41,10 +46,19 @@ class KGEModel(nn.Module):
         self.encoder = encoder
         self.sparse = sparse
         self.reciprocal = reciprocal
-        self.entity = nn.Embedding(num_entities, decoder.entity_dim, sparse=sparse)
-        self.relation = nn.Embedding(num_relations * (2 if reciprocal else 1), decoder.relation_dim, sparse=sparse)
-        decoder.init_entities(self.entity.weight.data)
-        decoder.init_relations(self.relation.weight.data)
+        relation_rows = num_relations * (2 if reciprocal else 1)
+        if tables is not None:
+            self.entity, self.relation = tables
+            shapes = [(t.num_embeddings, t.embedding_dim) for t in tables]
+            if shapes != [(num_entities, decoder.entity_dim), (relation_rows, decoder.relation_dim)]:
+                raise ValueError(f"tables of shapes {shapes} do not fit {num_entities} entities, {relation_rows} "
+                                 f"relation rows and the decoder's widths ({decoder.entity_dim}, "
+                                 f"{decoder.relation_dim})")
+        else:
+            self.entity = nn.Embedding(num_entities, decoder.entity_dim, sparse=sparse)
+            self.relation = nn.Embedding(relation_rows, decoder.relation_dim, sparse=sparse)
+            decoder.init_entities(self.entity.weight.data)
+            decoder.init_relations(self.relation.weight.data)
         self._inference_cache = None  # (parameter versions, rows) of the last eval-mode encoding
 
     def all_entities(self) -> torch.Tensor:

@@ -26,6 +26,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from ..errors import ConfigError
 from .codebooks import codebook as make_codebook
 from .codebooks import codebook_size, phase_codebook
 from .packing import pack_bits, packed_bytes
@@ -55,13 +56,13 @@ class QuantSpec:
 
     def __post_init__(self):
         if not (1 <= self.bits <= 8 or self.bits in FLOAT_BITS):
-            raise ValueError(f"bits must be 1..8, 16 or 32, got {self.bits}")
+            raise ConfigError(f"bits must be 1..8, 16 or 32, got {self.bits}")
         if self.dtype not in DTYPES:
-            raise ValueError(f"unknown quantization dtype {self.dtype!r}; expected one of {DTYPES}")
+            raise ConfigError(f"unknown quantization dtype {self.dtype!r}; expected one of {DTYPES}")
         if self.block < 0:
-            raise ValueError(f"block must be >= 0 (0 = one block per row), got {self.block}")
+            raise ConfigError(f"block must be >= 0 (0 = one block per row), got {self.block}")
         if self.scale_dtype not in SCALE_DTYPES:
-            raise ValueError(f"unknown scale dtype {self.scale_dtype!r}; expected one of {SCALE_DTYPES}")
+            raise ConfigError(f"unknown scale dtype {self.scale_dtype!r}; expected one of {SCALE_DTYPES}")
 
     @property
     def is_float(self) -> bool:

@@ -62,7 +62,7 @@ def relation_spec_for(model, spec: QuantSpec, relation_min_bits: int = 0) -> Opt
     decoder's default for ``spec``: the same k). RotatE's phases stay phases below 16 bits."""
     if not relation_min_bits or spec.bits >= relation_min_bits:
         return None
-    return table_specs(model.decoder, spec.replace(bits=relation_min_bits))[1]
+    return table_specs(model.decoder, spec, relation_min_bits)[1]
 
 
 def quantized_point(model, kg, spec: QuantSpec, dtype_label: str, batch_size: int = 256,

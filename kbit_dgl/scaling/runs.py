@@ -13,7 +13,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config
 from ..data.kg import KG
-from ..train.trainer import LAST_CHECKPOINT, load_run, train
+from ..runs import CHECKPOINT as LAST_CHECKPOINT
+from ..runs import load_run
+from ..train.trainer import train
 
 # Keys that do not change what a run computes: where the data lives, how many threads ran it.
 IGNORED_KEYS = ("data.data_dir", "train.num_threads")
@@ -37,13 +39,9 @@ def run_name(dataset: str, model: str, dim: int, seed: int, suffix: str = "") ->
     return f"{os.path.basename(os.path.normpath(dataset))}-{model}-d{dim}-s{seed}{suffix}"
 
 
-def _flatten(config: Config) -> Dict[str, object]:
-    return {f"{section}.{key}": value for section, values in config.to_dict().items() for key, value in values.items()}
-
-
 def config_differences(wanted: Config, stored: Config, ignore: Sequence[str] = IGNORED_KEYS) -> List[str]:
     """``key: stored -> wanted`` for every key that differs (``ignore`` aside)."""
-    left, right = _flatten(wanted), _flatten(stored)
+    left, right = wanted.flat(), stored.flat()
     return [f"{key}: {right.get(key)!r} -> {left.get(key)!r}" for key in sorted(set(left) | set(right))
             if key not in ignore and left.get(key) != right.get(key)]
 

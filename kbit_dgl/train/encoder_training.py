@@ -3,7 +3,7 @@
 ``encoder.mode``:
 
 * ``full``: every step runs the encoder over the whole training graph (all entities), then
-  scores the batch with :func:`~kbit_dgl.train.trainer.train_step` on rows gathered from it.
+  scores the batch with :func:`~kbit_dgl.train.steps.train_step` on rows gathered from it.
   Exact, and fast for small KGs; memory grows with the number of edges times the width.
 * ``sampled``: DGL's ``MultiLayerNeighborSampler(fanouts)`` wrapped in
   ``as_edge_prediction_sampler``: a batch of training edges, plus shared uniform negatives,
@@ -24,23 +24,14 @@ from typing import Callable, Iterator, Optional, Tuple
 import dgl
 import torch
 
-from ..config import Config
+from ..config import Config, encoder_mode
 from ..data.kg import KG
 from ..models.encoders import GraphEncoder
 from ..models.model import KGEModel
+from . import steps
 from .sampling import chunk_layout, positive_batches, uniform_negatives
 
-MODES = ("auto", "full", "sampled")
-
-
-def resolve_mode(config: Config, num_entities: int) -> str:
-    """``full`` or ``sampled`` for ``encoder.mode`` on a KG of ``num_entities``."""
-    mode = config.encoder.mode
-    if mode not in MODES:
-        raise ValueError(f"encoder.mode={mode!r}; expected one of {', '.join(MODES)}")
-    if mode == "auto":
-        return "sampled" if num_entities > config.encoder.sampled_threshold_entities else "full"
-    return mode
+resolve_mode = encoder_mode  # ``full`` or ``sampled`` for ``encoder.mode`` (kbit_dgl.config)
 
 
 def layer_fanouts(config: Config, num_layers: int) -> list:
@@ -107,17 +98,13 @@ def _direction(state: dict) -> str:
 
 
 def _full_graph_losses(model, kg, config, generator, state, weights):
-    from .trainer import train_step
-
     for batch_ids in positive_batches(len(kg.train), config.train.batch_size, generator):
         all_rows = model.all_entities()  # one encoder pass over the whole graph per step
-        yield train_step(model, kg.train[batch_ids], config, generator, _direction(state),
+        yield steps.train_step(model, kg.train[batch_ids], config, generator, _direction(state),
                          None if weights is None else weights[batch_ids], all_rows=all_rows), len(batch_ids)
 
 
 def _sampled_losses(model, loader, config, state, weights):
-    from .trainer import batch_loss
-
     encoder = model.encoder
     for input_nodes, pair_graph, negative_graph, blocks in loader:
         rows = encoder.forward_blocks(blocks, model.entity(input_nodes), model.relation.weight)
@@ -127,6 +114,6 @@ def _sampled_losses(model, loader, config, state, weights):
         relations = encoder.graph.edata["etype"][edge_ids]
         num_chunks, _ = chunk_layout(len(edge_ids), config.train.negative_chunk_size)
         negatives = negative_graph.edges()[1].view(num_chunks, -1)
-        yield batch_loss(model.decoder, rows[heads], model.relations(relations), rows[tails], rows[negatives],
+        yield steps.batch_loss(model.decoder, rows[heads], model.relations(relations), rows[tails], rows[negatives],
                          config.train, _direction(state), None if weights is None else weights[edge_ids]), \
             len(edge_ids)

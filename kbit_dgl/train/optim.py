@@ -28,18 +28,7 @@ from typing import Any, Dict, List
 import torch
 from torch import nn
 
-OPTIMIZERS = ("adam", "sparse_adam", "sparse_adagrad")
-
-
-def check_optimizer(name: str) -> None:
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown train.optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
-
-
-def needs_sparse_tables(name: str) -> bool:
-    """Whether ``name`` updates the embedding tables from sparse gradients."""
-    check_optimizer(name)
-    return name != "adam"
+from ..config import OPTIMIZERS, needs_sparse_tables  # noqa: F401  (the names live with the config)
 
 
 class SparseAdagrad(torch.optim.Optimizer):
@@ -146,7 +135,7 @@ def make_optimizer(model: nn.Module, name: str, lr: float):
     Sparse names require ``model`` built with ``sparse=True``. Returns a ``torch.optim`` optimizer,
     or an :class:`OptimizerGroup` when tables and dense parameters need different ones.
     """
-    check_optimizer(name)
+    needs_sparse_tables(name)  # refuses unknown names
     if name == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr)
     if name == "sparse_adagrad":
