@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Dict
 
+from ..errors import ConfigError
 from .ranking import evaluate_filtered, filtered_ranks, rank_from_scores, summarize  # noqa: F401
 
 
@@ -11,7 +12,7 @@ def resolve_protocol(kg, protocol: str = "auto") -> str:
     if protocol == "auto":
         return "ogb" if kg.negatives else "filtered"
     if protocol not in ("filtered", "ogb"):
-        raise ValueError(f"unknown evaluation protocol {protocol!r}; expected auto, filtered or ogb")
+        raise ConfigError(f"unknown evaluation protocol {protocol!r}; expected auto, filtered or ogb")
     return protocol
 
 

@@ -6,6 +6,7 @@ from typing import Dict
 
 import torch
 
+from ..errors import ConfigError
 from .ranking import check_finite_scores
 
 
@@ -18,7 +19,7 @@ def evaluate_ogb(model, kg, split: str, batch_size: int = 256) -> Dict[str, obje
     from ogb.linkproppred import Evaluator
 
     if split not in kg.negatives:
-        raise ValueError(f"{kg.name}: no OGB negatives for split {split!r}; use the filtered protocol")
+        raise ConfigError(f"{kg.name}: no OGB negatives for split {split!r}; use the filtered protocol")
     evaluator = Evaluator(name=kg.name if kg.name.startswith("ogbl-") else "ogbl-wikikg2")
     was_training = model.training
     model.eval()

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .kernels import chunked, pairwise_complex_l1, pairwise_l1, pairwise_scaled_l1
 
 
@@ -123,7 +124,7 @@ class RotatE(Decoder):
 
     def __init__(self, dim: int, gamma: float = 12.0):
         if dim % 2:
-            raise ValueError(f"RotatE needs an even dim (real + imaginary halves), got {dim}")
+            raise ConfigError(f"RotatE needs an even dim (real + imaginary halves), got {dim}")
         super().__init__(dim, gamma)
         self.relation_dim = dim // 2
 
@@ -177,7 +178,7 @@ class ComplEx(Decoder):
 
     def __init__(self, dim: int, gamma: float = 12.0):
         if dim % 2:
-            raise ValueError(f"ComplEx needs an even dim (real + imaginary halves), got {dim}")
+            raise ConfigError(f"ComplEx needs an even dim (real + imaginary halves), got {dim}")
         super().__init__(dim, gamma)
 
     def init_entities(self, weight):
@@ -236,5 +237,5 @@ def make_decoder(name: str, dim: int, gamma: float = 12.0) -> Decoder:
     if key == "transe_l2":
         return TransE(dim, gamma, p=2)
     if key not in DECODERS:
-        raise ValueError(f"unknown model {name!r}; expected one of transe, transe_l2, {', '.join(list(DECODERS)[1:])}")
+        raise ConfigError(f"unknown model {name!r}; expected one of transe, transe_l2, {', '.join(list(DECODERS)[1:])}")
     return DECODERS[key](dim, gamma)

@@ -46,6 +46,8 @@ import torch
 from dgl.nn import RelGraphConv
 from torch import nn
 
+from ..errors import ConfigError
+
 ENCODERS: Dict[str, Callable[..., nn.Module]] = {}
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "none": None}
 
@@ -66,11 +68,11 @@ def resolve_encoder(spec: str) -> Callable[..., nn.Module]:
         try:
             return getattr(importlib.import_module(module_name), attribute)
         except (ImportError, AttributeError) as error:
-            raise ValueError(f"model.encoder {spec!r}: cannot import {attribute} from {module_name}: "
+            raise ConfigError(f"model.encoder {spec!r}: cannot import {attribute} from {module_name}: "
                              f"{error}") from error
     key = spec.lower()
     if key not in ENCODERS:
-        raise ValueError(f"unknown model.encoder {spec!r}; expected one of {sorted(ENCODERS)} "
+        raise ConfigError(f"unknown model.encoder {spec!r}; expected one of {sorted(ENCODERS)} "
                          f"or a dotted path package.module:Class")
     return ENCODERS[key]
 
@@ -170,7 +172,7 @@ class GraphEncoder(nn.Module):
 
 def _check_choice(key: str, value: str, choices) -> None:
     if value not in choices:
-        raise ValueError(f"encoder.{key}={value!r}; expected one of {', '.join(choices)}")
+        raise ConfigError(f"encoder.{key}={value!r}; expected one of {', '.join(choices)}")
 
 
 class GroupedRelGraphConv(RelGraphConv):
@@ -244,9 +246,9 @@ class RGCNEncoder(GraphEncoder):
         _check_choice("regularizer", config.regularizer, ("basis", "bdd", "none"))
         _check_choice("activation", config.activation, tuple(ACTIVATIONS))
         if config.layers < 1:
-            raise ValueError(f"encoder.layers must be >= 1, got {config.layers}")
+            raise ConfigError(f"encoder.layers must be >= 1, got {config.layers}")
         if config.regularizer == "bdd" and dim % config.num_bases:
-            raise ValueError(f"encoder.regularizer=bdd needs the width ({dim}) divisible by encoder.num_bases "
+            raise ConfigError(f"encoder.regularizer=bdd needs the width ({dim}) divisible by encoder.num_bases "
                              f"({config.num_bases})")
         self.num_layers = config.layers
         regularizer = None if config.regularizer == "none" else config.regularizer

@@ -6,6 +6,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .decoders import Decoder, make_decoder
 
 
@@ -38,7 +39,7 @@ class KGEModel(nn.Module):
                  tables: Optional[Tuple[nn.Module, nn.Module]] = None):
         super().__init__()
         if reciprocal and encoder is not None:
-            raise ValueError("model.reciprocal is for shallow models: an encoder already passes messages over "
+            raise ConfigError("model.reciprocal is for shallow models: an encoder already passes messages over "
                              "inverse edges; set model.reciprocal=false with model.encoder")
         self.num_entities = num_entities
         self.num_relations = num_relations

@@ -19,6 +19,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..models.decoders import Decoder, RotatE
 from ..models.model import KGEModel
 from .embedding import QuantizedEmbedding
@@ -117,7 +118,7 @@ def quantize_model(model: KGEModel, spec: QuantSpec, relation_spec: Optional[Qua
     ``relation_spec`` overrides the relation table's spec (e.g. keep relations at 32 bits).
     """
     if model.encoder is not None:
-        raise NotImplementedError("quantizing models with a GNN encoder is not supported")
+        raise ConfigError("quantizing models with a GNN encoder is not supported")
     entity_spec, default_relation_spec = table_specs(model.decoder, spec)
     entity = QuantizedEmbedding.from_float(float_weight(model.entity), entity_spec)
     relation = QuantizedEmbedding.from_float(float_weight(model.relation), relation_spec or default_relation_spec)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..errors import ConfigError
 from .model import table_specs
 from .quantizers import QuantSpec, quantize_dequantize
 
@@ -33,7 +34,7 @@ class FakeQuantize(nn.Module):
     def __init__(self, spec: QuantSpec):
         super().__init__()
         if spec.dtype == "quantile_empirical":
-            raise ValueError("QAT needs a fixed codebook; use dtype quantile (NF-k) instead of quantile_empirical")
+            raise ConfigError("QAT needs a fixed codebook; use dtype quantile (NF-k) instead of quantile_empirical")
         self.spec = spec
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:

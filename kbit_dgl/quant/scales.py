@@ -14,6 +14,8 @@ from typing import Dict, Optional
 
 import torch
 
+from ..errors import ConfigError
+
 SCALE_DTYPES = ("fp32", "fp16", "int8")
 SCALE_GROUP = 256
 
@@ -40,7 +42,7 @@ def encode_scales(values: torch.Tensor, scale_dtype: str, rounding: str = "neare
         return {"values": values.contiguous()}
     if scale_dtype == "fp16":
         if values.numel() and float(values.abs().max()) > 65504.0:
-            raise ValueError("block scales exceed the fp16 range; use scale_dtype fp32")
+            raise ConfigError("block scales exceed the fp16 range; use scale_dtype fp32")
         return {"values": _round_fp16(values, rounding).contiguous()}
     if scale_dtype != "int8":
         raise ValueError(f"unknown scale dtype {scale_dtype!r}; expected one of {SCALE_DTYPES}")

@@ -15,6 +15,7 @@ from typing import Dict
 
 import torch
 
+from ..errors import ConfigError
 from ..eval.ranking import filtered_ranks, summarize
 
 
@@ -23,7 +24,7 @@ def rank_metrics(model, kg, split: str = "test", batch_size: int = 256) -> Dict[
     ``eval_seconds`` on ``split`` against all entities (the numbers ``kbit_dgl.eval.evaluate``
     reports for the filtered protocol, plus the loss)."""
     if kg.negatives:
-        raise NotImplementedError(f"{kg.name}: the sweeps rank against all entities; OGB's sampled-negative "
+        raise ConfigError(f"{kg.name}: the sweeps rank against all entities; OGB's sampled-negative "
                                   f"protocol is not supported here")
     started = time.perf_counter()
     ranks = filtered_ranks(model, kg.split(split), kg.filter_index, batch_size)

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config
 from ..data.kg import KG
+from ..errors import ConfigError
 from ..runs import CHECKPOINT as LAST_CHECKPOINT
 from ..runs import load_run
 from ..train.trainer import train
@@ -57,7 +58,7 @@ def ensure_run(config: Config, kg: KG, run_dir: str, progress: bool = False) -> 
     if os.path.exists(config_path):
         differences = config_differences(config, Config.from_yaml(config_path, run=True))
         if differences:
-            raise ValueError(f"{run_dir} holds a run with another config ({'; '.join(differences)}); "
+            raise ConfigError(f"{run_dir} holds a run with another config ({'; '.join(differences)}); "
                              f"remove the folder or choose another runs folder")
     metrics_path = os.path.join(run_dir, "metrics.json")
     if os.path.exists(metrics_path):

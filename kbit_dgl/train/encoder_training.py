@@ -26,6 +26,7 @@ import torch
 
 from ..config import Config, encoder_mode
 from ..data.kg import KG
+from ..errors import ConfigError
 from ..models.encoders import GraphEncoder
 from ..models.model import KGEModel
 from . import steps
@@ -40,7 +41,7 @@ def layer_fanouts(config: Config, num_layers: int) -> list:
     if len(fanouts) == 1:
         return fanouts * num_layers
     if len(fanouts) != num_layers:
-        raise ValueError(f"encoder.fanouts={fanouts}: give one value or one per layer ({num_layers})")
+        raise ConfigError(f"encoder.fanouts={fanouts}: give one value or one per layer ({num_layers})")
     return fanouts
 
 
@@ -80,10 +81,10 @@ def encoder_epoch_losses(model: KGEModel, kg: KG, config: Config, generator: tor
     if mode == "full":
         return lambda: _full_graph_losses(model, kg, config, generator, state, weights)
     if not isinstance(model.encoder, GraphEncoder):
-        raise ValueError(f"encoder.mode=sampled needs an encoder built on kbit_dgl.models.encoders.GraphEncoder "
+        raise ConfigError(f"encoder.mode=sampled needs an encoder built on kbit_dgl.models.encoders.GraphEncoder "
                          f"(it runs layer by layer on sampled blocks); {type(model.encoder).__name__} is not")
     if model.encoder.graph.num_edges() != 2 * len(kg.train):
-        raise ValueError("encoder.mode=sampled needs the encoder's graph to be the training graph with inverse "
+        raise ConfigError("encoder.mode=sampled needs the encoder's graph to be the training graph with inverse "
                          "edges (edge i + num_train the inverse of edge i), as build_encoder makes it")
     dgl.seed(config.train.seed)
     negatives = SharedUniformNegatives(kg.num_entities, config.train.num_negatives,
