@@ -1,4 +1,5 @@
-"""The ``kbit-dgl`` command: train, evaluate, quantize, predict, demo."""
+"""The ``kbit-dgl`` command: train, evaluate, quantize, predict, export, tune, demo; a thin layer over
+:mod:`kbit_dgl.api` and the library beneath it."""
 from __future__ import annotations
 
 import argparse
@@ -83,19 +84,12 @@ def _relation_spec(args, run_dir: str):
 
 
 def cmd_evaluate(args) -> int:
-    from .eval import evaluate
-    from .quant import QuantizedKGEModel
+    from . import api
     from .runs import load_any_run
 
     config, kg, model = load_any_run(args.run_dir, spec=_quant_spec(args),
                                      relation_spec=_relation_spec(args, args.run_dir))
-    started = time.perf_counter()
-    metrics = evaluate(model, kg, args.split, config.eval.protocol, config.eval.batch_size)
-    metrics["eval_seconds"] = round(time.perf_counter() - started, 3)
-    if isinstance(model, QuantizedKGEModel):
-        metrics["quant"] = {"entity": model.entity.spec.to_dict(), "relation": model.relation.spec.to_dict(),
-                            **model.byte_report()["all"]}
-    print(json.dumps(metrics, indent=2))
+    print(json.dumps(api.evaluate(api.Run(args.run_dir, config, kg, model), args.split), indent=2))
     return 0
 
 
@@ -111,21 +105,27 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .predict import predict
-    from .runs import load_any_run
+    from . import api
 
     if (args.head is None) == (args.tail is None):
         raise ConfigError("give exactly one of --head NAME (predict tails) or --tail NAME (predict heads)")
     if args.top < 1:
         raise ConfigError(f"--top must be >= 1, got {args.top}")
-    _, kg, model = load_any_run(args.run_dir)
-    rows = predict(model, kg, args.relation, head=args.head, tail=args.tail, top=args.top)
+    rows = api.predict(args.run_dir, args.relation, head=args.head, tail=args.tail, top=args.top)
     query = f"({args.head}, {args.relation}, ?)" if args.head is not None else f"(?, {args.relation}, {args.tail})"
     print(f"top {args.top} answers to {query}:")
     width = max(len(row["entity"]) for row in rows)
     for rank, row in enumerate(rows, 1):
         known = f"  known true ({row['known']})" if row["known"] else ""
         print(f"{rank:>4}  {row['entity']:<{width}}  {row['score']:10.4f}{known}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from . import api
+
+    paths = api.export(args.run_dir, args.out, args.format)
+    print(json.dumps(paths, indent=2))
     return 0
 
 
@@ -235,6 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict_parser.add_argument("--relation", required=True)
     predict_parser.add_argument("--top", type=int, default=10)
     predict_parser.set_defaults(func=cmd_predict)
+
+    export_parser = commands.add_parser("export", help="write a run's entity and relation embeddings with their "
+                                        "names (npy: DGL-KE's layout; tsv: embedding projectors; pt)")
+    export_parser.add_argument("run_dir")
+    export_parser.add_argument("--out", required=True, help="folder to write")
+    export_parser.add_argument("--format", default="npy", choices=["npy", "tsv", "pt"])
+    export_parser.set_defaults(func=cmd_export)
 
     demo_parser = commands.add_parser("demo", help="train TransE and RotatE on the built-in KG and compare")
     common(demo_parser)

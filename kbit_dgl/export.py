@@ -1,0 +1,156 @@
+"""Export a run's embeddings with their names: DGL-KE's ``.npy`` layout, TSV for embedding projectors, or one ``.pt``.
+
+``npy`` (DGL-KE's layout, loadable anywhere with numpy)::
+
+    <out>/<dataset>_<model>_entity.npy     (num_entities, entity_dim) float32
+    <out>/<dataset>_<model>_relation.npy   (relation rows, relation_dim) float32
+    <out>/entities.tsv, relations.tsv      <id> TAB <name>, the row of each name
+    <out>/config.json                      decoder, dim, gamma, reciprocal, shapes, file names
+
+``tsv`` (the TensorFlow embedding projector's input): ``entity_embeddings.tsv`` /
+``relation_embeddings.tsv`` (one row of tab-separated numbers per line) with
+``entity_metadata.tsv`` / ``relation_metadata.tsv`` (the name of each row), plus ``config.json``.
+``pt``: ``embeddings.pt``, a dict of both tables, both name lists and the config.
+
+The rows are what the decoder scores: a packed (k-bit) run is dequantized, a run trained with
+QAT gives its fake-quantized tables, a run with a GNN encoder gives the encoder's output for every
+entity. With reciprocal relations the relation table has twice the rows: row ``r + R`` is the
+inverse of relation ``r``, named ``<name>_inverse``. :func:`load_exported` rebuilds a model
+that scores exactly as the run did.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Tuple
+
+import numpy as np
+import torch
+
+from .config import Config
+from .data.kg import KG
+from .errors import ConfigError, RunFileError
+from .io import atomic_torch_save, atomic_write_json, atomic_write_text
+from .models.decoders import make_decoder
+from .models.model import KGEModel
+
+FORMATS = ("npy", "tsv", "pt")
+INVERSE_SUFFIX = "_inverse"
+
+
+@torch.no_grad()
+def embedding_tables(model, kg: KG) -> Tuple[torch.Tensor, torch.Tensor, List[str], List[str]]:
+    """(entity rows, relation rows, entity names, relation row names) that ``model``'s decoder scores."""
+    from .quant import QuantizedKGEModel
+
+    was_training = model.training
+    model.eval()
+    if isinstance(model, QuantizedKGEModel):
+        entity, relation = model.entity.dequantize_all(), model.relation.dequantize_all()
+    else:
+        entity, relation = model.entity.weight, model.relation.weight  # fake-quantized under QAT
+        if model.encoder is not None:  # the encoder's output, before the decoder's own prepare_entities
+            encode = getattr(model.encoder, "inference", model.encoder)
+            entity = encode(model.entity.weight, model.relation.weight)
+    model.train(was_training)
+    relation_names = list(kg.relation_names)
+    if model.reciprocal:
+        relation_names += [name + INVERSE_SUFFIX for name in kg.relation_names]
+    if relation.shape[0] != len(relation_names) or entity.shape[0] != len(kg.entity_names):
+        raise RunFileError(f"the model's tables ({tuple(entity.shape)}, {tuple(relation.shape)}) do not match the "
+                           f"KG's {len(kg.entity_names)} entities and {len(relation_names)} relation rows")
+    return (entity.detach().float().cpu().contiguous(), relation.detach().float().cpu().contiguous(),
+            list(kg.entity_names), relation_names)
+
+
+def _names_tsv(names: List[str]) -> str:
+    return "".join(f"{i}\t{name}\n" for i, name in enumerate(names))
+
+
+def _vectors_tsv(table: torch.Tensor) -> str:
+    return "".join("\t".join(repr(float(x)) for x in row) + "\n" for row in table.tolist())
+
+
+def export_embeddings(model, kg: KG, config: Config, out: str, format: str = "npy") -> Dict[str, str]:
+    """Write ``model``'s tables with ``kg``'s names to the folder ``out`` in ``format`` (npy | tsv | pt);
+    returns ``{what: path}`` of the files written (each atomically)."""
+    if format not in FORMATS:
+        raise ConfigError(f"unknown export format {format!r}; expected one of {', '.join(FORMATS)}")
+    entity, relation, entity_names, relation_names = embedding_tables(model, kg)
+    os.makedirs(out, exist_ok=True)
+    meta = {"format": f"kbit-dgl-embeddings/{format}", "dataset": kg.name, "model": config.model.name,
+            "dim": config.model.dim, "gamma": config.model.gamma, "reciprocal": bool(model.reciprocal),
+            "encoder": config.model.encoder, "num_entities": entity.shape[0], "num_relations": kg.num_relations,
+            "entity_shape": list(entity.shape), "relation_shape": list(relation.shape),
+            "inverse_relations": (f"row r + {kg.num_relations} is the inverse of relation r, named "
+                                  f"<name>{INVERSE_SUFFIX}") if model.reciprocal else None}
+    paths: Dict[str, str] = {}
+    stem = f"{os.path.basename(os.path.normpath(kg.name))}_{config.model.name}"
+    if format == "npy":
+        for what, table in (("entity", entity), ("relation", relation)):
+            path = os.path.join(out, f"{stem}_{what}.npy")
+            temp = path + ".tmp.npy"
+            np.save(temp, table.numpy())
+            os.replace(temp, path)
+            paths[what] = path
+        for what, names in (("entities", entity_names), ("relations", relation_names)):
+            paths[what] = os.path.join(out, f"{what}.tsv")
+            atomic_write_text(paths[what], _names_tsv(names))
+        meta["files"] = {"entity": os.path.basename(paths["entity"]), "relation": os.path.basename(paths["relation"]),
+                         "entity_names": "entities.tsv", "relation_names": "relations.tsv"}
+    elif format == "tsv":
+        for what, table, names in (("entity", entity, entity_names), ("relation", relation, relation_names)):
+            paths[what] = os.path.join(out, f"{what}_embeddings.tsv")
+            atomic_write_text(paths[what], _vectors_tsv(table))
+            paths[f"{what}_metadata"] = os.path.join(out, f"{what}_metadata.tsv")
+            atomic_write_text(paths[f"{what}_metadata"], "".join(f"{name}\n" for name in names))
+        meta["files"] = {"entity": "entity_embeddings.tsv", "relation": "relation_embeddings.tsv",
+                         "entity_names": "entity_metadata.tsv", "relation_names": "relation_metadata.tsv"}
+    else:
+        paths["embeddings"] = os.path.join(out, "embeddings.pt")
+        atomic_torch_save(paths["embeddings"], {"entity": entity, "relation": relation, "entity_names": entity_names,
+                                                "relation_names": relation_names, "meta": meta})
+        meta["files"] = {"embeddings": "embeddings.pt"}
+    paths["config"] = os.path.join(out, "config.json")
+    atomic_write_json(paths["config"], meta)
+    return paths
+
+
+def _read_names(path: str, numbered: bool) -> List[str]:
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    return [line.split("\t", 1)[1] for line in lines] if numbered else lines
+
+
+def load_exported(folder: str) -> Tuple[KGEModel, List[str], List[str]]:
+    """(model, entity names, relation names) from an exported folder: a shallow :class:`KGEModel`
+    whose tables are the exported rows, scoring exactly as the run did (relation names include the
+    ``_inverse`` rows when the run used reciprocal relations)."""
+    path = os.path.join(folder, "config.json")
+    if not os.path.exists(path):
+        raise RunFileError(f"{folder}: no config.json; expected a folder written by kbit-dgl export")
+    with open(path, encoding="utf-8") as handle:
+        meta = json.load(handle)
+    files = meta["files"]
+    kind = meta["format"].rsplit("/", 1)[-1]
+    if kind == "pt":
+        payload = torch.load(os.path.join(folder, files["embeddings"]), map_location="cpu")
+        entity, relation = payload["entity"], payload["relation"]
+        entity_names, relation_names = payload["entity_names"], payload["relation_names"]
+    elif kind == "npy":
+        entity = torch.from_numpy(np.load(os.path.join(folder, files["entity"])))
+        relation = torch.from_numpy(np.load(os.path.join(folder, files["relation"])))
+        entity_names = _read_names(os.path.join(folder, files["entity_names"]), numbered=True)
+        relation_names = _read_names(os.path.join(folder, files["relation_names"]), numbered=True)
+    else:
+        entity, relation = (torch.tensor(np.loadtxt(os.path.join(folder, files[what]), delimiter="\t",
+                                                    dtype=np.float64, ndmin=2), dtype=torch.float32)
+                            for what in ("entity", "relation"))
+        entity_names = _read_names(os.path.join(folder, files["entity_names"]), numbered=False)
+        relation_names = _read_names(os.path.join(folder, files["relation_names"]), numbered=False)
+    decoder = make_decoder(meta["model"], meta["dim"], meta["gamma"])
+    model = KGEModel(entity.shape[0], meta["num_relations"], decoder, reciprocal=meta["reciprocal"])
+    with torch.no_grad():
+        model.entity.weight.copy_(entity)
+        model.relation.weight.copy_(relation)
+    return model.eval(), entity_names, relation_names
