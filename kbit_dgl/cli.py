@@ -121,6 +121,21 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from .data import load_dataset
+    from .runs import check_config
+    from .tune import read_space, tune
+
+    config = check_config(_load_config(args))
+    space = read_space(args.space)
+    kg = load_dataset(config.data.dataset, config.data.data_dir, config.data.seed)
+    print(f"{kg.name}: {kg.summary()}; {args.trials} trials over {', '.join(space)} -> {args.out}", file=sys.stderr)
+    report = tune(config, kg, args.out, space, args.trials, seed=args.seed, baseline=args.baseline,
+                  timeout=args.timeout, progress=not args.no_progress)
+    print(json.dumps({k: v for k, v in report.items() if k != "space"}, indent=2))
+    return 0
+
+
 def cmd_export(args) -> int:
     from . import api
 
@@ -235,6 +250,22 @@ def build_parser() -> argparse.ArgumentParser:
     predict_parser.add_argument("--relation", required=True)
     predict_parser.add_argument("--top", type=int, default=10)
     predict_parser.set_defaults(func=cmd_predict)
+
+    tune_parser = commands.add_parser("tune", help="search hyperparameters with Optuna (every trial a run folder, "
+                                      "pruned early when behind); writes best.yaml and a table of trials")
+    common(tune_parser)
+    tune_parser.add_argument("--model", help="transe, transe_l2, rotate, distmult, complex, pairre")
+    tune_parser.add_argument("--encoder", help="GNN encoder, as for train")
+    tune_parser.add_argument("--config", help="YAML base config (the search varies the keys of --space around it)")
+    tune_parser.add_argument("--space", help="YAML search space: section.key: {choices: [...]} or "
+                             "{low: L, high: H, log: true}; default: dim, gamma, lr, negatives, temperature, "
+                             "regularization (kbit_dgl.tune.DEFAULT_SPACE)")
+    tune_parser.add_argument("--trials", type=int, default=20, help="trials in total (default 20)")
+    tune_parser.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    tune_parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    tune_parser.add_argument("--baseline", action="store_true", help="also train the base config and report the gain")
+    tune_parser.add_argument("--out", required=True, help="folder of the study (trial-NNN run folders, study.db)")
+    tune_parser.set_defaults(func=cmd_tune)
 
     export_parser = commands.add_parser("export", help="write a run's entity and relation embeddings with their "
                                         "names (npy: DGL-KE's layout; tsv: embedding projectors; pt)")

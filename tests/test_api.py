@@ -107,3 +107,34 @@ def test_no_import_noise_for_a_newcomer(tmp_path):
     result = subprocess.run([sys.executable, "-c", "import kbit_dgl.models.encoders, kbit_dgl.cli"],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_tune_prunes_writes_the_best_config_and_continues_a_stopped_study(tsv_folder, tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("train.lr: {low: 1.0e-3, high: 5.0e-2, log: true}\nmodel.gamma: {choices: [3.0, 9.0]}\n")
+    out = tmp_path / "study"
+    args = ["tune", "--dataset", str(tsv_folder), "--model", "transe", "--space", str(space), "--out", str(out),
+            "--no-progress", "--set", "model.dim=16", "train.batch_size=256", "train.num_negatives=16",
+            "train.max_epochs=4", "train.valid_every=1"]
+    assert main([*args, "--trials", "3"]) == 0
+    assert main([*args, "--trials", "7", "--baseline"]) == 0  # continues: 4 more trials, then the baseline
+    report = json.loads((out / "tune.json").read_text())
+    assert report["trials"] == 7 and report["complete"] + report["pruned"] == 7
+    rows = (out / "trials.csv").read_text().splitlines()
+    assert rows[0].startswith("trial,state,valid_mrr,test_mrr,epochs,train_seconds,train.lr,model.gamma")
+    assert len(rows) == 8
+    best = api.make_config(config=str(out / "best.yaml"))
+    assert best.train.lr == pytest.approx(report["best_params"]["train.lr"]) and best.model.dim == 16
+    assert "test_mrr_gain" in report and (out / "defaults" / "metrics.json").exists()
+    assert "Tuning transe" in (out / "README.md").read_text()
+
+
+def test_a_bad_search_space_is_refused_before_any_trial(tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("train.nope: {choices: [1]}\n")
+    assert main(["tune", "--space", str(space), "--out", str(tmp_path / "s"), "--trials", "1"]) == 2
+    assert "unknown key 'train.nope'" in capsys.readouterr().err
+    space.write_text("train.lr: {low: 0, high: 1, log: true}\n")
+    assert main(["tune", "--space", str(space), "--out", str(tmp_path / "s"), "--trials", "1"]) == 2
+    assert "low > 0 with log" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

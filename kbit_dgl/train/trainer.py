@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from tqdm import tqdm
@@ -85,14 +85,16 @@ def _attach_log(run_dir: str) -> logging.Handler:
 
 
 def train(config: Config, kg: KG, run_dir: str, resume: bool = False, overwrite: bool = False,
-          progress: bool = True) -> Dict:
+          progress: bool = True, on_validation: Optional[Callable[[int, float], None]] = None) -> Dict:
     """Train, validate, early-stop, then evaluate the best model; writes everything into ``run_dir``.
 
     Writes ``config.yaml`` (resolved), ``entities.dict`` / ``relations.dict`` (the id maps),
     ``checkpoint.pt`` (resumable), ``model.pt`` (best by valid MRR), ``metrics.json`` and
     ``train.log``. The config is checked before anything is written, the folder is locked while the
     run writes it, and ``resume`` refuses config changes the checkpoint cannot honour (see
-    :data:`RESUME_CHANGEABLE`). Returns the metrics dict.
+    :data:`RESUME_CHANGEABLE`). ``on_validation(epoch, valid_mrr)`` is called after each validation
+    (after the checkpoint of that epoch is written); an exception it raises ends the run there (a
+    tuner's pruning). Returns the metrics dict.
     """
     check_config(config)
     created = not os.path.isdir(run_dir)
@@ -103,7 +105,7 @@ def train(config: Config, kg: KG, run_dir: str, resume: bool = False, overwrite:
             kg = align_kg(run_dir, kg) if resume else kg
             handler = _attach_log(run_dir)
             try:
-                return _train(config, kg, run_dir, resume, progress, changes)
+                return _train(config, kg, run_dir, resume, progress, changes, on_validation)
             finally:
                 log.removeHandler(handler)
                 handler.close()
@@ -123,7 +125,8 @@ def _check_finite(model: KGEModel, when: str, checkpoint_path: str) -> None:
 
 
 def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
-           changes: Dict[str, Tuple[object, object]]) -> Dict:
+           changes: Dict[str, Tuple[object, object]],
+           on_validation: Optional[Callable[[int, float], None]] = None) -> Dict:
     cfg = config.train
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -254,6 +257,8 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
         if state["epoch"] % cfg.checkpoint_every == 0 or state["stopped_early"] or state["epoch"] == cfg.max_epochs:
             _check_finite(model, f"in epoch {state['epoch']}", checkpoint_path)
             save_checkpoint()
+        if validate and on_validation is not None:
+            on_validation(state["epoch"], valid["mrr"])
     bar.close()
     if not os.path.exists(best_path):  # e.g. max_epochs == 0
         _check_finite(model, "before the first validation", checkpoint_path)
