@@ -1,7 +1,7 @@
 """The knowledge-graph type every loader returns and every later stage consumes."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Dict, List, Optional
 
 import torch
@@ -36,9 +36,14 @@ class KG:
     entity_type: Optional[torch.Tensor] = None
     type_names: Optional[List[str]] = None
     relation_info: Dict[str, str] = field(default_factory=dict)  # relation name -> pattern (generator)
-    _filter: Optional["FilterIndex"] = field(default=None, repr=False)
+    # The filter index caches train + valid + test. It is an init-only argument, not a field, so that
+    # dataclasses.replace(kg, test=...) does not carry the old index over (a stale filter would
+    # silently hide the new triples' true answers); passing _filter=... explicitly still works, e.g. to
+    # keep the full KG's index for a subsample of its train split.
+    _filter: InitVar[Optional["FilterIndex"]] = None
+    _filter_index: Optional["FilterIndex"] = field(default=None, init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, _filter: Optional["FilterIndex"]) -> None:
         for split in SPLITS:
             triples = getattr(self, split)
             source = f"{self.name}/{split}"
@@ -61,6 +66,7 @@ class KG:
         if len(self.relation_names) != self.num_relations:
             raise KGFormatError(f"{self.name}: {len(self.relation_names)} relation names for "
                                 f"{self.num_relations} relations")
+        self._filter_index = _filter
 
     def split(self, name: str) -> torch.Tensor:
         if name not in SPLITS:
@@ -70,10 +76,10 @@ class KG:
     @property
     def filter_index(self) -> "FilterIndex":
         """All known true triples (train + valid + test), for filtered ranking."""
-        if self._filter is None:
-            self._filter = FilterIndex(torch.cat([self.train, self.valid, self.test]),
-                                       self.num_entities, self.num_relations)
-        return self._filter
+        if self._filter_index is None:
+            self._filter_index = FilterIndex(torch.cat([self.train, self.valid, self.test]),
+                                             self.num_entities, self.num_relations)
+        return self._filter_index
 
     def unseen_entity_mask(self, split: str) -> torch.Tensor:
         """(n,) bool: triples of ``split`` with a head or tail that never occurs in train."""
