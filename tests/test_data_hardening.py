@@ -1,4 +1,5 @@
-"""Issue #12, KG level: split-level warnings, 1-entity KGs, the filter cache of a replaced KG."""
+"""Issue #12, KG level: split-level warnings, 1-entity KGs, the filter cache of a replaced KG, and
+renumbering a KG to given id maps (``KG.reindexed``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -118,3 +119,79 @@ def test_replaced_kg_does_not_share_the_warnings_list():
     replaced = dataclasses.replace(kg, train=torch.tensor([[0, 0, 1], [2, 0, 0], [1, 0, 2]]))
     assert [w.split(":")[0] for w in replaced.check_splits()] == ["toy/valid"]  # leakage now
     assert len(kg.warnings) == 1 and len(replaced.warnings) == 2  # what the loader saw is kept, not shared
+
+
+# ------------------------------------------------------------------------------------ reindexed()
+
+def shuffled(names, seed):
+    order = torch.randperm(len(names), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [names[i] for i in order]
+
+
+def named_triples(kg, split):
+    return [(kg.entity_names[h], kg.relation_names[r], kg.entity_names[t]) for h, r, t in kg.split(split).tolist()]
+
+
+def test_reindexed_round_trip_keeps_every_triple_by_name():
+    kg = generate_kg(num_persons=60, num_cities=8, num_countries=3, seed=2)
+    entities, relations = shuffled(kg.entity_names, 1), shuffled(kg.relation_names, 2)
+    moved = kg.reindexed(entities, relations)
+    assert moved.entity_names == entities and moved.relation_names == relations
+    assert moved.entity_id(entities[0]) == 0 and moved.relation_id(relations[3]) == 3
+    for split in ("train", "valid", "test"):
+        assert named_triples(moved, split) == named_triples(kg, split)
+        assert not torch.equal(moved.split(split), kg.split(split))
+    back = moved.reindexed(kg.entity_names, kg.relation_names)
+    for split in ("train", "valid", "test"):
+        assert torch.equal(back.split(split), kg.split(split))
+    assert moved.relation_info == kg.relation_info
+    assert kg.reindexed(list(kg.entity_names), tuple(kg.relation_names)) is kg  # same order: no copy
+
+
+def test_reindexed_filtered_ranks_are_invariant_for_a_permuted_model():
+    from kbit_dgl.eval.ranking import filtered_ranks
+    from kbit_dgl.models.model import build_model
+
+    kg = generate_kg(num_persons=60, num_cities=8, num_countries=3, seed=2)
+    torch.manual_seed(0)
+    model = build_model("distmult", kg.num_entities, kg.num_relations, 8, 12.0).double()
+    moved = kg.reindexed(shuffled(kg.entity_names, 3), shuffled(kg.relation_names, 4))
+    permuted = build_model("distmult", kg.num_entities, kg.num_relations, 8, 12.0).double()
+    entity_old = torch.tensor([kg.entity_id(n) for n in moved.entity_names])
+    relation_old = torch.tensor([kg.relation_id(n) for n in moved.relation_names])
+    with torch.no_grad():
+        permuted.entity.weight.copy_(model.entity.weight[entity_old])
+        permuted.relation.weight.copy_(model.relation.weight[relation_old])
+    expected = filtered_ranks(model, kg.test, kg.filter_index)
+    got = filtered_ranks(permuted, moved.test, moved.filter_index)
+    for direction in ("tail", "head"):
+        torch.testing.assert_close(got[direction], expected[direction])
+
+
+def test_reindexed_permutes_negatives_and_entity_type():
+    train = torch.tensor([[0, 0, 2], [1, 0, 3], [2, 1, 3]])
+    negatives = {"valid": {"head_neg": torch.tensor([[0, 1]]), "tail_neg": torch.tensor([[2, 3]])}}
+    kg = KG("typed", train, train[:1], train[:1], 4, 2, list("abcd"), ["treats", "binds"], negatives=negatives,
+            entity_type=torch.tensor([0, 0, 1, 1]), type_names=["drug", "protein"])
+    moved = kg.reindexed(["d", "a", "c", "b"], ["binds", "treats"])
+    assert moved.train.tolist() == [[1, 1, 2], [3, 1, 0], [2, 0, 0]]
+    assert moved.negatives["valid"]["head_neg"].tolist() == [[1, 3]]  # a, b
+    assert moved.negatives["valid"]["tail_neg"].tolist() == [[2, 0]]  # c, d
+    assert moved.entity_type.tolist() == [1, 0, 1, 0] and moved.type_names == ["drug", "protein"]
+    assert kg.negatives["valid"]["head_neg"].tolist() == [[0, 1]]  # the original is untouched
+
+
+def test_reindexed_name_mismatch_lists_counts_and_examples():
+    kg = toy_kg([[0, 0, 1]], [[1, 0, 2]], [[2, 0, 1]], num_entities=8)
+    names = [f"e{i}" for i in range(8)]
+    with pytest.raises(KGFormatError) as info:
+        kg.reindexed(names[:7] + ["x"], kg.relation_names)
+    assert str(info.value) == ("toy: the 8 given entity names do not match the KG's 8: 1 of the KG's entity names "
+                               "are not among them ('e7'); 1 given names are not in the KG ('x'); expected the "
+                               "same names, each once, in any order")
+    with pytest.raises(KGFormatError, match=r"7 of the KG's entity names are not among them \(e.g. 'e1', 'e2', "
+                                            r"'e3', 'e4', 'e5', \.\.\.\); 0 given names.*1 given names occur more "
+                                            r"than once \('e0'\)"):
+        kg.reindexed(["e0"] * 8, kg.relation_names)
+    with pytest.raises(KGFormatError, match=r"the 2 given relation names do not match the KG's 3"):
+        kg.reindexed(names, ["r0", "r1"])

@@ -1,6 +1,8 @@
 """The knowledge-graph type every loader returns and every later stage consumes."""
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
 from dataclasses import InitVar, dataclass, field
 from typing import Dict, List, Optional, Sequence
@@ -140,6 +142,78 @@ class KG:
         for message in new:
             add_warning(self.warnings, message)
         return new
+
+    def reindexed(self, entity_names: Sequence[str], relation_names: Sequence[str]) -> "KG":
+        """The same KG with ids renumbered so that ``entity_names[i]`` gets entity id i and
+        ``relation_names[j]`` relation id j.
+
+        Every split's triples, the OGB ``negatives`` (global entity ids) and ``entity_type`` are
+        permuted accordingly; ``type_names``, ``relation_info`` and ``warnings`` are kept; the filter
+        index is rebuilt on first use. Returns ``self`` when the names are already in this order.
+        Raises :class:`KGFormatError` when the name sets differ (counts and up to 5 examples).
+
+        Otherwise every tensor is copied renumbered: one dict lookup per name, then gathers. For
+        wikikg2's size (2.5M entities, 17M triples) that took ~7 s on 2 loaded cores; its OGB
+        negatives (1M x 1000 ids) would add 8 GB and, extrapolating from 1M x 100, about a minute.
+        """
+        entity_names, relation_names = list(entity_names), list(relation_names)
+        if entity_names == self.entity_names and relation_names == self.relation_names:
+            return self
+        entity_old = _old_ids(self.entity_names, entity_names, "entity", self.name)
+        relation_old = _old_ids(self.relation_names, relation_names, "relation", self.name)
+        entity_new, relation_new = torch.empty_like(entity_old), torch.empty_like(relation_old)
+        entity_new[entity_old] = torch.arange(len(entity_old))
+        relation_new[relation_old] = torch.arange(len(relation_old))
+
+        # np.take, not torch indexing: about 3x faster for wikikg2's 16M triples on CPU (side by side).
+        def renumber(triples: torch.Tensor) -> torch.Tensor:
+            old = triples.numpy()
+            new = np.empty_like(old)
+            new[:, 0::2] = np.take(entity_new.numpy(), old[:, 0::2])
+            new[:, 1] = np.take(relation_new.numpy(), old[:, 1])
+            return torch.from_numpy(new)
+
+        negatives = {split: {key: torch.from_numpy(np.take(entity_new.numpy(), candidates.numpy()))
+                             for key, candidates in sides.items()}
+                     for split, sides in self.negatives.items()}
+        entity_type = None if self.entity_type is None else self.entity_type[entity_old]
+        return dataclasses.replace(self, train=renumber(self.train), valid=renumber(self.valid),
+                                   test=renumber(self.test), entity_names=entity_names,
+                                   relation_names=relation_names, negatives=negatives, entity_type=entity_type)
+
+
+def _old_ids(current: List[str], wanted: List[str], what: str, kg_name: str) -> torch.Tensor:
+    """(len(wanted),) int64: the current id of each wanted name; KGFormatError unless the sets match."""
+    index = dict(zip(current, range(len(current))))
+    if len(index) != len(current):
+        repeated = _repeated(current)
+        raise KGFormatError(f"{kg_name}: {len(repeated)} {what} name(s) occur more than once in the KG "
+                            f"({_examples(repeated[:5], len(repeated))}), so ids cannot be matched by name")
+    old = torch.tensor(list(map(index.get, wanted, itertools.repeat(-1))), dtype=torch.int64)
+    known = old[old >= 0]
+    covered = torch.zeros(len(current), dtype=torch.bool)
+    covered[known] = True
+    if len(wanted) == len(current) and len(known) == len(current) and bool(covered.all()):
+        return old
+    missing = (~covered).nonzero().flatten()
+    extra = (old < 0).nonzero().flatten()
+    parts = [f"{len(missing)} of the KG's {what} names are not among them"
+             + (f" ({_examples([current[i] for i in missing[:5].tolist()], len(missing))})" if len(missing) else ""),
+             f"{len(extra)} given names are not in the KG"
+             + (f" ({_examples([wanted[i] for i in extra[:5].tolist()], len(extra))})" if len(extra) else "")]
+    repeated = _repeated(wanted)
+    if repeated:
+        parts.append(f"{len(repeated)} given names occur more than once ({_examples(repeated[:5], len(repeated))})")
+    raise KGFormatError(f"{kg_name}: the {len(wanted)} given {what} names do not match the KG's {len(current)}: "
+                        + "; ".join(parts) + "; expected the same names, each once, in any order")
+
+
+def _repeated(names: Sequence[str]) -> List[str]:
+    """Names that occur more than once, in order of first occurrence (only on error paths)."""
+    counts: Dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return [name for name, count in counts.items() if count > 1]
 
 
 def _examples(names: Sequence[str], total: int) -> str:
