@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -54,9 +55,9 @@ def test_wikikg2_loads_exact_triples_and_negatives(tmp_path, as_tensors):
     assert torch.equal(again.train, kg.train) and torch.equal(again.test, kg.test)
 
 
-def test_wikikg2_hand_checked_values(tmp_path):
-    """One fixture built by hand, so the expectation does not come from the writer's own arrays."""
-    base = ogb_dataset_dir("ogbl-wikikg2", str(tmp_path))
+def write_hand_checked_wikikg2(root) -> str:
+    """A 7-entity wikikg2 written by hand (the expectations do not come from the writer's own arrays)."""
+    base = ogb_dataset_dir("ogbl-wikikg2", str(root))
     _write_release(base)
     raw = os.path.join(base, "raw")
     _write_csv_gz(os.path.join(raw, "edge.csv.gz"), [[0, 1], [2, 3]])
@@ -72,6 +73,12 @@ def test_wikikg2_hand_checked_values(tmp_path):
         "test": {"head": arr(6), "relation": arr(6), "tail": arr(0),  # relation 6 only in test
                  "head_neg": arr([0, 0, 0]), "tail_neg": arr([1, 1, 1])},
     })
+    return base
+
+
+def test_wikikg2_hand_checked_values(tmp_path):
+    """One fixture built by hand, so the expectation does not come from the writer's own arrays."""
+    write_hand_checked_wikikg2(tmp_path)
     kg = load_ogb("ogbl-wikikg2", str(tmp_path))
     assert kg.num_entities == 7 and kg.num_relations == 7
     assert kg.train.tolist() == [[0, 0, 1], [2, 5, 3]]
@@ -210,3 +217,138 @@ def test_no_input_left_patched_in_ogb(tmp_path):
     write_ogb_wikikg2_fixture(tmp_path)
     load_ogb("ogbl-wikikg2", str(tmp_path))
     assert "input" not in dataset_module.__dict__ and "input" not in url_module.__dict__
+
+
+# ------------------------------------------------------------------ issue #12: bad OGB input, bounded work
+
+def _edit_split(path: str, **changes) -> None:
+    data = torch.load(path)
+    data.update(changes)
+    torch.save(data, path)
+
+
+def test_ogb_loader_fills_warnings(tmp_path, caplog):
+    write_hand_checked_wikikg2(tmp_path)
+    with caplog.at_level("WARNING", logger="kbit_dgl"):
+        kg = load_ogb("ogbl-wikikg2", str(tmp_path))
+    assert kg.warnings == [
+        "ogbl-wikikg2: 2 relation(s) occur in valid/test but never in train, so their queries cannot be learned "
+        "(1 valid and 1 test triples): '1', '6'",
+        "ogbl-wikikg2: 3 entities occur in valid/test but never in train (1 valid and 1 test triples involve them; "
+        "KG.unseen_entity_mask marks them): '4', '5', '6'",
+    ]
+    assert all(message in caplog.messages for message in kg.warnings)
+
+
+# Loads a fixture under an address-space limit a little above what the imports take, so that a
+# regression (a table sized by a corrupt id) fails with MemoryError instead of taking the machine's
+# memory; prints the KGFormatError.
+_BOUNDED_LOAD = """
+import resource, sys
+from kbit_dgl.data.kg import KGFormatError
+from kbit_dgl.data.ogb import load_ogb
+import ogb.linkproppred  # noqa: F401  (imported before the limit: its import maps a lot)
+size = int(next(line for line in open("/proc/self/status") if line.startswith("VmSize")).split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (2 << 30), resource.getrlimit(resource.RLIMIT_AS)[1]))
+for name, root in zip(sys.argv[1::2], sys.argv[2::2]):
+    try:
+        load_ogb(name, root)
+    except KGFormatError as error:
+        print("KGFormatError:", error)
+    else:
+        print("loaded without error")
+"""
+
+
+def test_huge_relation_id_fails_fast_in_bounded_memory(tmp_path):
+    """One relation id of 10^9 once grew loading to ~24 GB (a name per id); now it is an error."""
+    import subprocess
+    import sys
+
+    wiki = write_ogb_wikikg2_fixture(tmp_path / "wiki")
+    _edit_split(os.path.join(wiki["dir"], "split", "time", "test.pt"),
+                relation=np.array([0, 1, 2, 10 ** 9, 0, 1], dtype=np.int64))
+    bio = write_ogb_biokg_fixture(tmp_path / "bio")
+    train_path = os.path.join(bio["dir"], "split", "random", "train.pt")
+    relation = torch.load(train_path)["relation"].copy()
+    relation[5] = 10 ** 9
+    _edit_split(train_path, relation=relation)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", _BOUNDED_LOAD, "ogbl-wikikg2", str(tmp_path / "wiki"),
+                             "ogbl-biokg", str(tmp_path / "bio")], cwd=repo, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PYTHONPATH": repo})
+    assert result.returncode == 0, result.stderr[-3000:]
+    wiki_error, bio_error = [line[len("KGFormatError: "):] for line in result.stdout.splitlines()
+                             if line.startswith("KGFormatError: ")]
+    assert wiki_error.startswith(os.path.join(wiki["dir"], "split", "time", "test.pt") + ": relation id 1000000000 "
+                                 "at row 3 (column 'relation') is out of range; expected 0 <= id < 5 (the graph in ")
+    assert bio_error.startswith(train_path + ": relation id 1000000000 at row 5 (column 'relation') is out of range; "
+                                "expected 0 <= id < 5")
+
+
+def test_relation_ids_are_bounded_by_the_mapping_file(tmp_path):
+    expected = write_ogb_wikikg2_fixture(tmp_path, with_mapping=True)
+    path = os.path.join(expected["dir"], "split", "time", "valid.pt")
+    _edit_split(path, relation=np.array([0, 1, 2, 3, 4, 0], dtype=np.int64))
+    mapping = os.path.join(expected["dir"], "mapping", "reltype2relid.csv.gz")
+    with pytest.raises(KGFormatError) as info:
+        load_ogb("ogbl-wikikg2", str(tmp_path))
+    assert str(info.value) == (f"{path}: relation id 4 at row 4 (column 'relation') is out of range; expected "
+                               f"0 <= id < 4 (the 4 relations of {mapping})")
+
+
+@pytest.mark.parametrize("dataset,split,key,row,column,bound", [
+    ("ogbl-wikikg2", "train", "head", 7, None, "30"),
+    ("ogbl-wikikg2", "valid", "tail", 2, None, "30"),
+    ("ogbl-wikikg2", "test", "head_neg", 1, 4, "30"),
+    ("ogbl-biokg", "test", "tail", 0, None, "10 (local ids of type 'drug')"),  # row 0 is drug-drug
+    ("ogbl-biokg", "valid", "head_neg", 3, 2, "7 (local ids of type 'disease')"),  # row 3 is disease-protein
+])
+def test_every_id_column_is_range_checked(tmp_path, dataset, split, key, row, column, bound):
+    if dataset == "ogbl-wikikg2":
+        path = os.path.join(write_ogb_wikikg2_fixture(tmp_path)["dir"], "split", "time", f"{split}.pt")
+    else:
+        path = os.path.join(write_ogb_biokg_fixture(tmp_path)["dir"], "split", "random", f"{split}.pt")
+    values = np.array(torch.load(path)[key])
+    values[(row,) if column is None else (row, column)] = 10 ** 9
+    _edit_split(path, **{key: values})
+    where = f"at row {row}" + (f" (column {key!r})" if column is None else f", column {column}")
+    with pytest.raises(KGFormatError, match=re.escape(f"{key} id 1000000000 {where}") + ".*out of range.*"
+                       + re.escape(f"expected 0 <= id < {bound}")) as info:
+        load_ogb(dataset, str(tmp_path))
+    assert str(info.value).startswith(path + ": ")
+
+
+@pytest.mark.parametrize("shape,expected", [
+    ((5, 5), r"'head_neg' has shape \(5, 5\); expected \(n, K\) with n = 6 triples and K >= 1"),
+    ((6, 0), r"'head_neg' has shape \(6, 0\); expected \(n, K\) with n = 6 triples and K >= 1"),
+    ((6,), r"'head_neg' must be 2-dimensional, got shape \(6,\)"),
+    ((6, 5, 1), r"'head_neg' must be 2-dimensional, got shape \(6, 5, 1\)"),
+])
+def test_negatives_of_the_wrong_shape(tmp_path, shape, expected):
+    fixture = write_ogb_wikikg2_fixture(tmp_path)
+    path = os.path.join(fixture["dir"], "split", "time", "valid.pt")
+    _edit_split(path, head_neg=np.zeros(shape, dtype=np.int64))
+    with pytest.raises(KGFormatError, match=re.escape(path) + ": " + expected):
+        load_ogb("ogbl-wikikg2", str(tmp_path))
+
+
+def test_columns_of_different_lengths(tmp_path):
+    fixture = write_ogb_wikikg2_fixture(tmp_path)
+    path = os.path.join(fixture["dir"], "split", "time", "test.pt")
+    _edit_split(path, tail=np.zeros(5, dtype=np.int64))
+    with pytest.raises(KGFormatError, match=re.escape(path) + r": 'head', 'relation' and 'tail' differ in length "
+                                                              r"\(6, 6, 5\)"):
+        load_ogb("ogbl-wikikg2", str(tmp_path))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not a torch file"])
+def test_unreadable_split_file_is_named(tmp_path, damage):
+    fixture = write_ogb_wikikg2_fixture(tmp_path)
+    path = os.path.join(fixture["dir"], "split", "time", "valid.pt")
+    content = open(path, "rb").read()
+    with open(path, "wb") as handle:
+        handle.write({"truncated": content[: len(content) // 2], "empty": b"",
+                      "not a torch file": b"head,relation,tail\n0,1,2\n"}[damage])
+    with pytest.raises(KGFormatError, match=re.escape(path) + r": torch.load cannot read it .*truncated or damaged"):
+        load_ogb("ogbl-wikikg2", str(tmp_path))

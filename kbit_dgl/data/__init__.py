@@ -24,9 +24,13 @@ def load_dataset(dataset: Optional[str] = None, data_dir: Optional[str] = None, 
     """Load a KG by known name, by folder path, or the built-in generator (``None``/"synthetic").
 
     Named datasets are looked up under ``data_dir`` (default ``$KBIT_DGL_DATA``, else ``./data``).
+    Whatever the source, the KG's ``warnings`` list what the data holds silently (duplicates,
+    leakage, relations only in test, a skipped header line, ...); each is also logged.
     """
     if dataset is None or dataset.lower() in SYNTHETIC:
-        return generate_kg(seed=seed)
+        kg = generate_kg(seed=seed)
+        kg.check_splits()  # load_tsv_folder and load_ogb run this check themselves
+        return kg
     key = dataset.lower()
     if key in OGB_DATASETS:
         from .ogb import load_ogb

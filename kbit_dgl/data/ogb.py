@@ -128,7 +128,6 @@ def load_ogb(name: str, root: str, download: bool = False) -> KG:
     try:
         with _no_ogb_prompts():
             dataset = LinkPropPredDataset(name=name, root=root)
-            split_dict = dataset.get_edge_split()
     except urllib.error.URLError as error:
         raise FileNotFoundError(f"{name}: could not download {meta['url']} ({error}); "
                                 + _placement_help(name, root, meta)) from error
@@ -137,9 +136,21 @@ def load_ogb(name: str, root: str, download: bool = False) -> KG:
     sources = {s: (os.path.join(split_dir, "split_dict.pt")
                    if os.path.isfile(os.path.join(split_dir, "split_dict.pt"))
                    else os.path.join(split_dir, f"{s}.pt")) for s in SPLITS}
+    try:
+        split_dict = dataset.get_edge_split()
+    except MemoryError:
+        raise
+    except Exception as error:  # torch.load of a truncated or foreign file: RuntimeError, EOFError, pickle errors
+        unreadable = _unreadable_split_file(sources)
+        if unreadable is None:
+            raise
+        raise unreadable from error
     if meta["is hetero"] == "True":
-        return _build_hetero(name, base, graph, split_dict, sources)
-    return _build_homo(name, base, graph, split_dict, sources)
+        kg = _build_hetero(name, base, graph, split_dict, sources)
+    else:
+        kg = _build_homo(name, base, graph, split_dict, sources)
+    kg.check_splits()
+    return kg
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -250,13 +261,36 @@ def _field(split: Dict[str, Any], source: str, key: str) -> Any:
     return split[key]
 
 
-def _check_range(values: torch.Tensor, low: int, high: int, source: str, what: str) -> None:
+def _unreadable_split_file(sources: Dict[str, str]) -> Optional[KGFormatError]:
+    """After ogb's ``get_edge_split`` failed: the error for the first split file torch.load cannot read.
+
+    ogb loads all three files in one call and torch's error does not name the file, so each one is
+    loaded again (only on this failure path) to find it. None when every file loads on its own.
+    """
+    for path in dict.fromkeys(sources.values()):
+        try:
+            torch.load(path, map_location="cpu", weights_only=False)  # the same trust as ogb's own load
+        except MemoryError:
+            raise
+        except Exception as error:
+            return KGFormatError(f"{path}: torch.load cannot read it ({type(error).__name__}: {error}); expected "
+                                 f"a torch.save'd dict of id arrays as in OGB's release. The file may be truncated "
+                                 f"or damaged: download or unpack it again")
+    return None
+
+
+def _check_range(values: torch.Tensor, low: int, high: int, source: str, what: str, why: str = "") -> None:
+    """KGFormatError naming file, row (and column for (n, K) arrays), the id and the allowed range.
+
+    Runs before anything sized by the ids is allocated: it only builds a mask of ``values``' shape.
+    """
     bad = (values < low) | (values >= high)
     if bool(bad.any()):
         index = tuple(int(i) for i in bad.nonzero()[0])
-        where = f"row {index[0]}" if len(index) == 1 else f"row {index[0]}, column {index[1]}"
+        key = what.split()[0]
+        where = f"row {index[0]} (column {key!r})" if len(index) == 1 else f"row {index[0]}, column {index[1]}"
         raise KGFormatError(f"{source}: {what} {int(values[index])} at {where} is out of range; "
-                            f"expected {low} <= id < {high}")
+                            f"expected {low} <= id < {high}" + (f" ({why})" if why else ""))
 
 
 def _read_split(split_dict: Dict[str, Any], split: str, source: str, typed: bool):
@@ -274,8 +308,9 @@ def _read_split(split_dict: Dict[str, Any], split: str, source: str, typed: bool
         head_neg = _ids(_field(data, source, "head_neg"), source, "head_neg", 2)
         tail_neg = _ids(_field(data, source, "tail_neg"), source, "tail_neg", 2)
         for key, neg in (("head_neg", head_neg), ("tail_neg", tail_neg)):
-            if neg.shape[0] != len(head):
-                raise KGFormatError(f"{source}: {key!r} has {neg.shape[0]} rows for {len(head)} triples")
+            if neg.shape[0] != len(head) or neg.shape[1] == 0:
+                raise KGFormatError(f"{source}: {key!r} has shape {tuple(neg.shape)}; expected (n, K) with n = "
+                                    f"{len(head)} triples and K >= 1 candidates per triple")
         negatives = (head_neg, tail_neg)
     types = None
     if typed:
@@ -295,7 +330,18 @@ def _read_split(split_dict: Dict[str, Any], split: str, source: str, typed: bool
 
 
 def _mapping_names(path: str, count: int, what: str) -> Optional[List[str]]:
-    """Names from an OGB mapping file (columns: index, name), or None when the file is absent."""
+    """The first ``count`` names of an OGB mapping file (columns: index, name), or None when absent."""
+    names = _read_mapping(path, what)
+    if names is None:
+        return None
+    if len(names) < count:
+        raise KGFormatError(f"{path}: expected indices 0..n-1 each once with n >= {count} {what}s, "
+                            f"got {len(names)} rows")
+    return names[:count]
+
+
+def _read_mapping(path: str, what: str) -> Optional[List[str]]:
+    """All names of an OGB mapping file by index, or None when the file is absent."""
     if not os.path.isfile(path):
         return None
     frame = pd.read_csv(path, compression="gzip", dtype=str, keep_default_na=False)
@@ -305,25 +351,40 @@ def _mapping_names(path: str, count: int, what: str) -> Optional[List[str]]:
         index = frame.iloc[:, 0].astype(np.int64).to_numpy()
     except ValueError:
         raise KGFormatError(f"{path}: the first column must hold integer indices") from None
-    if len(index) < count or not np.array_equal(np.sort(index), np.arange(len(index))):
-        raise KGFormatError(f"{path}: expected indices 0..n-1 each once with n >= {count} {what}s, "
-                            f"got {len(index)} rows")
+    if not np.array_equal(np.sort(index), np.arange(len(index))):
+        raise KGFormatError(f"{path}: expected indices 0..n-1 each once, got {len(index)} rows with other indices")
     names = np.empty(len(index), dtype=object)
     names[index] = frame.iloc[:, 1].to_numpy()
-    return [str(n) for n in names[:count]]
+    return [str(n) for n in names]
 
 
 def _relation_count(graph_rel: Sequence[np.ndarray], splits: Dict[str, torch.Tensor],
-                    sources: Dict[str, str], graph_source: str) -> int:
-    top = -1
+                    sources: Dict[str, str], graph_source: str, mapping_path: str) -> int:
+    """The number of relations: one more than the largest id of the graph and the splits.
+
+    The count sizes the relation names and embedding tables, so every split id is bounded first
+    (one corrupt id of 10^9 once grew loading to ~24 GB): by the rows of the relation mapping file
+    when there is one; otherwise by the graph's ids plus one per split triple beyond them (a larger
+    id would leave ids without a single triple). ogb's processed graph itself is trusted.
+    """
+    graph_count = 0
     for values in graph_rel:
         values = np.asarray(values)
         if values.size:
             if values.min() < 0:
                 raise KGFormatError(f"{graph_source}: negative relation id {int(values.min())}")
-            top = max(top, int(values.max()))
+            graph_count = max(graph_count, int(values.max()) + 1)
+    mapped = _read_mapping(mapping_path, "relation")
+    if mapped is not None:
+        limit, why = len(mapped), f"the {len(mapped)} relations of {mapping_path}"
+    else:
+        beyond = sum(int((relation >= graph_count).sum()) for relation in splits.values())
+        limit = graph_count + beyond
+        why = (f"the graph in {graph_source} uses relation ids below {graph_count} and {beyond} split "
+               f"triple{'' if beyond == 1 else 's'} a larger one, so at most {limit} ids can have a triple")
+    top = graph_count - 1
     for split, relation in splits.items():
-        _check_range(relation, 0, 2 ** 62, sources[split], "relation id")
+        _check_range(relation, 0, limit, sources[split], "relation id", why)
         if len(relation):
             top = max(top, int(relation.max()))
     return top + 1
@@ -346,8 +407,9 @@ def _build_homo(name: str, base: str, graph: Dict[str, Any], split_dict: Dict[st
         relations[split] = relation
         triples[split] = torch.stack([head, relation, tail], dim=1)
     reltype = graph.get("edge_reltype")
-    num_relations = _relation_count([] if reltype is None else [reltype], relations, sources, graph_source)
     mapping = os.path.join(base, "mapping")
+    num_relations = _relation_count([] if reltype is None else [reltype], relations, sources, graph_source,
+                                    os.path.join(mapping, "reltype2relid.csv.gz"))
     entity_names = (_mapping_names(os.path.join(mapping, "nodeidx2entityid.csv.gz"), num_entities, "entity")
                     or [str(i) for i in range(num_entities)])
     relation_names = (_mapping_names(os.path.join(mapping, "reltype2relid.csv.gz"), num_relations, "relation")
@@ -383,9 +445,9 @@ def _build_hetero(name: str, base: str, graph: Dict[str, Any], split_dict: Dict[
             bad = (local < 0) | (local >= counts[types])
             if bool(bad.any()):
                 row = int(bad.nonzero()[0, 0])
-                raise KGFormatError(f"{source}: {key} id {int(local[row])} at row {row} is out of range for "
-                                    f"type {type_names[int(types[row])]!r}; expected 0 <= id < "
-                                    f"{int(counts[types[row]])}")
+                raise KGFormatError(f"{source}: {key} id {int(local[row])} at row {row} (column {key!r}) is out of "
+                                    f"range; expected 0 <= id < {int(counts[types[row]])} (local ids of type "
+                                    f"{type_names[int(types[row])]!r})")
             global_ids.append(local + offsets[types])
             type_ids.append(types)
         if negs is not None:
@@ -395,8 +457,8 @@ def _build_hetero(name: str, base: str, graph: Dict[str, Any], split_dict: Dict[
                 if bool(bad.any()):
                     row, col = (int(i) for i in bad.nonzero()[0])
                     raise KGFormatError(f"{source}: {key} id {int(neg[row, col])} at row {row}, column {col} "
-                                        f"is out of range for type {type_names[int(types[row])]!r}; "
-                                        f"expected 0 <= id < {int(counts[types[row]])}")
+                                        f"is out of range; expected 0 <= id < {int(counts[types[row]])} (local ids "
+                                        f"of type {type_names[int(types[row])]!r})")
                 converted[key] = neg + offsets[types][:, None]
             if split != "train":
                 negatives[split] = converted
@@ -404,10 +466,10 @@ def _build_hetero(name: str, base: str, graph: Dict[str, Any], split_dict: Dict[
         triples[split] = torch.stack([global_ids[0], relation, global_ids[1]], dim=1)
 
     reltype = graph.get("edge_reltype") or {}
-    num_relations = _relation_count(list(reltype.values()), relations, sources, graph_source)
-    entity_type = torch.repeat_interleave(torch.arange(len(type_names)), counts)
-
     mapping = os.path.join(base, "mapping")
+    num_relations = _relation_count(list(reltype.values()), relations, sources, graph_source,
+                                    os.path.join(mapping, "relidx2relname.csv.gz"))
+    entity_type = torch.repeat_interleave(torch.arange(len(type_names)), counts)
     entity_names: List[str] = []
     for t in type_names:
         names = _mapping_names(os.path.join(mapping, f"{t}_entidx2name.csv.gz"), counts_by_type[t], "entity")
