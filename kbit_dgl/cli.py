@@ -284,11 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from .data.kg import KGFormatError
-
     try:
         return args.func(args)
-    except (KbitError, KGFormatError, OSError) as error:
+    except (KbitError, OSError) as error:
         # errors the user can act on (bad input, config, run folders, a full disk); anything else is a
         # bug and keeps its traceback
         print(f"kbit-dgl {args.command}: error: {error}", file=sys.stderr)

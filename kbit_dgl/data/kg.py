@@ -10,13 +10,11 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..errors import KGFormatError, UnknownNameError  # noqa: F401  (KGFormatError: importable from here)
+
 SPLITS = ("train", "valid", "test")
 PREVIEW_CHARS = 200  # how much of a line or name an error message quotes
 LOGGER = logging.getLogger("kbit_dgl")
-
-
-class KGFormatError(ValueError):
-    """Bad input data; the message names the file, the line and what was expected."""
 
 
 def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
@@ -306,7 +304,7 @@ def _lookup(names: List[str], name: str, what: str, kg_name: str) -> int:
     except ValueError:
         if name.isdigit() and int(name) < len(names):
             return int(name)
-        raise KeyError(f"{kg_name}: no {what} named {name!r}") from None
+        raise UnknownNameError(f"{kg_name}: no {what} named {name!r}") from None
 
 
 class FilterIndex:
