@@ -372,3 +372,17 @@ def test_metrics_report_a_steady_state_rate_beside_the_total(small_kg, tmp_path)
     metrics = train(small_config("transe", epochs=2, batch_size=64), small_kg, str(tmp_path / "run"), progress=False)
     assert metrics["steps"] > trainer.WARMUP_STEPS and metrics["warmup_seconds"] > 0
     assert metrics["train_triples_per_second_steady"] > 0
+
+
+def test_data_warnings_reach_the_log_and_metrics(tsv_folder, tmp_path):
+    data = tmp_path / "dup"
+    shutil.copytree(tsv_folder, data)
+    train_lines = (data / "train.txt").read_text().splitlines(keepends=True)
+    (data / "train.txt").write_text("".join(train_lines + train_lines[:3]))  # 3 duplicate triples
+    (data / "test.txt").write_text((data / "test.txt").read_text() + train_lines[5])  # a train triple in test
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(data), "--model", "transe", "--out", str(run), "--no-progress",
+                 "--set", *SMALL]) == 0
+    warnings = json.loads((run / "metrics.json").read_text())["data_warnings"]
+    assert any("duplicate" in w for w in warnings) and any("train" in w and "test" in w for w in warnings)
+    assert "data: " in (run / "train.log").read_text()
