@@ -21,10 +21,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from provenance import provenance  # noqa: E402
 
 from kbit_dgl.eval import evaluate  # noqa: E402
 from kbit_dgl.io import atomic_write_json  # noqa: E402
+from kbit_dgl.provenance import provenance  # noqa: E402
 from kbit_dgl.train.trainer import load_run  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -18,10 +18,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from provenance import provenance  # noqa: E402
-
 from kbit_dgl.io import atomic_write_json  # noqa: E402
 from kbit_dgl.models import kernels  # noqa: E402
+from kbit_dgl.provenance import provenance  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:

@@ -356,9 +356,8 @@ def markdown(summary: Dict, results: Dict) -> str:
 
 
 def orchestrate(args) -> None:
-    from provenance import provenance
-
     from kbit_dgl.io import atomic_write_json, atomic_write_text
+    from kbit_dgl.provenance import provenance
 
     started = time.time()
     load_before = os.getloadavg()

@@ -21,12 +21,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 from dgl.nn import RelGraphConv  # noqa: E402
-from provenance import provenance  # noqa: E402
 
 from kbit_dgl.data import load_dataset  # noqa: E402
 from kbit_dgl.data.graph import to_homogeneous  # noqa: E402
 from kbit_dgl.io import atomic_write_json  # noqa: E402
 from kbit_dgl.models.encoders import GroupedRelGraphConv, edge_norm  # noqa: E402
+from kbit_dgl.provenance import provenance  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

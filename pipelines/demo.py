@@ -16,9 +16,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from provenance import provenance  # noqa: E402
-
 from kbit_dgl.io import atomic_write_json, atomic_write_text  # noqa: E402
+from kbit_dgl.provenance import provenance  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "demo")
 

@@ -23,13 +23,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from provenance import provenance  # noqa: E402
-
 from kbit_dgl.cli import comparison_tables  # noqa: E402
 from kbit_dgl.config import Config  # noqa: E402
 from kbit_dgl.data import load_dataset  # noqa: E402
 from kbit_dgl.data.synthetic import PATTERNS  # noqa: E402
 from kbit_dgl.io import atomic_write_json, atomic_write_text  # noqa: E402
+from kbit_dgl.provenance import provenance  # noqa: E402
 from kbit_dgl.train.trainer import train  # noqa: E402
 
 RUNS = ["synthetic:transe", "synthetic:rotate", "nations:transe", "nations:rotate", "kinship:transe",

@@ -39,10 +39,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from provenance import provenance  # noqa: E402
 
 from kbit_dgl.data import load_dataset  # noqa: E402
 from kbit_dgl.io import atomic_write_json, atomic_write_text  # noqa: E402
+from kbit_dgl.provenance import provenance  # noqa: E402
 from kbit_dgl.quant import QuantSpec  # noqa: E402
 from kbit_dgl.scaling.frontier import bit_optimal_table, format_bits, frontier_summary  # noqa: E402
 from kbit_dgl.scaling.kbit import block_sweep_specs, eval_timing, evaluate_specs, spec_key, sweep_specs  # noqa: E402

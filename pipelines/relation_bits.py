@@ -18,10 +18,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from provenance import provenance  # noqa: E402
-
 from kbit_dgl.eval import evaluate  # noqa: E402
 from kbit_dgl.io import atomic_write_json, atomic_write_text  # noqa: E402
+from kbit_dgl.provenance import provenance  # noqa: E402
 from kbit_dgl.quant import QuantSpec, quantize_model  # noqa: E402
 from kbit_dgl.train.trainer import load_run  # noqa: E402
 

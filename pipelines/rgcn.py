@@ -33,10 +33,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from provenance import provenance  # noqa: E402
-
 from kbit_dgl.config import Config  # noqa: E402
 from kbit_dgl.io import atomic_write_json, atomic_write_text  # noqa: E402
+from kbit_dgl.provenance import provenance  # noqa: E402
 
 RUNS = ["distmult:full", "distmult:sampled", "transe:full", "rotate:full"]
 # Full-graph training runs the encoder over the whole graph every step, so it wants large batches

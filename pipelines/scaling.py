@@ -43,12 +43,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from provenance import provenance  # noqa: E402
 
 from kbit_dgl.config import Config  # noqa: E402
 from kbit_dgl.data import load_dataset  # noqa: E402
 from kbit_dgl.data.kg import KG  # noqa: E402
 from kbit_dgl.io import atomic_write_json, atomic_write_text  # noqa: E402
+from kbit_dgl.provenance import provenance  # noqa: E402
 from kbit_dgl.scaling.fit import FitResult, fit_power_law, holdout_error  # noqa: E402
 from kbit_dgl.scaling.metrics import rank_metrics  # noqa: E402
 from kbit_dgl.scaling.plots import scaling_plot  # noqa: E402
