@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from kbit_dgl.eval import evaluate  # noqa: E402
 from kbit_dgl.io import atomic_write_json  # noqa: E402
 from kbit_dgl.provenance import provenance  # noqa: E402
-from kbit_dgl.train.trainer import load_run  # noqa: E402
+from kbit_dgl.runs import load_run  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = {"train 1024x200 @ 200x256": (1024, 200, 256), "eval 256x200 @ 200x14541": (256, 200, 14541)}

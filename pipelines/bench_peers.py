@@ -55,7 +55,7 @@ SCORING_FLOPS_PER_PAIR = {"transe": 3 * 200, "rotate": 7 * 100}
 ALLOCATOR_VARIABLES = ("LD_PRELOAD", "MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
                        "MALLOC_TOP_PAD_", "MALLOC_CONF", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "KBIT_DGL_COMPILE")
 PEER_NOTES = {
-    "kbit-dgl": "kbit_dgl.train.trainer.train_step + dense torch.optim.Adam (train.optimizer=adam): 256 negatives "
+    "kbit-dgl": "kbit_dgl.train.steps.train_step + dense torch.optim.Adam (train.optimizer=adam): 256 negatives "
                 "shared by each chunk of 128 queries, scored by the fused compiled kernels; heads and tails "
                 "corrupted on alternate steps. Evaluation: kbit_dgl.eval.filtered_ranks, both directions, filtered, "
                 "batch 256 queries.",
@@ -113,9 +113,10 @@ def run_kbit(data: Dict, model_name: str, args, optimizer_name: str) -> Dict:
     from kbit_dgl.config import Config
     from kbit_dgl.data import KG
     from kbit_dgl.eval.ranking import filtered_ranks
+    from kbit_dgl.runs import model_from_config
     from kbit_dgl.train.optim import make_optimizer
     from kbit_dgl.train.sampling import positive_batches
-    from kbit_dgl.train.trainer import model_from_config, train_step
+    from kbit_dgl.train.steps import train_step
 
     kg = KG(name="fb15k-237", train=data["train"], valid=data["valid"], test=data["test"],
             num_entities=data["num_entities"], num_relations=data["num_relations"],

@@ -33,8 +33,9 @@ from kbit_dgl.config import Config  # noqa: E402
 from kbit_dgl.data import KG  # noqa: E402
 from kbit_dgl.io import atomic_write_json  # noqa: E402
 from kbit_dgl.provenance import provenance  # noqa: E402
+from kbit_dgl.runs import model_from_config  # noqa: E402
 from kbit_dgl.train.optim import OPTIMIZERS, make_optimizer  # noqa: E402
-from kbit_dgl.train.trainer import model_from_config, train_step  # noqa: E402
+from kbit_dgl.train.steps import train_step  # noqa: E402
 
 MODELS = ("transe", "rotate")
 

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from kbit_dgl.eval import evaluate  # noqa: E402
 from kbit_dgl.io import atomic_write_json  # noqa: E402
 from kbit_dgl.provenance import provenance  # noqa: E402
-from kbit_dgl.train.trainer import load_run  # noqa: E402
+from kbit_dgl.runs import load_run  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

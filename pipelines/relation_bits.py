@@ -22,7 +22,7 @@ from kbit_dgl.eval import evaluate  # noqa: E402
 from kbit_dgl.io import atomic_write_json, atomic_write_text  # noqa: E402
 from kbit_dgl.provenance import provenance  # noqa: E402
 from kbit_dgl.quant import QuantSpec, quantize_model  # noqa: E402
-from kbit_dgl.train.trainer import load_run  # noqa: E402
+from kbit_dgl.runs import load_run  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "kbit-relation-bits")
 

@@ -49,11 +49,13 @@ from kbit_dgl.data import load_dataset  # noqa: E402
 from kbit_dgl.data.kg import KG  # noqa: E402
 from kbit_dgl.io import atomic_write_json, atomic_write_text  # noqa: E402
 from kbit_dgl.provenance import provenance  # noqa: E402
+from kbit_dgl.runs import CHECKPOINT as LAST_CHECKPOINT  # noqa: E402
+from kbit_dgl.runs import model_from_config  # noqa: E402
 from kbit_dgl.scaling.fit import FitResult, fit_power_law, holdout_error  # noqa: E402
 from kbit_dgl.scaling.metrics import rank_metrics  # noqa: E402
 from kbit_dgl.scaling.plots import scaling_plot  # noqa: E402
 from kbit_dgl.scaling.runs import config_differences, ensure_run, run_name, sweep_config  # noqa: E402
-from kbit_dgl.train.trainer import LAST_CHECKPOINT, model_from_config, train  # noqa: E402
+from kbit_dgl.train.trainer import train  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AXES = {"dim": "embedding dim (real numbers per entity)", "data": "fraction of training triples",
