@@ -1,7 +1,6 @@
 """Scaling analysis: power-law fits, held-out validation, the bit-optimal frontier, sweep smoke runs."""
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -13,8 +12,8 @@ from kbit_dgl.scaling.fit import fit_power_law, holdout_error, saturating_power_
 from kbit_dgl.scaling.frontier import aggregate_points, bit_optimal_table, budget_grid, frontier_summary
 from kbit_dgl.scaling.kbit_report import frontier_verdict, frontiers, write_outputs
 from kbit_dgl.scaling.kbit_sweep import SweepSettings, run_sweep
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipelines"))
+from kbit_dgl.scaling.law_report import render_readme
+from kbit_dgl.scaling.law_sweep import ScalingSettings, run_scaling
 
 
 # ---- fits --------------------------------------------------------------------------------------
@@ -183,13 +182,11 @@ def test_kbit_sweep_points_grow_in_bits_with_k(small_kg, tmp_path, monkeypatch, 
 
 def test_scaling_steps_axis_equals_an_uninterrupted_run(tiny_kg, tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("KBIT_DGL_COMPILE", "0")
-    import scaling
-
-    settings = scaling.ScalingSettings(
+    settings = ScalingSettings(
         datasets=["synthetic"], models=["transe"], seeds=[0], dims=[4, 8, 16], fractions=[0.5, 1.0],
         data_dim=8, steps_dim=8, steps_epochs=[1, 2], max_epochs=2, overrides=FAST, threads=one_thread,
         dim_runs_dir=str(tmp_path / "kbit"), runs_dir=str(tmp_path / "scaling"), out_dir=str(tmp_path / "out"))
-    record = scaling.run_scaling(settings, load_kg=lambda name: tiny_kg)
+    record = run_scaling(settings, load_kg=lambda name: tiny_kg)
     points = record["points"]
     by_axis = {axis: [p for p in points if p["axis"] == axis] for axis in ("dim", "data", "steps")}
     assert [p["x"] for p in by_axis["dim"]] == [4, 8, 16]
@@ -209,8 +206,7 @@ def test_scaling_steps_axis_equals_an_uninterrupted_run(tiny_kg, tmp_path, monke
     assert "distinct x" in saturating["holdout_error"]  # 2 points left for 3 parameters: reported, not hidden
     readme = (tmp_path / "out" / "README.md").read_text()
     assert readme.count("predicts") >= 1 and "**data**: fractions [0.5, 1.0]" in readme
-    assert "**data**" not in scaling.render_readme({**record, "settings": {**record["settings"], "axes": ["dim"]}},
-                                                   fits, {})
+    assert "**data**" not in render_readme({**record, "settings": {**record["settings"], "axes": ["dim"]}}, fits, {})
 
 
 @pytest.mark.parametrize("name", ["transe", "rotate"])
