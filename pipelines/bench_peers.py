@@ -33,16 +33,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
+
+from kbit_dgl.bench.memory import peak_rss_mib
+from kbit_dgl.bench.peers import markdown, package_versions, summarize
+from kbit_dgl.bench.timing import LoadWatch, matmul_gflops
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 PEERS = ("kbit-dgl", "kbit-dgl-sparse_adam", "pykeen", "pyg")
 MODELS = ("transe", "rotate")
@@ -76,30 +77,8 @@ PEER_NOTES = {
 
 
 # ----------------------------------------------------------------------------------------- worker side
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process (VmHWM; reset at exec, unlike ru_maxrss)."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
-
-
-def matmul_gflops(repeats: int = 5) -> float:
-    import torch
-
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * 2048 ** 3 / best / 1e9
-
-
 def self_adversarial(positive, negative, temperature: float = 1.0):
-    """RotatE's loss, as kbit_dgl.train.losses (inlined so the PyG worker imports nothing of kbit-dgl)."""
+    """RotatE's loss, as kbit_dgl.train.losses (inlined so the PyG worker loads none of kbit-dgl's models)."""
     import torch
     import torch.nn.functional as F
 
@@ -288,80 +267,12 @@ def prepare_data(data_dir: str, path: str, seed: int = 0) -> None:
                 "num_entities": kg.num_entities, "num_relations": kg.num_relations}, path)
 
 
-def summarize(runs: List[Dict], peers: List[str], models: List[str]) -> Dict:
-    table: Dict[str, Dict[str, Dict]] = {}
-    keys = ("train_triples_per_second", "eval_seconds_per_1000_triples", "peak_rss_mib", "train_scoring_gflops",
-            "eval_scoring_gflops", "matmul_gflops")
-    for model in models:
-        for peer in peers:
-            done = [run for run in runs if run["peer"] == peer and run["model"] == model and "error" not in run]
-            if not done:
-                continue
-            row = {f"{key}_median": round(statistics.median(run[key] for run in done), 3) for key in keys}
-            row["peak_rss_mib_max"] = max(run["peak_rss_mib"] for run in done)
-            row["repetitions"] = len(done)
-            row["eval_directions"], row["eval_filtered"] = done[0]["eval_directions"], done[0]["eval_filtered"]
-            row["train_fraction_of_matmul"] = round(row["train_scoring_gflops_median"] / row["matmul_gflops_median"], 4)
-            row["eval_fraction_of_matmul"] = round(row["eval_scoring_gflops_median"] / row["matmul_gflops_median"], 4)
-            table.setdefault(model, {})[peer] = row
-    ratios: Dict[str, Dict[str, float]] = {}
-    for model, rows in table.items():
-        if "kbit-dgl" not in rows:
-            continue
-        ours = rows["kbit-dgl"]
-        for peer, row in rows.items():
-            if peer == "kbit-dgl":
-                continue
-            ratios.setdefault(model, {})[f"train_speedup_vs_{peer}"] = round(
-                ours["train_triples_per_second_median"] / row["train_triples_per_second_median"], 2)
-            ratios[model][f"eval_speedup_vs_{peer}"] = round(
-                row["eval_seconds_per_1000_triples_median"] / ours["eval_seconds_per_1000_triples_median"], 2)
-    return {"table": table, "kbit_dgl_ratios": ratios}
-
-
-def markdown(summary: Dict, results: Dict) -> str:
-    lines = ["# kbit-dgl vs PyKEEN vs PyG (torch_geometric.nn.kge)", "",
-             f"`{results['provenance']['command']}` at {results['provenance']['commit']}, "
-             f"{results['provenance']['finished']}, wall {results['provenance']['wall_seconds']} s; "
-             f"mode: {results['mode']}; machine: {results['provenance']['machine']['cpu_cores']} cores, "
-             f"torch {results['provenance']['machine']['torch']}, {results['threads']} threads; "
-             f"load average before/after {results['load_average']['before'][0]} / "
-             f"{results['load_average']['after'][0]}.", "",
-             "FB15k-237, batch 1024, 256 negatives per positive, Adam lr 1e-3, dim 200 (RotatE 100 complex). "
-             "Medians over repetitions. Eval: seconds per 1,000 test triples "
-             f"({results['workload']['eval_triples']} timed); kbit-dgl and PyKEEN rank both directions, filtered; "
-             "**PyG ranks tails only, unfiltered** (its `KGEModel.test`). GFLOP/s: nominal scoring FLOPs over "
-             "the whole step or evaluation time, against fp32 matmul measured in the same worker.", "",
-             "| model | peer | train triples/s | eval s / 1k triples | eval directions | peak RSS MiB | "
-             "train GFLOP/s (of matmul) | eval GFLOP/s (of matmul) | matmul GFLOP/s | reps |",
-             "|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
-    for model, rows in summary["table"].items():
-        for peer, row in rows.items():
-            directions = "head+tail, filtered" if row["eval_filtered"] else "tail only, unfiltered"
-            lines.append(
-                f"| {model} | {peer} | {row['train_triples_per_second_median']:,.0f} | "
-                f"{row['eval_seconds_per_1000_triples_median']:,.2f} | {directions} | {row['peak_rss_mib_max']:,.0f} | "
-                f"{row['train_scoring_gflops_median']:.2f} ({row['train_fraction_of_matmul']:.1%}) | "
-                f"{row['eval_scoring_gflops_median']:.2f} ({row['eval_fraction_of_matmul']:.1%}) | "
-                f"{row['matmul_gflops_median']:.0f} | {row['repetitions']} |")
-    lines += ["", "Ratios (kbit-dgl with dense Adam over each peer; eval ratios against PyG compare "
-              "both-direction filtered ranking with PyG's tail-only unfiltered one):", ""]
-    for model, ratios in summary["kbit_dgl_ratios"].items():
-        lines.append(f"- {model}: " + ", ".join(f"{key} {value}x" for key, value in ratios.items()))
-    lines += ["", "What each peer runs:", ""] + [f"- **{peer}**: {note}" for peer, note in PEER_NOTES.items()]
-    if results.get("errors"):
-        lines += ["", "Failed runs:", ""] + [f"- {error}" for error in results["errors"]]
-    if results.get("note"):
-        lines += ["", results["note"]]
-    return "\n".join(lines) + "\n"
-
-
 def orchestrate(args) -> None:
     from kbit_dgl.io import atomic_write_json, atomic_write_text
     from kbit_dgl.provenance import provenance
 
     started = time.time()
-    load_before = os.getloadavg()
+    load = LoadWatch()
     work = tempfile.mkdtemp(prefix="bench_peers_")
     data_path = os.path.join(work, "fb15k-237.pt")
     prepare_data(args.data_dir, data_path)
@@ -399,7 +310,7 @@ def orchestrate(args) -> None:
                     runs.append({"peer": peer, "model": model, "repetition": repetition, "error": failure})
                     print(f"rep {repetition} {model:6s} {peer:22s} FAILED: {failure[-300:]}", flush=True)
     summary = summarize(runs, args.peers, args.models)
-    load_after = os.getloadavg()
+    load_average = load.record(digits=2)
     import torch
 
     results = {
@@ -413,15 +324,15 @@ def orchestrate(args) -> None:
                      "train_flops_convention": "3 x forward (forward + backward) over B * (1 + 256) pairs per step",
                      "pykeen_eval_batch_size": args.pykeen_eval_batch_size},
         "peer_notes": PEER_NOTES,
-        "versions": peer_versions(),
+        "versions": package_versions(("kbit-dgl", "torch", "pykeen", "torch_geometric")),
         "threads": torch.get_num_threads(),
         "allocator": {name: os.environ.get(name) for name in ALLOCATOR_VARIABLES},
         "allocator_note": "every worker ran with this same environment (glibc malloc unless LD_PRELOAD says else)",
-        "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
+        "load_average": load_average,
         "summary": summary, "runs": runs, "errors": errors,
     }
-    if load_before[0] >= 1.0:
-        results["note"] = (f"Timings taken under load: the 1-minute load average was {load_before[0]:.1f} on "
+    if load.under_load:
+        results["note"] = (f"Timings taken under load: the 1-minute load average was {load.before[0]:.1f} on "
                            f"{os.cpu_count()} cores before the run (other jobs shared the machine); ratios between "
                            f"interleaved peers are more trustworthy than absolute rates.")
     if args.quick:
@@ -433,18 +344,6 @@ def orchestrate(args) -> None:
     atomic_write_text(os.path.join(args.out_dir, "peers.md"), markdown(summary, results))
     print(markdown(summary, results))
     print(f"wrote {os.path.join(args.out_dir, 'peers.json')} and peers.md")
-
-
-def peer_versions() -> Dict[str, Optional[str]]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions: Dict[str, Optional[str]] = {}
-    for package in ("kbit-dgl", "torch", "pykeen", "torch_geometric"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = None
-    return versions
 
 
 def main() -> None:

@@ -16,20 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from kbit_dgl.cli import comparison_tables  # noqa: E402
-from kbit_dgl.config import Config  # noqa: E402
-from kbit_dgl.data import load_dataset  # noqa: E402
-from kbit_dgl.data.synthetic import PATTERNS  # noqa: E402
-from kbit_dgl.io import atomic_write_json, atomic_write_text  # noqa: E402
-from kbit_dgl.provenance import provenance  # noqa: E402
-from kbit_dgl.train.trainer import train  # noqa: E402
+from kbit_dgl.bench.tables import foundation_table
+from kbit_dgl.cli import comparison_tables
+from kbit_dgl.config import Config
+from kbit_dgl.data import load_dataset
+from kbit_dgl.data.synthetic import PATTERNS
+from kbit_dgl.io import atomic_write_json, atomic_write_text
+from kbit_dgl.provenance import provenance
+from kbit_dgl.train.trainer import train
 
 RUNS = ["synthetic:transe", "synthetic:rotate", "nations:transe", "nations:rotate", "kinship:transe",
         "kinship:rotate", "codex-s:transe", "codex-s:transe_l2", "codex-s:rotate"]
@@ -74,51 +70,8 @@ def run_one(spec: str, data_dir: str, runs_dir: str, overrides, suffix: str = ""
     return record
 
 
-def _seed_summary(names) -> str:
-    """Mean and sample standard deviation of test MRR over seeds: runs whose only overrides
-    besides the thread count are ``train.seed`` (seed 0 = the default run)."""
-    groups = {}
-    for name in names:
-        with open(os.path.join(RESULTS, name + ".json")) as handle:
-            r = json.load(handle)
-        others = [o for o in r.get("overrides", []) if not o.startswith(("train.num_threads", "train.seed"))]
-        if not others:
-            groups.setdefault(r["spec"], []).append(r["test"]["mrr"])
-    lines = [f"| {spec} | {len(v)} | {statistics.mean(v):.4f} | {statistics.stdev(v):.4f} | "
-             f"{' / '.join(f'{x:.4f}' for x in v)} | {'' if TARGETS.get(spec) is None else f'>= {TARGETS[spec]}'} |"
-             for spec, v in groups.items() if len(v) > 1]
-    if not lines:
-        return ""
-    return ("\n## Over seeds (default config, `train.seed` 0, 1, 2)\n\n| run | seeds | mean test MRR | sd | "
-            "per seed | target |\n|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
-
-
 def write_table() -> None:
-    rows = []
-    default_names = [spec.replace(":", "-") for spec in RUNS + LARGE_RUNS]
-    names = sorted((f[:-5] for f in os.listdir(RESULTS) if f.endswith(".json")),
-                   key=lambda n: (default_names.index(n) if n in default_names else len(default_names), n))
-    for name in names:
-        with open(os.path.join(RESULTS, name + ".json")) as handle:
-            r = json.load(handle)
-        target = TARGETS.get(r["spec"])
-        changed = " ".join(o for o in r.get("overrides", []) if not o.startswith("train.num_threads"))
-        changed = changed or "defaults"
-        rows.append(f"| {r['dataset']} | {r['model']} | {changed} | {r['test']['mrr']:.4f} | "
-                    f"{r['test']['hits@1']:.3f} | "
-                    f"{r['test']['hits@10']:.3f} | {r['valid']['mrr']:.3f} | "
-                    f"{'' if target is None else f'>= {target}'} | {r['best_epoch']}/{r['epochs']} | "
-                    f"{r['train_seconds']:.0f} | {r['train_triples_per_second']:,.0f} | "
-                    f"{r['provenance']['wall_seconds']:.0f}"
-                    f"{' (resumed run: this process only)' if r.get('resumed') else ''}"
-                    f" | `{r['provenance']['commit'][:10]}` |")
-    seeds_text = _seed_summary(names)
-    header = ("| dataset | model | config | test MRR | H@1 | H@10 | valid MRR | target | best/last epoch | train s | "
-              "triples/s | wall s | commit |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    text = ("# Foundation benchmarks (default hyperparameters)\n\nProduced by `python pipelines/foundation.py "
-            "--data-dir ../shared/data` (one JSON per run beside this file, with the exact command, commit, "
-            "machine and wall time). Filtered ranking, head and tail pooled, ties = mean rank.\n\n"
-            + header + "\n" + "\n".join(rows) + "\n" + seeds_text)
+    text = foundation_table(RESULTS, RUNS + LARGE_RUNS, TARGETS)
     pair = [os.path.join(RESULTS, f"synthetic-{m}.json") for m in ("transe", "rotate")]
     if all(os.path.exists(path) for path in pair):
         results = {}
