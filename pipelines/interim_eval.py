@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch
 
-import torch  # noqa: E402
-
-from kbit_dgl.eval import evaluate  # noqa: E402
-from kbit_dgl.io import atomic_write_json  # noqa: E402
-from kbit_dgl.provenance import provenance  # noqa: E402
-from kbit_dgl.runs import load_run  # noqa: E402
+from kbit_dgl.eval import evaluate
+from kbit_dgl.io import atomic_write_json
+from kbit_dgl.provenance import provenance
+from kbit_dgl.runs import load_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

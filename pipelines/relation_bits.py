@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from kbit_dgl.eval import evaluate  # noqa: E402
-from kbit_dgl.io import atomic_write_json, atomic_write_text  # noqa: E402
-from kbit_dgl.provenance import provenance  # noqa: E402
-from kbit_dgl.quant import QuantSpec, quantize_model  # noqa: E402
-from kbit_dgl.runs import load_run  # noqa: E402
+from kbit_dgl.eval import evaluate
+from kbit_dgl.io import atomic_write_json, atomic_write_text
+from kbit_dgl.provenance import provenance
+from kbit_dgl.quant import QuantSpec, quantize_model
+from kbit_dgl.runs import load_run
 
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "kbit-relation-bits")
 
