@@ -233,6 +233,26 @@ def test_relation_min_bits_keeps_the_relation_table_precise(small_kg, name):
     assert kept[0]["mrr"] == rank_metrics(reference, small_kg, "test")["mrr"]
 
 
+@pytest.mark.parametrize("name", ["transe", "rotate", "complex"])
+def test_relation_table_spec_at_more_bits(name):
+    """The rule pipelines/relation_bits.py uses: 16 / 32 bits are plain floats ("int" spec), RotatE's
+    phases stay phases below 16 bits, any other decoder keeps the entity table's data type and block."""
+    from kbit_dgl.models.decoders import make_decoder
+    from kbit_dgl.quant import QuantSpec
+    from kbit_dgl.quant.model import table_specs
+
+    decoder = make_decoder(name, 16, 6.0)
+    for dtype in ("int", "quantile"):
+        spec = QuantSpec(4, dtype, 64)
+        for relation_bits in (8, 16, 32):
+            entity, relation = table_specs(decoder, spec, relation_bits)
+            if relation_bits in (16, 32):
+                expected = QuantSpec(relation_bits, "int", 64)
+            else:
+                expected = QuantSpec(relation_bits, "phase" if name == "rotate" else dtype, 64)
+            assert entity == spec and relation == expected, (dtype, relation_bits)
+
+
 def test_frontier_verdict_never_says_no_when_4_bits_wins_as_often_as_any_k():
     half = {"four_bit_wins": 2, "budgets": 4, "most_frequent_bits": 4, "seeded": False, "four_bit_tied": 2}
     assert frontier_verdict(half).startswith("Partly: 4 bits wins 2 of 4")
