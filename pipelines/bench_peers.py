@@ -2,7 +2,7 @@
 
     pip install -c constraints.txt -e ".[bench]"
     python pipelines/bench_peers.py            # full: 3 interleaved repetitions, 1,000 test triples
-    python pipelines/bench_peers.py --quick    # smoke run, < 3 minutes: kbit-dgl (dense Adam), PyKEEN, PyG;
+    python pipelines/bench_peers.py --quick    # smoke run: kbit-dgl (dense Adam), PyKEEN, PyG;
                                                # 1 repetition, 1 + 1 steps, 8 eval triples
 
 Workload (the speed issue's): FB15k-237 (from ../shared/data or $KBIT_DGL_DATA); TransE-L1 with
@@ -349,7 +349,7 @@ def orchestrate(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run (< 3 min): peers kbit-dgl pykeen pyg, 1 repetition, 1 warm-up + 1 timed "
+                        help="smoke run: peers kbit-dgl pykeen pyg, 1 repetition, 1 warm-up + 1 timed "
                              "step, 8 eval triples")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repetitions (default 3; quick 1)")
     parser.add_argument("--peers", nargs="+", default=None, choices=PEERS,

@@ -58,7 +58,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         for name, conv in cases.items():
             if name == "basis8/dgl" and repeat > 0:
-                continue  # ~minutes per run
+                continue  # the slow path: one run (its seconds: results/bench/rgcn_layer.json)
             x.grad = None
             start = time.perf_counter()
             out = conv(graph, x, etypes, norm)

@@ -3,7 +3,7 @@
     python pipelines/foundation.py --data-dir ../shared/data                 # the default set (RUNS)
     python pipelines/foundation.py --data-dir ../shared/data --only codex-s:rotate
     python pipelines/foundation.py --data-dir ../shared/data --only codex-s:rotate --set train.seed=1 --suffix=-s1
-    python pipelines/foundation.py --data-dir ../shared/data --only fb15k-237:rotate   # LARGE_RUNS: ~1 h each
+    python pipelines/foundation.py --data-dir ../shared/data --only fb15k-237:rotate   # LARGE_RUNS (hours)
     python pipelines/foundation.py --data-dir ../shared/data --only wn18rr:rotate --paper   # PAPER_CONFIGS
 
 Each (dataset, model) trains with the *default* config (no per-dataset tuning) into
@@ -31,18 +31,19 @@ RUNS = ["synthetic:transe", "synthetic:rotate", "nations:transe", "nations:rotat
         "kinship:rotate", "codex-s:transe", "codex-s:transe_l2", "codex-s:rotate"]
 # Reference numbers the foundation issue names (test MRR). The CoDEx paper's TransE (0.354) uses
 # the L2 norm (its LibKGE config: transe.l_norm 2), so both TransE forms are held to it.
-# The larger benchmarks (paper budgets of the speed issue) run only when named with --only: each
-# takes most of an hour on 2 cores. Same defaults; targets from the RotatE paper (.338 / .476;
-# its self-adversarial TransE reaches .332 on FB15k-237).
+# The larger benchmarks (paper budgets of the speed issue) run only when named with --only (their
+# wall and training seconds: results/foundation/<dataset>-<model>.json). Same defaults; targets from
+# the RotatE paper (.338 / .476; its self-adversarial TransE reaches .332 on FB15k-237).
 LARGE_RUNS = ["fb15k-237:transe", "fb15k-237:rotate", "wn18rr:rotate"]
 TARGETS = {"codex-s:transe": 0.354, "codex-s:transe_l2": 0.354, "codex-s:rotate": 0.40, "kinship:rotate": 0.70,
            "fb15k-237:rotate": 0.33, "fb15k-237:transe": 0.31, "wn18rr:rotate": 0.47}
 # Named paper configs (``--paper``, results named ``<dataset>-<model>-paper``): the speed issue allows
 # a paper config where the defaults fall short of a paper number. WN18RR RotatE at the defaults
-# (dim 200 = 100 complex, temperature 1) reaches 0.465 against the paper's .476 at 500 complex
-# dims, 1024 negatives, temperature 0.5, batch 512. This keeps the paper's temperature and batch,
-# takes half its width (250 complex) and our 256 shared negatives (1024 would make an epoch 2.2x
-# slower on this CPU), and validates every 5 epochs so the plateau decays come sooner.
+# (dim 200 = 100 complex, temperature 1; results/foundation/wn18rr-rotate.json) falls short of the
+# paper's .476 at 500 complex dims, 1024 negatives, temperature 0.5, batch 512. This keeps the
+# paper's temperature and batch, takes half its width (250 complex) and our 256 shared negatives
+# (1024 would make an epoch several times slower on this CPU), and validates every 5 epochs so the
+# plateau decays come sooner (results/foundation/wn18rr-rotate-paper.json).
 PAPER_CONFIGS = {"wn18rr:rotate": ["model.dim=500", "train.adversarial_temperature=0.5", "train.batch_size=512",
                                    "train.valid_every=5"]}
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "foundation")

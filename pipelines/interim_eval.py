@@ -2,12 +2,12 @@
 
     python pipelines/interim_eval.py RUN_DIR [--out results/foundation-interim]
 
-For long runs (the large foundation benchmarks take hours on 2 cores) that a session has to leave
-before early stopping ends them. The run folder is only read: ``model.pt`` is the best model by
-validation MRR so far, ``checkpoint.pt`` carries the history and the learning-rate decays. Writes
-``<out>/<run name>.json`` with the test metrics, the epoch of the model, the history, and the
-command, commit, machine and wall time. ``kbit-dgl train --out RUN_DIR --resume`` continues the
-run itself.
+For long runs (the large foundation benchmarks; their wall times are in results/foundation/) that
+a session has to leave before early stopping ends them. The run folder is only read: ``model.pt``
+is the best model by validation MRR so far, ``checkpoint.pt`` carries the history and the
+learning-rate decays. Writes ``<out>/<run name>.json`` with the test metrics, the epoch of the
+model, the history, and the command, commit, machine and wall time. ``kbit-dgl train --out RUN_DIR
+--resume`` continues the run itself.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """k-bit sweep: test MRR against total model bits for dims x k x data types x block sizes (issue 5).
 
-    python pipelines/kbit_sweep.py --quick                                # tiny check, < 2 minutes
+    python pipelines/kbit_sweep.py --quick                                # tiny check: nations, 5 epochs
     python pipelines/kbit_sweep.py --data-dir ../shared/data --threads 2  # codex-s, TransE + RotatE
     python pipelines/kbit_sweep.py --datasets codex-s fb15k-237 wn18rr --qat
     python pipelines/kbit_sweep.py --render results/kbit   # re-write README.md + figures from points.json

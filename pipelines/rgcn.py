@@ -8,8 +8,8 @@
 
 ``--random-kg N`` trains on a generated KG of N entities and ``--random-triples`` uniformly random
 triples (default 2N) over 100 relations: only its size matters there, not its MRR.
-``--memory-limit-gb`` caps each run's address space (``RLIMIT_AS``, which includes the ~4 GiB
-torch's libraries map): a run that needs more fails with an allocation error, recorded in its
+``--memory-limit-gb`` caps each run's address space (``RLIMIT_AS``, which includes the address
+space torch's libraries map): a run that needs more fails with an allocation error, recorded in its
 JSON as ``out_of_memory``, instead of taking the machine's memory from everything else.
 
 Each ``decoder:mode`` trains in its own child process (so its peak memory is its own) into
@@ -38,9 +38,10 @@ from kbit_dgl.provenance import provenance
 RUNS = ["distmult:full", "distmult:sampled", "transe:full", "rotate:full"]
 # Full-graph training runs the encoder over the whole graph every step, so it wants large batches
 # (DGL's R-GCN example samples 30,000 edges per step). On FB15k-237 (544k edges with inverses,
-# width 200) one GroupedRelGraphConv layer costs ~1-4 s forward + backward on one core, so a
-# step costs about layers x 3 s whatever the batch: one layer and batches of 8192 give ~35
-# updates per epoch in about 2 minutes. ``--set encoder.layers=2`` doubles the encoder's cost.
+# width 200) one GroupedRelGraphConv layer's forward + backward costs seconds on one core
+# (results/bench/rgcn_layer.json), so a step costs about layers x that whatever the batch: one
+# layer and batches of 8192 give ~35 updates per epoch (272k training triples / 8192); the seconds
+# per epoch are in results/rgcn/*.json. ``--set encoder.layers=2`` doubles the encoder's cost.
 SETTINGS = ["model.dim=200", "encoder.layers=1", "encoder.regularizer=bdd", "encoder.num_bases=100",
             "encoder.dropout=0.2", "train.batch_size=8192", "train.num_negatives=256",
             "train.negative_chunk_size=128", "train.lr=0.005", "train.max_epochs=100", "train.valid_every=5",

@@ -1,6 +1,6 @@
 """Scaling laws of KGE quality against model size, data and compute, with validated fits (issue 5).
 
-    python pipelines/scaling.py --quick                                # tiny check, about 2 minutes
+    python pipelines/scaling.py --quick                                # tiny check: nations, 5 epochs
     python pipelines/scaling.py --data-dir ../shared/data --threads 2  # codex-s, TransE + RotatE
 
 Three axes per dataset x model, each point ranked on test (filtered, all entities):
