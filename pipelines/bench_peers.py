@@ -40,7 +40,7 @@ import time
 from typing import Dict, List
 
 from kbit_dgl.bench.memory import peak_rss_mib
-from kbit_dgl.bench.peers import markdown, package_versions, summarize
+from kbit_dgl.bench.peers import markdown, package_versions, scoring_rates, summarize
 from kbit_dgl.bench.timing import LoadWatch, matmul_gflops
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -237,17 +237,10 @@ def worker(args) -> None:
         measured = run_pyg(data, args.model, args)
     else:
         raise ValueError(f"unknown peer {args.peer!r}; expected one of {PEERS}")
-    num_eval, num_entities = len(data["eval"]), data["num_entities"]
-    flops_per_pair = SCORING_FLOPS_PER_PAIR[args.model]
-    train_flops = 3 * args.steps * BATCH_SIZE * (1 + NUM_NEGATIVES) * flops_per_pair
-    eval_flops = measured["eval_directions"] * num_eval * num_entities * flops_per_pair
-    measured.update(
-        peer=args.peer, model=args.model, repetition=args.repetition, steps=args.steps,
-        train_triples_per_second=args.steps * BATCH_SIZE / measured["train_seconds"],
-        eval_seconds_per_1000_triples=measured["eval_seconds"] * 1000 / num_eval, eval_triples=num_eval,
-        train_scoring_gflops=train_flops / measured["train_seconds"] / 1e9,
-        eval_scoring_gflops=eval_flops / measured["eval_seconds"] / 1e9, matmul_gflops=gflops,
-        peak_rss_mib=peak_rss_mib(), torch_threads=torch.get_num_threads())
+    rates = scoring_rates(measured, args.steps, BATCH_SIZE, NUM_NEGATIVES, len(data["eval"]), data["num_entities"],
+                          SCORING_FLOPS_PER_PAIR[args.model])
+    measured.update(peer=args.peer, model=args.model, repetition=args.repetition, steps=args.steps, **rates,
+                    matmul_gflops=gflops, peak_rss_mib=peak_rss_mib(), torch_threads=torch.get_num_threads())
     matmul_after = matmul_gflops(3)  # the load on a shared machine can change during a worker
     measured["matmul_gflops_after"] = round(matmul_after, 2)
     with open(args.result, "w", encoding="utf-8") as handle:

@@ -8,7 +8,7 @@ import torch
 
 from kbit_dgl.bench import timing
 from kbit_dgl.bench.memory import current_rss_mib, max_rss_mib, peak_rss_mib
-from kbit_dgl.bench.peers import markdown, package_versions, summarize
+from kbit_dgl.bench.peers import markdown, package_versions, scoring_rates, summarize
 from kbit_dgl.bench.steps import StepTimer, bench_config, time_case
 from kbit_dgl.bench.tables import foundation_table, rgcn_table
 from kbit_dgl.bench.workloads import random_kg
@@ -116,6 +116,17 @@ def test_peer_summary_takes_medians_and_ratios_to_kbit_dgl():
     assert "| transe | pyg | 1,000 | 12.00 | tail only, unfiltered |" in text
     assert "- transe: train_speedup_vs_pyg 4.0x, eval_speedup_vs_pyg 4.0x" in text
     assert "- **pyg**: its loop" in text and "- pyg/transe/rep 1: exit 1: boom" in text
+
+
+def test_scoring_rates_count_nominal_flops_per_pair():
+    measured = {"train_seconds": 2.0, "eval_seconds": 0.5, "eval_directions": 2}
+    rates = scoring_rates(measured, steps=4, batch_size=10, num_negatives=9, num_eval=5, num_entities=100,
+                          flops_per_pair=6)
+    assert list(rates) == ["train_triples_per_second", "eval_seconds_per_1000_triples", "eval_triples",
+                           "train_scoring_gflops", "eval_scoring_gflops"]  # the order of the stored keys
+    assert rates["train_triples_per_second"] == 20 and rates["eval_seconds_per_1000_triples"] == 100
+    assert rates["train_scoring_gflops"] == pytest.approx(3 * 4 * 10 * 10 * 6 / 2.0 / 1e9)
+    assert rates["eval_scoring_gflops"] == pytest.approx(2 * 5 * 100 * 6 / 0.5 / 1e9)
 
 
 def test_package_versions_names_missing_packages_none():

@@ -14,6 +14,21 @@ SUMMARY_KEYS = ("train_triples_per_second", "eval_seconds_per_1000_triples", "pe
                 "eval_scoring_gflops", "matmul_gflops")
 
 
+def scoring_rates(measured: Dict, steps: int, batch_size: int, num_negatives: int, num_eval: int,
+                  num_entities: int, flops_per_pair: float) -> Dict[str, float]:
+    """One worker's rates from its ``train_seconds`` (``steps`` timed steps of ``batch_size``
+    positives, ``num_negatives`` each), ``eval_seconds`` (``num_eval`` test triples against
+    ``num_entities`` candidates, in ``eval_directions`` directions) and a nominal FLOP count per
+    (query, candidate) pair: training counts forward + backward as 3x forward over
+    B * (1 + negatives) pairs per step, evaluation the forward over all entities per query."""
+    train_flops = 3 * steps * batch_size * (1 + num_negatives) * flops_per_pair
+    eval_flops = measured["eval_directions"] * num_eval * num_entities * flops_per_pair
+    return {"train_triples_per_second": steps * batch_size / measured["train_seconds"],
+            "eval_seconds_per_1000_triples": measured["eval_seconds"] * 1000 / num_eval, "eval_triples": num_eval,
+            "train_scoring_gflops": train_flops / measured["train_seconds"] / 1e9,
+            "eval_scoring_gflops": eval_flops / measured["eval_seconds"] / 1e9}
+
+
 def summarize(runs: List[Dict], peers: Sequence[str], models: Sequence[str]) -> Dict:
     """``{"table": {model: {peer: row}}, "kbit_dgl_ratios": {model: {...}}}``.
 
