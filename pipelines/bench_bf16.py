@@ -14,31 +14,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch
 
-import torch  # noqa: E402
-from provenance import provenance  # noqa: E402
-
-from kbit_dgl.eval import evaluate  # noqa: E402
-from kbit_dgl.io import atomic_write_json  # noqa: E402
-from kbit_dgl.train.trainer import load_run  # noqa: E402
+from kbit_dgl.bench.timing import LoadWatch, best_seconds
+from kbit_dgl.eval import evaluate
+from kbit_dgl.io import atomic_write_json
+from kbit_dgl.provenance import provenance
+from kbit_dgl.runs import load_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = {"train 1024x200 @ 200x256": (1024, 200, 256), "eval 256x200 @ 200x14541": (256, 200, 14541)}
-
-
-def best_seconds(fn, repeats: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -47,7 +34,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=os.path.join(ROOT, "results", "bench", "bf16.json"))
     args = parser.parse_args()
-    started, load_before = time.time(), os.getloadavg()
+    started, load = time.time(), LoadWatch()
     torch.set_num_threads(args.threads)
     result = {"torch_threads": args.threads, "gemm": {}, "runs": {}}
     for name, (m, k, n) in SHAPES.items():
@@ -75,7 +62,7 @@ def main() -> None:
         entry["eval_speedup"] = round(entry["fp32"]["eval_seconds"] / entry["bf16"]["eval_seconds"], 2)
         result["runs"][os.path.basename(run.rstrip("/"))] = entry
         print(run, entry, flush=True)
-    result["load_average_1_5_15min"] = {"before": list(load_before), "after": list(os.getloadavg())}
+    result["load_average_1_5_15min"] = load.record()
     result["provenance"] = provenance(started)
     atomic_write_json(args.out, result)
 

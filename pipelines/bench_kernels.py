@@ -10,35 +10,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kbit_dgl.bench.timing import best_seconds, matmul_gflops
+from kbit_dgl.io import atomic_write_json
+from kbit_dgl.models import kernels
+from kbit_dgl.provenance import provenance
 
-from provenance import provenance  # noqa: E402
-
-from kbit_dgl.io import atomic_write_json  # noqa: E402
-from kbit_dgl.models import kernels  # noqa: E402
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up (and compilation)
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def matmul_gflops(repeats: int) -> float:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    seconds = timed(lambda: a @ b, repeats)
-    return 2 * 2048 ** 3 / seconds / 1e9
+WARMUP = 2  # untimed calls before each case: compilation, then one more
 
 
 def main() -> None:
@@ -67,9 +48,9 @@ def main() -> None:
         "pairre/fused_compiled": lambda: kernels._compiled("scaled_l1")(query, scale, candidates).sum().backward(),
     }
     results = {"workload": {"queries": chunks * chunk, "chunk": chunk, "shared_negatives": negatives, "dim": dim},
-               "matmul_gflops": round(matmul_gflops(args.repeats), 1), "cases": {}}
+               "matmul_gflops": round(matmul_gflops(args.repeats, WARMUP), 1), "cases": {}}
     for name, fn in cases.items():
-        seconds = timed(fn, args.repeats)
+        seconds = best_seconds(fn, args.repeats, WARMUP)
         results["cases"][name] = {"seconds_fwd_bwd": round(seconds, 5),
                                   "positives_per_second": round(chunks * chunk / seconds, 1)}
         print(f"{name:28s} {seconds * 1000:8.2f} ms  {chunks * chunk / seconds:12,.0f} queries/s", flush=True)

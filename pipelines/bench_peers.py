@@ -2,7 +2,7 @@
 
     pip install -c constraints.txt -e ".[bench]"
     python pipelines/bench_peers.py            # full: 3 interleaved repetitions, 1,000 test triples
-    python pipelines/bench_peers.py --quick    # smoke run, < 3 minutes: kbit-dgl (dense Adam), PyKEEN, PyG;
+    python pipelines/bench_peers.py --quick    # smoke run: kbit-dgl (dense Adam), PyKEEN, PyG;
                                                # 1 repetition, 1 + 1 steps, 8 eval triples
 
 Workload (the speed issue's): FB15k-237 (from ../shared/data or $KBIT_DGL_DATA); TransE-L1 with
@@ -33,16 +33,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
+
+from kbit_dgl.bench.memory import peak_rss_mib
+from kbit_dgl.bench.peers import markdown, package_versions, scoring_rates, summarize
+from kbit_dgl.bench.timing import LoadWatch, matmul_gflops
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 PEERS = ("kbit-dgl", "kbit-dgl-sparse_adam", "pykeen", "pyg")
 MODELS = ("transe", "rotate")
@@ -55,7 +56,7 @@ SCORING_FLOPS_PER_PAIR = {"transe": 3 * 200, "rotate": 7 * 100}
 ALLOCATOR_VARIABLES = ("LD_PRELOAD", "MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
                        "MALLOC_TOP_PAD_", "MALLOC_CONF", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "KBIT_DGL_COMPILE")
 PEER_NOTES = {
-    "kbit-dgl": "kbit_dgl.train.trainer.train_step + dense torch.optim.Adam (train.optimizer=adam): 256 negatives "
+    "kbit-dgl": "kbit_dgl.train.steps.train_step + dense torch.optim.Adam (train.optimizer=adam): 256 negatives "
                 "shared by each chunk of 128 queries, scored by the fused compiled kernels; heads and tails "
                 "corrupted on alternate steps. Evaluation: kbit_dgl.eval.filtered_ranks, both directions, filtered, "
                 "batch 256 queries.",
@@ -76,30 +77,8 @@ PEER_NOTES = {
 
 
 # ----------------------------------------------------------------------------------------- worker side
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process (VmHWM; reset at exec, unlike ru_maxrss)."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
-
-
-def matmul_gflops(repeats: int = 5) -> float:
-    import torch
-
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * 2048 ** 3 / best / 1e9
-
-
 def self_adversarial(positive, negative, temperature: float = 1.0):
-    """RotatE's loss, as kbit_dgl.train.losses (inlined so the PyG worker imports nothing of kbit-dgl)."""
+    """RotatE's loss, as kbit_dgl.train.losses (inlined so the PyG worker loads none of kbit-dgl's models)."""
     import torch
     import torch.nn.functional as F
 
@@ -113,9 +92,10 @@ def run_kbit(data: Dict, model_name: str, args, optimizer_name: str) -> Dict:
     from kbit_dgl.config import Config
     from kbit_dgl.data import KG
     from kbit_dgl.eval.ranking import filtered_ranks
+    from kbit_dgl.runs import model_from_config
     from kbit_dgl.train.optim import make_optimizer
     from kbit_dgl.train.sampling import positive_batches
-    from kbit_dgl.train.trainer import model_from_config, train_step
+    from kbit_dgl.train.steps import train_step
 
     kg = KG(name="fb15k-237", train=data["train"], valid=data["valid"], test=data["test"],
             num_entities=data["num_entities"], num_relations=data["num_relations"],
@@ -257,17 +237,10 @@ def worker(args) -> None:
         measured = run_pyg(data, args.model, args)
     else:
         raise ValueError(f"unknown peer {args.peer!r}; expected one of {PEERS}")
-    num_eval, num_entities = len(data["eval"]), data["num_entities"]
-    flops_per_pair = SCORING_FLOPS_PER_PAIR[args.model]
-    train_flops = 3 * args.steps * BATCH_SIZE * (1 + NUM_NEGATIVES) * flops_per_pair
-    eval_flops = measured["eval_directions"] * num_eval * num_entities * flops_per_pair
-    measured.update(
-        peer=args.peer, model=args.model, repetition=args.repetition, steps=args.steps,
-        train_triples_per_second=args.steps * BATCH_SIZE / measured["train_seconds"],
-        eval_seconds_per_1000_triples=measured["eval_seconds"] * 1000 / num_eval, eval_triples=num_eval,
-        train_scoring_gflops=train_flops / measured["train_seconds"] / 1e9,
-        eval_scoring_gflops=eval_flops / measured["eval_seconds"] / 1e9, matmul_gflops=gflops,
-        peak_rss_mib=peak_rss_mib(), torch_threads=torch.get_num_threads())
+    rates = scoring_rates(measured, args.steps, BATCH_SIZE, NUM_NEGATIVES, len(data["eval"]), data["num_entities"],
+                          SCORING_FLOPS_PER_PAIR[args.model])
+    measured.update(peer=args.peer, model=args.model, repetition=args.repetition, steps=args.steps, **rates,
+                    matmul_gflops=gflops, peak_rss_mib=peak_rss_mib(), torch_threads=torch.get_num_threads())
     matmul_after = matmul_gflops(3)  # the load on a shared machine can change during a worker
     measured["matmul_gflops_after"] = round(matmul_after, 2)
     with open(args.result, "w", encoding="utf-8") as handle:
@@ -287,81 +260,12 @@ def prepare_data(data_dir: str, path: str, seed: int = 0) -> None:
                 "num_entities": kg.num_entities, "num_relations": kg.num_relations}, path)
 
 
-def summarize(runs: List[Dict], peers: List[str], models: List[str]) -> Dict:
-    table: Dict[str, Dict[str, Dict]] = {}
-    keys = ("train_triples_per_second", "eval_seconds_per_1000_triples", "peak_rss_mib", "train_scoring_gflops",
-            "eval_scoring_gflops", "matmul_gflops")
-    for model in models:
-        for peer in peers:
-            done = [run for run in runs if run["peer"] == peer and run["model"] == model and "error" not in run]
-            if not done:
-                continue
-            row = {f"{key}_median": round(statistics.median(run[key] for run in done), 3) for key in keys}
-            row["peak_rss_mib_max"] = max(run["peak_rss_mib"] for run in done)
-            row["repetitions"] = len(done)
-            row["eval_directions"], row["eval_filtered"] = done[0]["eval_directions"], done[0]["eval_filtered"]
-            row["train_fraction_of_matmul"] = round(row["train_scoring_gflops_median"] / row["matmul_gflops_median"], 4)
-            row["eval_fraction_of_matmul"] = round(row["eval_scoring_gflops_median"] / row["matmul_gflops_median"], 4)
-            table.setdefault(model, {})[peer] = row
-    ratios: Dict[str, Dict[str, float]] = {}
-    for model, rows in table.items():
-        if "kbit-dgl" not in rows:
-            continue
-        ours = rows["kbit-dgl"]
-        for peer, row in rows.items():
-            if peer == "kbit-dgl":
-                continue
-            ratios.setdefault(model, {})[f"train_speedup_vs_{peer}"] = round(
-                ours["train_triples_per_second_median"] / row["train_triples_per_second_median"], 2)
-            ratios[model][f"eval_speedup_vs_{peer}"] = round(
-                row["eval_seconds_per_1000_triples_median"] / ours["eval_seconds_per_1000_triples_median"], 2)
-    return {"table": table, "kbit_dgl_ratios": ratios}
-
-
-def markdown(summary: Dict, results: Dict) -> str:
-    lines = ["# kbit-dgl vs PyKEEN vs PyG (torch_geometric.nn.kge)", "",
-             f"`{results['provenance']['command']}` at {results['provenance']['commit']}, "
-             f"{results['provenance']['finished']}, wall {results['provenance']['wall_seconds']} s; "
-             f"mode: {results['mode']}; machine: {results['provenance']['machine']['cpu_cores']} cores, "
-             f"torch {results['provenance']['machine']['torch']}, {results['threads']} threads; "
-             f"load average before/after {results['load_average']['before'][0]} / "
-             f"{results['load_average']['after'][0]}.", "",
-             "FB15k-237, batch 1024, 256 negatives per positive, Adam lr 1e-3, dim 200 (RotatE 100 complex). "
-             "Medians over repetitions. Eval: seconds per 1,000 test triples "
-             f"({results['workload']['eval_triples']} timed); kbit-dgl and PyKEEN rank both directions, filtered; "
-             "**PyG ranks tails only, unfiltered** (its `KGEModel.test`). GFLOP/s: nominal scoring FLOPs over "
-             "the whole step or evaluation time, against fp32 matmul measured in the same worker.", "",
-             "| model | peer | train triples/s | eval s / 1k triples | eval directions | peak RSS MiB | "
-             "train GFLOP/s (of matmul) | eval GFLOP/s (of matmul) | matmul GFLOP/s | reps |",
-             "|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
-    for model, rows in summary["table"].items():
-        for peer, row in rows.items():
-            directions = "head+tail, filtered" if row["eval_filtered"] else "tail only, unfiltered"
-            lines.append(
-                f"| {model} | {peer} | {row['train_triples_per_second_median']:,.0f} | "
-                f"{row['eval_seconds_per_1000_triples_median']:,.2f} | {directions} | {row['peak_rss_mib_max']:,.0f} | "
-                f"{row['train_scoring_gflops_median']:.2f} ({row['train_fraction_of_matmul']:.1%}) | "
-                f"{row['eval_scoring_gflops_median']:.2f} ({row['eval_fraction_of_matmul']:.1%}) | "
-                f"{row['matmul_gflops_median']:.0f} | {row['repetitions']} |")
-    lines += ["", "Ratios (kbit-dgl with dense Adam over each peer; eval ratios against PyG compare "
-              "both-direction filtered ranking with PyG's tail-only unfiltered one):", ""]
-    for model, ratios in summary["kbit_dgl_ratios"].items():
-        lines.append(f"- {model}: " + ", ".join(f"{key} {value}x" for key, value in ratios.items()))
-    lines += ["", "What each peer runs:", ""] + [f"- **{peer}**: {note}" for peer, note in PEER_NOTES.items()]
-    if results.get("errors"):
-        lines += ["", "Failed runs:", ""] + [f"- {error}" for error in results["errors"]]
-    if results.get("note"):
-        lines += ["", results["note"]]
-    return "\n".join(lines) + "\n"
-
-
 def orchestrate(args) -> None:
-    from provenance import provenance
-
     from kbit_dgl.io import atomic_write_json, atomic_write_text
+    from kbit_dgl.provenance import provenance
 
     started = time.time()
-    load_before = os.getloadavg()
+    load = LoadWatch()
     work = tempfile.mkdtemp(prefix="bench_peers_")
     data_path = os.path.join(work, "fb15k-237.pt")
     prepare_data(args.data_dir, data_path)
@@ -399,7 +303,7 @@ def orchestrate(args) -> None:
                     runs.append({"peer": peer, "model": model, "repetition": repetition, "error": failure})
                     print(f"rep {repetition} {model:6s} {peer:22s} FAILED: {failure[-300:]}", flush=True)
     summary = summarize(runs, args.peers, args.models)
-    load_after = os.getloadavg()
+    load_average = load.record(digits=2)
     import torch
 
     results = {
@@ -413,15 +317,15 @@ def orchestrate(args) -> None:
                      "train_flops_convention": "3 x forward (forward + backward) over B * (1 + 256) pairs per step",
                      "pykeen_eval_batch_size": args.pykeen_eval_batch_size},
         "peer_notes": PEER_NOTES,
-        "versions": peer_versions(),
+        "versions": package_versions(("kbit-dgl", "torch", "pykeen", "torch_geometric")),
         "threads": torch.get_num_threads(),
         "allocator": {name: os.environ.get(name) for name in ALLOCATOR_VARIABLES},
         "allocator_note": "every worker ran with this same environment (glibc malloc unless LD_PRELOAD says else)",
-        "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
+        "load_average": load_average,
         "summary": summary, "runs": runs, "errors": errors,
     }
-    if load_before[0] >= 1.0:
-        results["note"] = (f"Timings taken under load: the 1-minute load average was {load_before[0]:.1f} on "
+    if load.under_load:
+        results["note"] = (f"Timings taken under load: the 1-minute load average was {load.before[0]:.1f} on "
                            f"{os.cpu_count()} cores before the run (other jobs shared the machine); ratios between "
                            f"interleaved peers are more trustworthy than absolute rates.")
     if args.quick:
@@ -435,22 +339,10 @@ def orchestrate(args) -> None:
     print(f"wrote {os.path.join(args.out_dir, 'peers.json')} and peers.md")
 
 
-def peer_versions() -> Dict[str, Optional[str]]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions: Dict[str, Optional[str]] = {}
-    for package in ("kbit-dgl", "torch", "pykeen", "torch_geometric"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = None
-    return versions
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run (< 3 min): peers kbit-dgl pykeen pyg, 1 repetition, 1 warm-up + 1 timed "
+                        help="smoke run: peers kbit-dgl pykeen pyg, 1 repetition, 1 warm-up + 1 timed "
                              "step, 8 eval triples")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repetitions (default 3; quick 1)")
     parser.add_argument("--peers", nargs="+", default=None, choices=PEERS,

@@ -13,20 +13,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch
+from dgl.nn import RelGraphConv
 
-import torch  # noqa: E402
-from dgl.nn import RelGraphConv  # noqa: E402
-from provenance import provenance  # noqa: E402
-
-from kbit_dgl.data import load_dataset  # noqa: E402
-from kbit_dgl.data.graph import to_homogeneous  # noqa: E402
-from kbit_dgl.io import atomic_write_json  # noqa: E402
-from kbit_dgl.models.encoders import GroupedRelGraphConv, edge_norm  # noqa: E402
+from kbit_dgl.bench.timing import LoadWatch
+from kbit_dgl.data import load_dataset
+from kbit_dgl.data.graph import to_homogeneous
+from kbit_dgl.io import atomic_write_json
+from kbit_dgl.models.encoders import GroupedRelGraphConv, edge_norm
+from kbit_dgl.provenance import provenance
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +37,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=os.path.join(ROOT, "results", "bench", "rgcn_layer.json"))
     args = parser.parse_args()
-    started, load_before = time.time(), os.getloadavg()
+    started, load = time.time(), LoadWatch()
     torch.set_num_threads(args.threads)
     kg = load_dataset(args.dataset, args.data_dir)
     graph = to_homogeneous(kg, "train", add_inverse=True)
@@ -61,7 +58,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         for name, conv in cases.items():
             if name == "basis8/dgl" and repeat > 0:
-                continue  # ~minutes per run
+                continue  # the slow path: one run (its seconds: results/bench/rgcn_layer.json)
             x.grad = None
             start = time.perf_counter()
             out = conv(graph, x, etypes, norm)
@@ -82,7 +79,7 @@ def main() -> None:
             entry["speedup_over_dgl"] = round(result["cases"][f"{reg}/dgl"]["median_seconds"]
                                               / entry["median_seconds"], 2)
         result["cases"][name] = entry
-    result["load_average_1_5_15min"] = {"before": list(load_before), "after": list(os.getloadavg())}
+    result["load_average_1_5_15min"] = load.record()
     result["provenance"] = provenance(started)
     atomic_write_json(args.out, result)
     for name, entry in result["cases"].items():

@@ -17,98 +17,18 @@ tables (8 GB in all), sparse Adam two moment tables (6 GB), sparse Adagrad one (
 from __future__ import annotations
 
 import argparse
-import gc
 import os
-import statistics
-import sys
 import time
-from typing import Dict, List
+from typing import Dict
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from provenance import provenance  # noqa: E402
-
-from kbit_dgl.config import Config  # noqa: E402
-from kbit_dgl.data import KG  # noqa: E402
-from kbit_dgl.io import atomic_write_json  # noqa: E402
-from kbit_dgl.train.optim import OPTIMIZERS, make_optimizer  # noqa: E402
-from kbit_dgl.train.trainer import model_from_config, train_step  # noqa: E402
-
-MODELS = ("transe", "rotate")
-
-
-def random_kg(num_entities: int, num_relations: int, num_triples: int, seed: int = 0) -> KG:
-    """A KG of uniformly random int64 triples (only the entity count matters for a step's cost)."""
-    generator = torch.Generator().manual_seed(seed)
-
-    def triples(count: int) -> torch.Tensor:
-        return torch.stack([torch.randint(num_entities, (count,), generator=generator),
-                            torch.randint(num_relations, (count,), generator=generator),
-                            torch.randint(num_entities, (count,), generator=generator)], dim=1)
-
-    return KG(name=f"random-{num_entities}", train=triples(num_triples), valid=triples(100), test=triples(100),
-              num_entities=num_entities, num_relations=num_relations,
-              entity_names=[str(i) for i in range(num_entities)],
-              relation_names=[str(i) for i in range(num_relations)])
-
-
-def bench_config(model: str, optimizer: str) -> Config:
-    config = Config()
-    config.model.name, config.model.dim = model, 200
-    config.train.batch_size, config.train.num_negatives, config.train.negative_chunk_size = 1024, 256, 128
-    config.train.optimizer = optimizer
-    return config
-
-
-class StepTimer:
-    """One model + optimizer on one KG, built as the trainer builds them; ``step()`` times one step."""
-
-    def __init__(self, kg: KG, model_name: str, optimizer_name: str):
-        self.kg, self.config = kg, bench_config(model_name, optimizer_name)
-        torch.manual_seed(0)
-        self.model = model_from_config(self.config, kg)
-        self.optimizer = make_optimizer(self.model, optimizer_name, self.config.train.lr)
-        self.generator = torch.Generator().manual_seed(0)
-        self.count = 0
-        self.step_seconds: List[float] = []
-        self.update_seconds: List[float] = []
-
-    def step(self, record: bool) -> None:
-        train = self.config.train
-        batch = self.kg.train[torch.randint(len(self.kg.train), (train.batch_size,), generator=self.generator)]
-        start = time.perf_counter()
-        loss = train_step(self.model, batch, self.config, self.generator, "tail" if self.count % 2 == 0 else "head")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        before_update = time.perf_counter()
-        self.optimizer.step()
-        end = time.perf_counter()
-        self.count += 1
-        if record:
-            self.step_seconds.append(end - start)
-            self.update_seconds.append(end - before_update)
-
-    def summary(self) -> Dict[str, object]:
-        return {"step_seconds_median": round(statistics.median(self.step_seconds), 5),
-                "optimizer_step_seconds_median": round(statistics.median(self.update_seconds), 5),
-                "step_seconds_all": [round(s, 5) for s in self.step_seconds]}
-
-
-def time_case(kgs: Dict[int, KG], model_name: str, optimizer_name: str, steps: int,
-              warmup: int) -> Dict[str, Dict[str, object]]:
-    """Median step times of one model/optimizer on every KG, steps interleaved across the KGs so that
-    load from other jobs falls on all sizes alike."""
-    timers = {size: StepTimer(kg, model_name, optimizer_name) for size, kg in kgs.items()}
-    for index in range(warmup + steps):
-        for timer in timers.values():
-            timer.step(record=index >= warmup)
-    summaries = {str(size): timer.summary() for size, timer in timers.items()}
-    del timers
-    gc.collect()
-    return summaries
+from kbit_dgl.bench.steps import MODELS, time_case
+from kbit_dgl.bench.timing import LoadWatch
+from kbit_dgl.bench.workloads import random_kg
+from kbit_dgl.io import atomic_write_json
+from kbit_dgl.provenance import provenance
+from kbit_dgl.train.optim import OPTIMIZERS
 
 
 def main() -> None:
@@ -124,7 +44,7 @@ def main() -> None:
                                                       "results", "bench", "step_scaling.json"))
     args = parser.parse_args()
     started = time.time()
-    load_before = os.getloadavg()
+    load = LoadWatch()
     results: Dict[str, object] = {
         "workload": {"batch_size": 1024, "shared_negatives": 256, "negative_chunk_size": 128, "dim": 200,
                      "rotate_complex_dim": 100, "num_relations": args.num_relations,
@@ -145,12 +65,10 @@ def main() -> None:
         key: round(by_size[largest]["step_seconds_median"] / by_size[smallest]["step_seconds_median"], 3)
         for key, by_size in cases.items()}
     results["ratio_entities"] = f"{largest} / {smallest}"
-    load_after = os.getloadavg()
-    results["load_average_1_5_15min"] = {"before": [round(x, 2) for x in load_before],
-                                         "after": [round(x, 2) for x in load_after]}
+    results["load_average_1_5_15min"] = load.record(digits=2)
     # this run keeps up to torch_threads cores busy itself; more than one core's worth of load
     # before it started means other jobs were running
-    results["under_load"] = load_before[0] >= 1.0
+    results["under_load"] = load.under_load
     results["note"] = ("timings taken while other jobs shared the machine's cores (load average above); "
                        "ratios within one run are comparable, absolute times are not"
                        if results["under_load"] else "machine otherwise idle (load average above)")

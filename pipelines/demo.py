@@ -7,23 +7,21 @@ sees it, plus the command, commit, machine and wall time of the whole job.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from provenance import provenance  # noqa: E402
-
-from kbit_dgl.io import atomic_write_json, atomic_write_text  # noqa: E402
+from kbit_dgl.io import atomic_write_json, atomic_write_text
+from kbit_dgl.provenance import provenance
 
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "demo")
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     started = time.time()
     with tempfile.TemporaryDirectory() as folder:
         command = [sys.executable, "-m", "kbit_dgl.cli", "demo", "--out", os.path.join(folder, "demo"),

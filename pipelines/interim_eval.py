@@ -2,29 +2,25 @@
 
     python pipelines/interim_eval.py RUN_DIR [--out results/foundation-interim]
 
-For long runs (the large foundation benchmarks take hours on 2 cores) that a session has to leave
-before early stopping ends them. The run folder is only read: ``model.pt`` is the best model by
-validation MRR so far, ``checkpoint.pt`` carries the history and the learning-rate decays. Writes
-``<out>/<run name>.json`` with the test metrics, the epoch of the model, the history, and the
-command, commit, machine and wall time. ``kbit-dgl train --out RUN_DIR --resume`` continues the
-run itself.
+For long runs (the large foundation benchmarks; their wall times are in results/foundation/) that
+a session has to leave before early stopping ends them. The run folder is only read: ``model.pt``
+is the best model by validation MRR so far, ``checkpoint.pt`` carries the history and the
+learning-rate decays. Writes ``<out>/<run name>.json`` with the test metrics, the epoch of the
+model, the history, and the command, commit, machine and wall time. ``kbit-dgl train --out RUN_DIR
+--resume`` continues the run itself.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch
 
-import torch  # noqa: E402
-from provenance import provenance  # noqa: E402
-
-from kbit_dgl.eval import evaluate  # noqa: E402
-from kbit_dgl.io import atomic_write_json  # noqa: E402
-from kbit_dgl.train.trainer import load_run  # noqa: E402
+from kbit_dgl.eval import evaluate
+from kbit_dgl.io import atomic_write_json
+from kbit_dgl.provenance import provenance
+from kbit_dgl.runs import load_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -12,26 +12,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from provenance import provenance  # noqa: E402
-
-from kbit_dgl.eval import evaluate  # noqa: E402
-from kbit_dgl.io import atomic_write_json, atomic_write_text  # noqa: E402
-from kbit_dgl.quant import QuantSpec, quantize_model  # noqa: E402
-from kbit_dgl.train.trainer import load_run  # noqa: E402
+from kbit_dgl.eval import evaluate
+from kbit_dgl.io import atomic_write_json, atomic_write_text
+from kbit_dgl.provenance import provenance
+from kbit_dgl.quant import QuantSpec, quantize_model, table_specs
+from kbit_dgl.runs import load_run
 
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "kbit-relation-bits")
-
-
-def relation_spec(bits: int, dtype: str, block: int, model_name: str) -> QuantSpec:
-    if bits in (16, 32):
-        return QuantSpec(bits, "int", block)
-    return QuantSpec(bits, "phase" if model_name == "rotate" else dtype, block)
 
 
 def main() -> None:
@@ -48,8 +37,7 @@ def main() -> None:
     for dtype in ("int", "quantile"):
         spec = QuantSpec(args.bits, dtype, args.block)
         for relation_bits in [None] + list(args.relation_bits):
-            rel = None if relation_bits is None else relation_spec(relation_bits, dtype, args.block, config.model.name)
-            quantized = quantize_model(model, spec, rel)
+            quantized = quantize_model(model, spec, table_specs(model.decoder, spec, relation_bits)[1])
             mrr = evaluate(quantized, kg, "test")["mrr"]
             report = quantized.byte_report()
             rows.append({"dtype": dtype, "entity_bits": args.bits, "relation_bits": relation_bits or args.bits,

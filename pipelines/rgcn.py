@@ -8,8 +8,8 @@
 
 ``--random-kg N`` trains on a generated KG of N entities and ``--random-triples`` uniformly random
 triples (default 2N) over 100 relations: only its size matters there, not its MRR.
-``--memory-limit-gb`` caps each run's address space (``RLIMIT_AS``, which includes the ~4 GiB
-torch's libraries map): a run that needs more fails with an allocation error, recorded in its
+``--memory-limit-gb`` caps each run's address space (``RLIMIT_AS``, which includes the address
+space torch's libraries map): a run that needs more fails with an allocation error, recorded in its
 JSON as ``out_of_memory``, instead of taking the machine's memory from everything else.
 
 Each ``decoder:mode`` trains in its own child process (so its peak memory is its own) into
@@ -23,27 +23,25 @@ not tuned per dataset; ``--set`` changes any of them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from provenance import provenance  # noqa: E402
-
-from kbit_dgl.config import Config  # noqa: E402
-from kbit_dgl.io import atomic_write_json, atomic_write_text  # noqa: E402
+from kbit_dgl.bench.memory import current_rss_mib, max_rss_mib
+from kbit_dgl.bench.tables import rgcn_table
+from kbit_dgl.config import Config
+from kbit_dgl.io import atomic_write_json, atomic_write_text
+from kbit_dgl.provenance import provenance
 
 RUNS = ["distmult:full", "distmult:sampled", "transe:full", "rotate:full"]
 # Full-graph training runs the encoder over the whole graph every step, so it wants large batches
 # (DGL's R-GCN example samples 30,000 edges per step). On FB15k-237 (544k edges with inverses,
-# width 200) one GroupedRelGraphConv layer costs ~1-4 s forward + backward on one core, so a
-# step costs about layers x 3 s whatever the batch: one layer and batches of 8192 give ~35
-# updates per epoch in about 2 minutes. ``--set encoder.layers=2`` doubles the encoder's cost.
+# width 200) one GroupedRelGraphConv layer's forward + backward costs seconds on one core
+# (results/bench/rgcn_layer.json), so a step costs about layers x that whatever the batch: one
+# layer and batches of 8192 give ~35 updates per epoch (272k training triples / 8192); the seconds
+# per epoch are in results/rgcn/*.json. ``--set encoder.layers=2`` doubles the encoder's cost.
 SETTINGS = ["model.dim=200", "encoder.layers=1", "encoder.regularizer=bdd", "encoder.num_bases=100",
             "encoder.dropout=0.2", "train.batch_size=8192", "train.num_negatives=256",
             "train.negative_chunk_size=128", "train.lr=0.005", "train.max_epochs=100", "train.valid_every=5",
@@ -53,20 +51,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "results", "rgcn")
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MiB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def current_rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2 ** 20
-
-
 def load_kg(dataset: str, data_dir: str, random_triples: int):
     if dataset.startswith("random-"):
-        from bench_step_scaling import random_kg
+        from kbit_dgl.bench.workloads import random_kg
 
         num_entities = int(dataset.split("-", 1)[1])
         return random_kg(num_entities, 100, random_triples or 2 * num_entities)
@@ -86,7 +73,7 @@ def run_one(spec: str, dataset: str, data_dir: str, runs_dir: str, overrides, su
     config = Config()
     config.data.dataset, config.model.name, config.model.encoder = dataset, decoder, "rgcn"
     config.apply_overrides(SETTINGS + list(overrides) + [f"encoder.mode={mode}"])
-    rss_before = current_rss_mb()
+    rss_before = current_rss_mib()
     name = f"{kg.name}-rgcn-{decoder}-{mode}{suffix}"
     if memory_limit_gb:
         limit = int(memory_limit_gb * 2 ** 30)
@@ -100,14 +87,14 @@ def run_one(spec: str, dataset: str, data_dir: str, runs_dir: str, overrides, su
         out_of_memory = isinstance(error, MemoryError) or "can't allocate memory" in str(error)
         if not (memory_limit_gb and out_of_memory):
             raise
-        record.update(out_of_memory=str(error).splitlines()[0][:300], peak_rss_mb=round(peak_rss_mb(), 1),
+        record.update(out_of_memory=str(error).splitlines()[0][:300], peak_rss_mb=round(max_rss_mib(), 1),
                       rss_before_training_mb=round(rss_before, 1), provenance=provenance(started))
         atomic_write_json(os.path.join(RESULTS, f"{name}.json"), record)
         print(f"{name}: out of memory under {memory_limit_gb} GiB: {record['out_of_memory']}", flush=True)
         return record
     record.update(metrics)
     record.update(seconds_per_epoch=round(metrics["train_seconds"] / max(metrics["epochs"], 1), 3),
-                  peak_rss_mb=round(peak_rss_mb(), 1), rss_before_training_mb=round(rss_before, 1),
+                  peak_rss_mb=round(max_rss_mib(), 1), rss_before_training_mb=round(rss_before, 1),
                   provenance=provenance(started))
     atomic_write_json(os.path.join(RESULTS, f"{name}.json"), record)
     print(f"{name}: test MRR {metrics['test']['mrr']:.4f} valid {metrics['valid']['mrr']:.4f}  "
@@ -117,32 +104,7 @@ def run_one(spec: str, dataset: str, data_dir: str, runs_dir: str, overrides, su
 
 
 def write_table() -> None:
-    rows = []
-    for file_name in sorted(f for f in os.listdir(RESULTS) if f.endswith(".json")):
-        with open(os.path.join(RESULTS, file_name)) as handle:
-            r = json.load(handle)
-        if "out_of_memory" in r:
-            rows.append(f"| {r['dataset']} | rgcn + {r['model']} | {r['config']['encoder']['mode']} | "
-                        f"{' '.join(r['overrides']) or 'pipeline settings'} | out of memory under "
-                        f"{r['memory_limit_gb']} GiB | | | | | {r['peak_rss_mb']:.0f} | "
-                        f"{r['rss_before_training_mb']:.0f} | {r['provenance']['wall_seconds']:.0f} | "
-                        f"`{r['provenance']['commit'][:10]}` |")
-            continue
-        rows.append(f"| {r['dataset']} | rgcn + {r['model']} | {r['config']['encoder']['mode']} | "
-                    f"{' '.join(r['overrides']) or 'pipeline settings'} | {r['test']['mrr']:.4f} | "
-                    f"{r['test']['hits@1']:.3f} | {r['test']['hits@10']:.3f} | {r['best_epoch']}/{r['epochs']} | "
-                    f"{r['seconds_per_epoch']:.1f} | {r['peak_rss_mb']:.0f} | {r['rss_before_training_mb']:.0f} | "
-                    f"{r['provenance']['wall_seconds']:.0f} | `{r['provenance']['commit'][:10]}` |")
-    header = ("| dataset | model | mode | overrides | test MRR | H@1 | H@10 | best/last epoch | s/epoch | "
-              "peak RSS MiB | RSS before training MiB | wall s | commit |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    text = ("# R-GCN encoder results\n\nProduced by `python pipelines/rgcn.py` (settings in that file; one JSON "
-            "per run beside this file with the exact command, commit, machine and wall time). Filtered ranking, "
-            "head and tail pooled. Peak RSS is each run's own process. `random-N` rows train on a generated KG of N "
-            "entities and 2N uniformly random triples (`--random-kg N`): only their time and memory mean anything; "
-            "`--memory-limit-gb` capped their address space (RLIMIT_AS, which includes ~4 GiB of mapped "
-            "libraries).\n\n" + header + "\n" + "\n".join(rows) + "\n")
-    atomic_write_text(os.path.join(RESULTS, "README.md"), text)
+    atomic_write_text(os.path.join(RESULTS, "README.md"), rgcn_table(RESULTS))
 
 
 def main() -> None:
@@ -178,6 +140,7 @@ def main() -> None:
                    *(["--quick"] if args.quick else []), "--set", *args.set]
         subprocess.run(command, check=True)
         write_table()
+
 
 if __name__ == "__main__":
     main()

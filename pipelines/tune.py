@@ -15,11 +15,10 @@ import os
 import shutil
 import time
 
-from kbit_dgl.provenance import project_root, provenance
-
 from kbit_dgl.config import Config
 from kbit_dgl.data import load_dataset
 from kbit_dgl.io import atomic_write_json
+from kbit_dgl.provenance import project_root, provenance
 from kbit_dgl.runs import check_config
 from kbit_dgl.tune import read_space, tune
 

@@ -1,17 +1,19 @@
 """Scaling analysis: power-law fits, held-out validation, the bit-optimal frontier, sweep smoke runs."""
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from kbit_dgl.data.synthetic import generate_kg
+from kbit_dgl.provenance import project_root
 from kbit_dgl.scaling.fit import fit_power_law, holdout_error, saturating_power_law
 from kbit_dgl.scaling.frontier import aggregate_points, bit_optimal_table, budget_grid, frontier_summary
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipelines"))
+from kbit_dgl.scaling.kbit_report import frontier_verdict, frontiers, write_outputs
+from kbit_dgl.scaling.kbit_sweep import SweepSettings, run_sweep
+from kbit_dgl.scaling.law_report import render_readme
+from kbit_dgl.scaling.law_sweep import ScalingSettings, run_scaling
 
 
 # ---- fits --------------------------------------------------------------------------------------
@@ -127,14 +129,12 @@ def one_thread():
 
 def test_kbit_sweep_points_grow_in_bits_with_k(small_kg, tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("KBIT_DGL_COMPILE", "0")  # eager kernels: no compile time in a unit test
-    import kbit_sweep
-
-    settings = kbit_sweep.SweepSettings(
+    settings = SweepSettings(
         datasets=["synthetic"], models=["transe", "rotate"], dims=[32], seeds=[0], max_epochs=1,
         bits=[1, 2, 4, 8, 16, 32], dtypes=["int", "quantile"], blocks=[8, 64], block_bits=4, qat=True, qat_bits=[2],
         timing=True, timing_repeats=1, overrides=FAST, threads=one_thread, runs_dir=str(tmp_path / "runs"),
         out_dir=str(tmp_path / "out"))
-    record = kbit_sweep.run_sweep(settings, load_kg=lambda name: small_kg)
+    record = run_sweep(settings, load_kg=lambda name: small_kg)
     points = record["points"]
     main = [p for p in points if p["method"] == "ptq" and p["sweep"] == "main"]
     assert len(main) == 2 * (4 * 2 + 2)  # models x (quantised k x dtypes + fp16 + fp32)
@@ -151,7 +151,7 @@ def test_kbit_sweep_points_grow_in_bits_with_k(small_kg, tmp_path, monkeypatch, 
     # the same run, trained once, gives the trainer's own test MRR at 32 bits
     run = next(p for p in main if p["model"] == "transe" and p["dim"] == 32 and p["bits"] == 32)["run"]
     import json
-    with open(os.path.join(kbit_sweep.ROOT, run, "metrics.json")) as handle:
+    with open(os.path.join(project_root(), run, "metrics.json")) as handle:
         assert json.load(handle)["test"]["mrr"] == pytest.approx(
             next(p for p in main if p["run"] == run and p["bits"] == 32)["mrr"], abs=1e-12)
     blocks = {(p["dtype"], p["block_width"]) for p in points if p["sweep"] == "block" and p["model"] == "transe"}
@@ -168,27 +168,25 @@ def test_kbit_sweep_points_grow_in_bits_with_k(small_kg, tmp_path, monkeypatch, 
     # two dims: the budget table and the verdict
     wider = [dict(p, dim=64, total_bits=2 * p["total_bits"], mrr=min(1.0, p["mrr"] + 0.01)) for p in main]
     both = main + wider
-    kbit_sweep.write_outputs(dict(record, points=both, frontier=kbit_sweep._frontiers(both)), str(tmp_path / "two"))
+    write_outputs(dict(record, points=both, frontier=frontiers(both)), str(tmp_path / "two"))
     readme = (tmp_path / "two" / "README.md").read_text()
     assert "Does 4 bits win like for LLMs?" in readme and "| budget (bits) | best (dim, k, dtype)" in readme
     # resumable: a second call reuses every run and every cached point
-    again = kbit_sweep.run_sweep(settings, load_kg=lambda name: small_kg)
+    again = run_sweep(settings, load_kg=lambda name: small_kg)
     assert [p["mrr"] for p in again["points"]] == [p["mrr"] for p in points]
     # QAT keeps the relation table at k: its PTQ baselines may not get more relation bits
     settings.relation_min_bits = 8
     with pytest.raises(ValueError, match="--qat with --relation-bits 8"):
-        kbit_sweep.run_sweep(settings, load_kg=lambda name: small_kg)
+        run_sweep(settings, load_kg=lambda name: small_kg)
 
 
 def test_scaling_steps_axis_equals_an_uninterrupted_run(tiny_kg, tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("KBIT_DGL_COMPILE", "0")
-    import scaling
-
-    settings = scaling.ScalingSettings(
+    settings = ScalingSettings(
         datasets=["synthetic"], models=["transe"], seeds=[0], dims=[4, 8, 16], fractions=[0.5, 1.0],
         data_dim=8, steps_dim=8, steps_epochs=[1, 2], max_epochs=2, overrides=FAST, threads=one_thread,
         dim_runs_dir=str(tmp_path / "kbit"), runs_dir=str(tmp_path / "scaling"), out_dir=str(tmp_path / "out"))
-    record = scaling.run_scaling(settings, load_kg=lambda name: tiny_kg)
+    record = run_scaling(settings, load_kg=lambda name: tiny_kg)
     points = record["points"]
     by_axis = {axis: [p for p in points if p["axis"] == axis] for axis in ("dim", "data", "steps")}
     assert [p["x"] for p in by_axis["dim"]] == [4, 8, 16]
@@ -208,8 +206,7 @@ def test_scaling_steps_axis_equals_an_uninterrupted_run(tiny_kg, tmp_path, monke
     assert "distinct x" in saturating["holdout_error"]  # 2 points left for 3 parameters: reported, not hidden
     readme = (tmp_path / "out" / "README.md").read_text()
     assert readme.count("predicts") >= 1 and "**data**: fractions [0.5, 1.0]" in readme
-    assert "**data**" not in scaling.render_readme({**record, "settings": {**record["settings"], "axes": ["dim"]}},
-                                                   fits, {})
+    assert "**data**" not in render_readme({**record, "settings": {**record["settings"], "axes": ["dim"]}}, fits, {})
 
 
 @pytest.mark.parametrize("name", ["transe", "rotate"])
@@ -236,14 +233,32 @@ def test_relation_min_bits_keeps_the_relation_table_precise(small_kg, name):
     assert kept[0]["mrr"] == rank_metrics(reference, small_kg, "test")["mrr"]
 
 
-def test_frontier_verdict_never_says_no_when_4_bits_wins_as_often_as_any_k():
-    import kbit_sweep
+@pytest.mark.parametrize("name", ["transe", "rotate", "complex"])
+def test_relation_table_spec_at_more_bits(name):
+    """The rule pipelines/relation_bits.py uses: 16 / 32 bits are plain floats ("int" spec), RotatE's
+    phases stay phases below 16 bits, any other decoder keeps the entity table's data type and block."""
+    from kbit_dgl.models.decoders import make_decoder
+    from kbit_dgl.quant import QuantSpec
+    from kbit_dgl.quant.model import table_specs
 
+    decoder = make_decoder(name, 16, 6.0)
+    for dtype in ("int", "quantile"):
+        spec = QuantSpec(4, dtype, 64)
+        for relation_bits in (8, 16, 32):
+            entity, relation = table_specs(decoder, spec, relation_bits)
+            if relation_bits in (16, 32):
+                expected = QuantSpec(relation_bits, "int", 64)
+            else:
+                expected = QuantSpec(relation_bits, "phase" if name == "rotate" else dtype, 64)
+            assert entity == spec and relation == expected, (dtype, relation_bits)
+
+
+def test_frontier_verdict_never_says_no_when_4_bits_wins_as_often_as_any_k():
     half = {"four_bit_wins": 2, "budgets": 4, "most_frequent_bits": 4, "seeded": False, "four_bit_tied": 2}
-    assert kbit_sweep.frontier_verdict(half).startswith("Partly: 4 bits wins 2 of 4")
-    assert kbit_sweep.frontier_verdict({**half, "four_bit_wins": 3}).startswith("Yes")
+    assert frontier_verdict(half).startswith("Partly: 4 bits wins 2 of 4")
+    assert frontier_verdict({**half, "four_bit_wins": 3}).startswith("Yes")
     behind = {**half, "four_bit_wins": 1, "four_bit_tied": 1, "most_frequent_bits": 5}
-    assert kbit_sweep.frontier_verdict(behind) == ("No: here k = 5 is bit-optimal most often, and 4 bits wins 1 of 4 "
+    assert frontier_verdict(behind) == ("No: here k = 5 is bit-optimal most often, and 4 bits wins 1 of 4 "
                                                    "(single seed: the margins have no error bars).")
-    assert "measurably behind" in kbit_sweep.frontier_verdict({**behind, "seeded": True})
-    assert kbit_sweep.frontier_verdict({**behind, "seeded": True, "four_bit_tied": 3}).startswith("Partly")
+    assert "measurably behind" in frontier_verdict({**behind, "seeded": True})
+    assert frontier_verdict({**behind, "seeded": True, "four_bit_tied": 3}).startswith("Partly")

@@ -47,8 +47,8 @@ def default_relation_bits(bits: int, qat: bool = False) -> Optional[int]:
     with QAT (which trained the relation table at ``bits``).
 
     The relation table is tiny next to the entity table, so keeping it more precise costs almost
-    no bytes: with 4-bit entities, 8-bit relations cost +1.5-3 % of the bytes and kept
-    98.5-99.5 % of fp32 test MRR where 4-bit relations kept 96.3-98.9 % (results/kbit-relation-bits/).
+    no bytes and keeps more of the fp32 model's test MRR than 4-bit relations do (the measured
+    bytes and MRR: results/kbit-relation-bits/).
     """
     return None if qat or bits >= 8 else 8
 
