@@ -150,9 +150,8 @@ class KG:
         index is rebuilt on first use. Returns ``self`` when the names are already in this order.
         Raises :class:`KGFormatError` when the name sets differ (counts and up to 5 examples).
 
-        Otherwise every tensor is copied renumbered: one dict lookup per name, then gathers. For
-        wikikg2's size (2.5M entities, 17M triples) that took ~7 s on 2 loaded cores; its OGB
-        negatives (1M x 1000 ids) would add 8 GB and, extrapolating from 1M x 100, about a minute.
+        Otherwise every tensor is copied renumbered: one dict lookup per name, then gathers, so at
+        wikikg2's size it costs seconds and a copy of every split (OGB's negatives included).
         """
         entity_names, relation_names = list(entity_names), list(relation_names)
         if entity_names == self.entity_names and relation_names == self.relation_names:
@@ -163,7 +162,7 @@ class KG:
         entity_new[entity_old] = torch.arange(len(entity_old))
         relation_new[relation_old] = torch.arange(len(relation_old))
 
-        # np.take, not torch indexing: about 3x faster for wikikg2's 16M triples on CPU (side by side).
+        # np.take, not torch indexing: faster for wikikg2's 16M triples on CPU (measured side by side).
         def renumber(triples: torch.Tensor) -> torch.Tensor:
             old = triples.numpy()
             new = np.empty_like(old)
@@ -247,9 +246,9 @@ def split_warnings(kg: KG) -> List[str]:
     - entities that occur in valid/test but never in train (``unseen_entity_mask`` marks the triples).
 
     Vectorised: one in-place sort per split of int64 triple keys, the rest is bincount, searchsorted
-    and boolean masks. numpy rather than torch: on CPU its int64 sort is about 4x faster than
-    ``torch.sort`` (0.3 s vs 1.1 s for 16M keys on 2 cores, side by side), its bincount and boolean
-    scatter 1.2-1.7x. About 1.1-1.5 s in all for wikikg2's size (16M train triples).
+    and boolean masks. numpy rather than torch: on CPU its int64 sort was the faster of the two,
+    measured side by side at wikikg2's size (16M train triples), where the whole check takes a
+    second or two.
     """
     messages = []
     keys = _triple_keys(kg)

@@ -186,10 +186,10 @@ class GroupedRelGraphConv(RelGraphConv):
     (FB15k-237 with inverses: 150k pairs for 544k edges), and one ``index_add_`` sums them per
     destination.
 
-    Why not ``RelGraphConv`` itself: DGL 2.1's CPU path is slow at FB15k-237 scale. One layer,
-    width 200, forward + backward, 1 thread (``pipelines/bench_rgcn_layer.py``): ``basis`` goes
-    through ``gather_mm`` (188 s against 2.0 s here) and ``bdd`` gathers a weight block per edge
-    for 2x2 ``bmm`` s (6.4 s against 2.2 s). The per-relation weights are composed once
+    Why not ``RelGraphConv`` itself: DGL 2.1's CPU path is slow at FB15k-237 scale: ``basis``
+    goes through ``gather_mm`` and ``bdd`` gathers a weight block per edge for 2x2 ``bmm`` s
+    (one layer side by side: ``pipelines/bench_rgcn_layer.py``, ``results/bench/rgcn_layer.json``).
+    The per-relation weights are composed once
     (bases combined; ``bdd`` blocks laid out as a block-diagonal matrix). Tests check values and
     gradients against ``RelGraphConv``.
     """
