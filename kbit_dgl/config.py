@@ -53,7 +53,9 @@ class TrainConfig:
     optimizer: str = "adam"         # adam (dense) | sparse_adam | sparse_adagrad: update only the rows of a step
     regularization: float = 0.0     # L2 on the rows of a batch (useful for distmult / complex)
     max_epochs: int = 500
+    max_steps: int = 0              # stop after this many steps in all, inside an epoch too (0 = no limit)
     valid_every: int = 10           # epochs between validations (early stopping, best checkpoint)
+    valid_every_steps: int = 0      # validate every this many steps instead of every valid_every epochs (0 = off)
     patience: int = 5               # validations without improvement before stopping
     # learning-rate decay on plateau: after lr_decay_patience validations without improvement the
     # rate is multiplied by lr_decay (0 = off), at most lr_decays times (as RotatE's code drops it 10x
@@ -67,6 +69,8 @@ class TrainConfig:
     lr_decay_epochs: List[int] = field(default_factory=list)
     seed: int = 0
     checkpoint_every: int = 1       # epochs between resumable checkpoints
+    checkpoint_every_steps: int = 0     # also every this many steps, inside an epoch (0 = off); resumes exactly
+    checkpoint_every_minutes: float = 0.0  # also when this many minutes passed since the last one (0 = off)
     num_threads: int = 0            # 0 = torch's default
     qat_bits: int = 0               # quantisation-aware training at this many bits (0 = off), see kbit_dgl/quant
     qat_dtype: str = "int"          # int | int_asym | float | quantile (as `kbit-dgl quantize --dtype`)
@@ -96,6 +100,8 @@ class EncoderConfig:
 class EvalConfig:
     batch_size: int = 256           # queries scored against all entities at once
     protocol: str = "auto"          # auto | filtered | ogb
+    valid_sample: int = 0           # validate during training on a fixed random sample of this many valid
+                                    # triples (0 = all); the final metrics use the whole split
 
 
 @dataclass
@@ -203,7 +209,8 @@ class Config:
         for key in ("batch_size", "num_negatives", "negative_chunk_size", "valid_every", "patience",
                     "checkpoint_every", "lr_decay_patience"):
             need(getattr(train, key) >= 1, f"train.{key} must be >= 1, got {getattr(train, key)}")
-        for key in ("max_epochs", "num_threads", "lr_decays", "qat_block"):
+        for key in ("max_epochs", "max_steps", "valid_every_steps", "checkpoint_every_steps", "num_threads",
+                    "lr_decays", "qat_block"):
             need(getattr(train, key) >= 0, f"train.{key} must be >= 0, got {getattr(train, key)}")
         for key in ("adversarial_temperature", "margin", "regularization"):
             value = getattr(train, key)
@@ -223,6 +230,12 @@ class Config:
              f"encoder.inference_batch_size must be >= 1, got {encoder.inference_batch_size}")
         need(all(f == -1 or f >= 1 for f in encoder.fanouts) and len(encoder.fanouts) >= 1,
              f"encoder.fanouts must be >= 1 or -1 (all), got {encoder.fanouts}")
+        need(math.isfinite(train.checkpoint_every_minutes) and train.checkpoint_every_minutes >= 0,
+             f"train.checkpoint_every_minutes must be finite and >= 0, got {train.checkpoint_every_minutes}")
+        need(not self.model.encoder or not (train.checkpoint_every_steps or train.checkpoint_every_minutes),
+             "train.checkpoint_every_steps / checkpoint_every_minutes (checkpoints inside an epoch) are for "
+             "shallow models; with model.encoder checkpoints are written at epoch ends")
+        need(evaluation.valid_sample >= 0, f"eval.valid_sample must be >= 0, got {evaluation.valid_sample}")
         need(evaluation.batch_size >= 1, f"eval.batch_size must be >= 1, got {evaluation.batch_size}")
         need(evaluation.protocol in PROTOCOLS,
              f"eval.protocol must be one of {', '.join(PROTOCOLS)}, got {evaluation.protocol!r}")

@@ -93,7 +93,7 @@ def test_learning_rate_decays_on_plateau_and_resumes(small_kg, tmp_path, monkeyp
     def scripted_evaluate(model, kg, split, cfg, per_relation=False):
         calls["n"] += 1
         if calls["n"] <= len(valid_mrrs):
-            return {"mrr": valid_mrrs[calls["n"] - 1], "hits@10": 0.0}
+            return {"mrr": valid_mrrs[calls["n"] - 1], "hits@10": 0.0, "protocol": "filtered"}
         return real_evaluate(model, kg, split, cfg, per_relation=per_relation)
 
     monkeypatch.setattr(trainer, "evaluate_model", scripted_evaluate)
@@ -117,7 +117,7 @@ def test_scheduled_learning_rate_decay_ignores_plateaus(small_kg, tmp_path, monk
     def flat_valid(model, kg, split, cfg, per_relation=False):  # 6 equal validations: plateau decays would fire
         calls["n"] += 1
         if calls["n"] <= 6:
-            return {"mrr": 0.5, "hits@10": 0.0}
+            return {"mrr": 0.5, "hits@10": 0.0, "protocol": "filtered"}
         return real_evaluate(model, kg, split, cfg, per_relation=per_relation)
 
     monkeypatch.setattr(trainer, "evaluate_model", flat_valid)

@@ -6,9 +6,14 @@ from typing import Iterator, Tuple
 import torch
 
 
+def epoch_permutation(num_triples: int, generator: torch.Generator) -> torch.Tensor:
+    """The order of one epoch's positives: a fresh shuffle of ``num_triples`` ids."""
+    return torch.randperm(num_triples, generator=generator)
+
+
 def positive_batches(num_triples: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Yield index tensors over a fresh shuffle of ``num_triples`` (the last batch may be short)."""
-    order = torch.randperm(num_triples, generator=generator)
+    order = epoch_permutation(num_triples, generator)
     for start in range(0, num_triples, batch_size):
         yield order[start:start + batch_size]
 

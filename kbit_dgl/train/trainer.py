@@ -9,6 +9,7 @@ from encoder_training.py (full-graph or sampled message passing) and the loop is
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -45,15 +46,16 @@ from ..runs import (
 )
 from . import steps
 from .optim import make_optimizer, param_groups, scale_lr
-from .sampling import positive_batches, subsampling_weights
+from .sampling import epoch_permutation, subsampling_weights
 
 LAST_CHECKPOINT = CHECKPOINT  # the names older code imported from here
 log = logging.getLogger("kbit_dgl")
 
 #: keys ``--resume --set`` may change: they steer the rest of the run without changing what the
 #: checkpoint holds. ``train.lr`` sets the current learning rate (recorded in ``lr_decays``).
-RESUME_CHANGEABLE = ("data.data_dir", "train.max_epochs", "train.patience", "train.valid_every",
-                     "train.checkpoint_every", "train.num_threads", "train.lr", "train.lr_decay_patience",
+RESUME_CHANGEABLE = ("data.data_dir", "train.max_epochs", "train.max_steps", "train.patience", "train.valid_every",
+                     "train.valid_every_steps", "train.checkpoint_every", "train.checkpoint_every_steps",
+                     "train.checkpoint_every_minutes", "train.num_threads", "train.lr", "train.lr_decay_patience",
                      "train.lr_decays", "eval.batch_size")
 #: steps of each process excluded from the steady-state rate (torch.compile's warm-up lands there)
 WARMUP_STEPS = 10
@@ -160,6 +162,9 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
         if "torch_rng" in checkpoint:  # encoder runs: dropout and DGL's shuffles draw from torch's generator
             torch.set_rng_state(checkpoint["torch_rng"])
         state = {"warmup_seconds": 0.0, "warmup_triples": 0, **checkpoint["state"]}
+        if model.encoder is not None and state.get("batch_in_epoch"):
+            raise ConfigError(f"{checkpoint_path} was written inside an epoch ({state['batch_in_epoch']} batches in); "
+                              f"runs with an encoder resume from epoch boundaries only")
         log.info("resumed from %s at epoch %d", checkpoint_path, state["epoch"])
         if changes:
             log.info("resume changes %s", ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items()))
@@ -182,32 +187,81 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
     train_triples = kg.train
     weights = subsampling_weights(train_triples, kg.num_entities, kg.num_relations) if cfg.subsampling else None
     steps_per_epoch = math.ceil(len(train_triples) / cfg.batch_size)
+    valid_kg = valid_sample(kg, config.eval.valid_sample, cfg.seed)
 
-    def shallow_losses():
-        for batch_ids in positive_batches(len(train_triples), cfg.batch_size, generator):
+    def shallow_losses(skip: int = 0):
+        """One epoch's (loss, batch size) steps; ``skip`` batches already ran (a mid-epoch resume):
+        the epoch's order is drawn again from the generator state it was drawn from."""
+        if skip:
+            current = generator.get_state()
+            generator.set_state(state["epoch_generator"])
+        else:
+            state["epoch_generator"] = generator.get_state()
+        order = epoch_permutation(len(train_triples), generator)
+        if skip:
+            generator.set_state(current)
+        for batch_ids in order.split(cfg.batch_size)[skip:]:
             direction = "tail" if state["step"] % 2 == 0 else "head"
             yield steps.train_step(model, train_triples[batch_ids], config, generator, direction,
-                             None if weights is None else weights[batch_ids]), len(batch_ids)
+                                   None if weights is None else weights[batch_ids]), len(batch_ids)
 
     if model.encoder is None:
         epoch_losses = shallow_losses
     else:  # full-graph or sampled message passing: kbit_dgl/train/encoder_training.py
         from .encoder_training import encoder_epoch_losses
 
-        epoch_losses = encoder_epoch_losses(model, kg, config, generator, state, weights)
-    log.info("training %s%s on %s %s for up to %d epochs (%d steps each)", config.model.name,
+        encoder_losses = encoder_epoch_losses(model, kg, config, generator, state, weights)
+        epoch_losses = lambda skip=0: encoder_losses()  # noqa: E731  (mid-epoch checkpoints are refused)
+    total_steps = cfg.max_epochs * steps_per_epoch
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    log.info("training %s%s on %s %s for up to %d epochs (%d steps each)%s", config.model.name,
              f" with encoder {config.model.encoder}" if config.model.encoder else "", kg.name, kg.summary(),
-             cfg.max_epochs, steps_per_epoch)
-    bar = tqdm(total=cfg.max_epochs * steps_per_epoch, initial=state["epoch"] * steps_per_epoch,
-               disable=not progress, unit="step", dynamic_ncols=True)
-    model.train()
+             cfg.max_epochs, steps_per_epoch, f", at most {cfg.max_steps} steps" if cfg.max_steps else "")
+    bar = tqdm(total=total_steps, initial=min(state["step"], total_steps), disable=not progress, unit="step",
+               dynamic_ncols=True)
+    state.setdefault("batch_in_epoch", 0)
+    state.setdefault("epoch_loss", 0.0)
+    state.setdefault("epoch_triples", 0)
+    state.setdefault("epoch_seconds", 0.0)
+    state.setdefault("stopped_at_max_steps", False)
     process_steps = 0  # steps this process ran: its first WARMUP_STEPS compile the kernels
-    while state["epoch"] < cfg.max_epochs and not state["stopped_early"]:
-        epoch_start = time.perf_counter()
-        epoch_loss, epoch_triples = 0.0, 0
-        for loss, batch_size in epoch_losses():
-            if process_steps == 0:
-                warmup_start = time.perf_counter()
+    last_checkpoint_time = time.perf_counter()
+
+    def validate(label: str) -> Dict:
+        """Validate, keep the best model, count plateaus; returns the valid metrics."""
+        _check_finite(model, f"at {label}", checkpoint_path)
+        valid = evaluate_model(model, valid_kg, "valid", config)
+        loss = state["epoch_loss"] / max(state["epoch_triples"], 1)
+        state["history"].append({"epoch": state["epoch"], "step": state["step"], "loss": loss,
+                                 "valid_mrr": valid["mrr"]})
+        log.info("%s valid mrr %.4f hits@10 %.4f", label, valid["mrr"], valid["hits@10"])
+        if progress:
+            bar.write(f"{label}: loss {loss:.4f}  valid MRR {valid['mrr']:.4f}", file=sys.stderr)
+        if valid["mrr"] > state["best_valid_mrr"]:
+            state.update(best_valid_mrr=valid["mrr"], best_epoch=state["epoch"], best_step=state["step"],
+                         bad_validations=0, bad_at_decay=0, best_valid=valid if valid_kg is kg else None)
+            atomic_torch_save(best_path, {"model": model.state_dict(), "epoch": state["epoch"],
+                                          "step": state["step"], "id_maps": fingerprint})
+        else:
+            state["bad_validations"] += 1
+            _plateau(state, cfg, optimizer)
+        return valid
+
+    def checkpoint(label: str) -> None:
+        nonlocal last_checkpoint_time
+        _check_finite(model, f"at {label}", checkpoint_path)
+        save_checkpoint()
+        last_checkpoint_time = time.perf_counter()
+
+    def finished() -> bool:
+        return (state["epoch"] >= cfg.max_epochs or state["stopped_early"]
+                or bool(cfg.max_steps and state["step"] >= cfg.max_steps))
+
+    model.train()
+    while not finished():
+        last = time.perf_counter()
+        for loss, batch_size in epoch_losses(state["batch_in_epoch"]):
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
                     f"loss became {float(loss)} at epoch {state['epoch'] + 1}, step {state['step']}; "
@@ -216,49 +270,55 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
             loss.backward()
             optimizer.step()
             state["step"] += 1
+            state["batch_in_epoch"] += 1
             process_steps += 1
-            epoch_loss += float(loss) * batch_size
-            epoch_triples += batch_size
+            state["epoch_loss"] += float(loss) * batch_size
+            state["epoch_triples"] += batch_size
+            now = time.perf_counter()  # step time only: validation and checkpoints are not training
+            state["train_seconds"] += now - last
+            state["epoch_seconds"] += now - last
             if process_steps <= WARMUP_STEPS:
+                state["warmup_seconds"] += now - last
                 state["warmup_triples"] += batch_size
-                if process_steps == WARMUP_STEPS:
-                    state["warmup_seconds"] += time.perf_counter() - warmup_start
+            last = now
             bar.update(1)
             if progress and state["step"] % 50 == 0:
-                bar.set_postfix(epoch=state["epoch"] + 1, loss=f"{epoch_loss / epoch_triples:.4f}",
-                                triples_per_s=f"{epoch_triples / (time.perf_counter() - epoch_start):,.0f}")
-        seconds = time.perf_counter() - epoch_start
-        state["train_seconds"] += seconds
-        state["epoch"] += 1
-        rate = epoch_triples / max(seconds, 1e-9)
-        bar.set_postfix(epoch=state["epoch"], loss=f"{epoch_loss / epoch_triples:.4f}", triples_per_s=f"{rate:,.0f}")
-        log.info("epoch %d loss %.5f %.0f triples/s", state["epoch"], epoch_loss / epoch_triples, rate)
-        validate = state["epoch"] % cfg.valid_every == 0 or state["epoch"] == cfg.max_epochs
-        if validate or state["epoch"] % cfg.checkpoint_every == 0:
-            _check_finite(model, f"in epoch {state['epoch']}", checkpoint_path)
-        if validate:
-            valid = evaluate_model(model, kg, "valid", config)
-            state["history"].append({"epoch": state["epoch"], "step": state["step"],
-                                     "loss": epoch_loss / epoch_triples, "valid_mrr": valid["mrr"]})
-            log.info("epoch %d valid mrr %.4f hits@10 %.4f", state["epoch"], valid["mrr"], valid["hits@10"])
-            if progress:
-                bar.write(f"epoch {state['epoch']}: loss {epoch_loss / epoch_triples:.4f}  "
-                          f"valid MRR {valid['mrr']:.4f}", file=sys.stderr)
-            if valid["mrr"] > state["best_valid_mrr"]:
-                state.update(best_valid_mrr=valid["mrr"], best_epoch=state["epoch"], bad_validations=0,
-                             bad_at_decay=0)
-                atomic_torch_save(best_path, {"model": model.state_dict(), "epoch": state["epoch"],
-                                              "id_maps": fingerprint})
-            else:
-                state["bad_validations"] += 1
-                _plateau(state, cfg, optimizer)
-        if state["epoch"] in cfg.lr_decay_epochs and not state["stopped_early"]:
-            _decay_lr(state, cfg, optimizer, "scheduled decay")
-        if state["epoch"] % cfg.checkpoint_every == 0 or state["stopped_early"] or state["epoch"] == cfg.max_epochs:
-            _check_finite(model, f"in epoch {state['epoch']}", checkpoint_path)
-            save_checkpoint()
-        if validate and on_validation is not None:
-            on_validation(state["epoch"], valid["mrr"])
+                bar.set_postfix(epoch=state["epoch"] + 1, loss=f"{state['epoch_loss'] / state['epoch_triples']:.4f}",
+                                triples_per_s=f"{state['epoch_triples'] / max(state['epoch_seconds'], 1e-9):,.0f}")
+            if cfg.max_steps and state["step"] >= cfg.max_steps:
+                state["stopped_at_max_steps"] = True
+                break
+            label = f"step {state['step']} (epoch {state['epoch'] + 1})"
+            if cfg.valid_every_steps and state["step"] % cfg.valid_every_steps == 0:
+                valid = validate(label)
+                if on_validation is not None:
+                    on_validation(state["step"], valid["mrr"])
+                if state["stopped_early"]:
+                    break
+            if ((cfg.checkpoint_every_steps and state["step"] % cfg.checkpoint_every_steps == 0)
+                    or (cfg.checkpoint_every_minutes
+                        and now - last_checkpoint_time >= 60 * cfg.checkpoint_every_minutes)):
+                checkpoint(label)
+            last = time.perf_counter()
+        else:  # the epoch ran to its end
+            _end_epoch(state, bar, cfg)
+            validate_now = not cfg.valid_every_steps and (state["epoch"] % cfg.valid_every == 0
+                                                          or state["epoch"] == cfg.max_epochs)
+            valid = validate(f"epoch {state['epoch']}") if validate_now else None
+            if state["epoch"] in cfg.lr_decay_epochs and not state["stopped_early"]:
+                _decay_lr(state, cfg, optimizer, "scheduled decay")
+            if state["epoch"] % cfg.checkpoint_every == 0 or finished():
+                checkpoint(f"epoch {state['epoch']}")
+            if valid is not None and on_validation is not None:
+                on_validation(state["epoch"], valid["mrr"])
+            continue
+        # stopped inside an epoch (max_steps, or early stopping at a step validation)
+        log.info("stopped at step %d, %d batches into epoch %d", state["step"], state["batch_in_epoch"],
+                 state["epoch"] + 1)
+        if cfg.valid_every_steps == 0 or state["step"] % cfg.valid_every_steps:
+            if not state["stopped_early"]:
+                validate(f"step {state['step']} (the last)")
+        checkpoint(f"step {state['step']}")
     bar.close()
     if not os.path.exists(best_path):  # e.g. max_epochs == 0
         _check_finite(model, "before the first validation", checkpoint_path)
@@ -268,6 +328,28 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
     atomic_write_json(os.path.join(run_dir, METRICS), metrics)
     log.info("test mrr %.4f (best epoch %d)", metrics["test"]["mrr"], state["best_epoch"])
     return metrics
+
+
+def _end_epoch(state: Dict, bar, cfg) -> None:
+    """Count a finished epoch, log its loss and rate, and reset the per-epoch sums."""
+    state["epoch"] += 1
+    loss = state["epoch_loss"] / max(state["epoch_triples"], 1)
+    rate = state["epoch_triples"] / max(state["epoch_seconds"], 1e-9)
+    bar.set_postfix(epoch=state["epoch"], loss=f"{loss:.4f}", triples_per_s=f"{rate:,.0f}")
+    log.info("epoch %d loss %.5f %.0f triples/s", state["epoch"], loss, rate)
+    state.update(batch_in_epoch=0, epoch_loss=0.0, epoch_triples=0, epoch_seconds=0.0)
+
+
+def valid_sample(kg: KG, size: int, seed: int) -> KG:
+    """``kg`` with a fixed random sample of ``size`` valid triples (0 or more than there are: ``kg``
+    itself) for validation during training; the filter index stays the full KG's."""
+    if not size or size >= len(kg.valid):
+        return kg
+    ids = torch.randperm(len(kg.valid), generator=torch.Generator().manual_seed(seed))[:size].sort().values
+    negatives = dict(kg.negatives)
+    if "valid" in negatives:
+        negatives["valid"] = {key: value[ids] for key, value in negatives["valid"].items()}
+    return dataclasses.replace(kg, valid=kg.valid[ids], negatives=negatives, _filter=kg.filter_index)
 
 
 def _decay_lr(state: Dict, cfg, optimizer, reason: str) -> None:
@@ -300,10 +382,11 @@ def _plateau(state: Dict, cfg, optimizer) -> None:
 
 
 def run_metrics(model: KGEModel, kg: KG, config: Config, state: Dict) -> Dict:
-    valid = evaluate_model(model, kg, "valid", config)
+    # the best model's full-split validation is already known unless validation used a sample
+    valid = state.get("best_valid") or evaluate_model(model, kg, "valid", config)
     test = evaluate_model(model, kg, "test", config, per_relation=True)
     per_relation = test.pop("per_relation", None)
-    positives_seen = state["step"] and state["epoch"] * len(kg.train)
+    positives_seen = state["step"] and state["epoch"] * len(kg.train) + state.get("epoch_triples", 0)
     steady_seconds = state["train_seconds"] - state.get("warmup_seconds", 0.0)
     steady_triples = positives_seen - state.get("warmup_triples", 0)
     return {
@@ -315,7 +398,8 @@ def run_metrics(model: KGEModel, kg: KG, config: Config, state: Dict) -> Dict:
                                             if steady_triples > 0 and steady_seconds > 0 else None),
         "warmup_seconds": round(state.get("warmup_seconds", 0.0), 3),
         "epochs": state["epoch"], "steps": state["step"], "best_epoch": state["best_epoch"],
-        "stopped_early": state["stopped_early"], "lr_decays": state.get("lr_decays", []),
+        "best_step": state.get("best_step"), "stopped_early": state["stopped_early"],
+        "stopped_at_max_steps": state.get("stopped_at_max_steps", False), "lr_decays": state.get("lr_decays", []),
         "history": state["history"],
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "test_per_relation": per_relation, "kg": kg.summary(),
