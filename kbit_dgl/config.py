@@ -14,7 +14,7 @@ import yaml
 
 from .errors import ConfigError
 
-OPTIMIZERS = ("adam", "sparse_adam", "sparse_adagrad")
+OPTIMIZERS = ("adam", "sparse_adam", "sparse_adagrad", "rowwise_adagrad")
 LOSSES = ("self_adversarial", "margin")
 ENCODER_MODES = ("auto", "full", "sampled")
 PROTOCOLS = ("auto", "filtered", "ogb")
@@ -50,7 +50,8 @@ class TrainConfig:
     num_negatives: int = 256
     negative_chunk_size: int = 128  # queries sharing one negative set; 1 = per-triple negatives
     lr: float = 1e-3
-    optimizer: str = "adam"         # adam (dense) | sparse_adam | sparse_adagrad: update only the rows of a step
+    optimizer: str = "adam"         # adam (dense) | sparse_adam | sparse_adagrad: update only the rows of a step |
+                                    # rowwise_adagrad: sparse, one accumulator per row (DGL-KE's; least memory)
     regularization: float = 0.0     # L2 on the rows of a batch (useful for distmult / complex)
     max_epochs: int = 500
     max_steps: int = 0              # stop after this many steps in all, inside an epoch too (0 = no limit)

@@ -139,7 +139,8 @@ def test_sparse_adam_with_dense_parameters_steps_both():
                        optimizer.optimizers[0].state_dict()["state"][0]["exp_avg"])
 
 
-@pytest.mark.parametrize("optimizer, lr", [("adam", 0.01), ("sparse_adam", 0.01), ("sparse_adagrad", 0.1)])
+@pytest.mark.parametrize("optimizer, lr", [("adam", 0.01), ("sparse_adam", 0.01), ("sparse_adagrad", 0.1),
+                                           ("rowwise_adagrad", 0.1)])
 def test_short_training_with_each_optimizer(small_kg, tmp_path, optimizer, lr):
     config = small_config("rotate", epochs=2, lr=lr, optimizer=optimizer, regularization=1e-4)
     metrics = train(config, small_kg, str(tmp_path / optimizer), progress=False)
@@ -191,3 +192,25 @@ def test_resume_with_sparse_optimizer_equals_uninterrupted_run(small_kg, tmp_pat
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(split["optimizer"]["state"][index][name])), name
     assert resumed["test"] == reference["test"]
     assert resumed["history"] == reference["history"]
+
+
+def test_rowwise_adagrad_keeps_one_accumulator_per_row_and_matches_the_formula():
+    from kbit_dgl.train.optim import RowwiseAdagrad
+
+    table = torch.nn.Embedding(10, 4, sparse=True)
+    start = table.weight.detach().clone()
+    optimizer = RowwiseAdagrad(table.parameters(), lr=0.1)
+    ids = torch.tensor([2, 5, 2])
+    table(ids).pow(2).sum().backward()
+    optimizer.step()
+    grad = torch.zeros(10, 4)
+    grad.index_add_(0, ids, 2 * start[ids])
+    state = optimizer.state[table.weight]["sum"]
+    assert state.shape == (10,)
+    expected_sum = grad.pow(2).mean(1)
+    assert torch.allclose(state, expected_sum)
+    touched = torch.tensor([2, 5])
+    expected = start[touched] - 0.1 * grad[touched] / (expected_sum[touched].sqrt().unsqueeze(1) + 1e-10)
+    assert torch.allclose(table.weight[touched], expected)
+    untouched = torch.tensor([0, 1, 3, 4, 6, 7, 8, 9])
+    assert torch.equal(table.weight[untouched], start[untouched])
