@@ -139,11 +139,12 @@ def train(dataset: Optional[str] = None, model: Optional[str] = None, out: Optio
     return opened
 
 
-def load_run(path: str, kg: Optional[KG] = None) -> Run:
-    """Open a run folder, trained or quantized (``kg``: the dataset already loaded, else it is read)."""
+def load_run(path: str, kg: Optional[KG] = None, device: str = "cpu") -> Run:
+    """Open a run folder, trained or quantized (``kg``: the dataset already loaded, else it is read),
+    with the model on ``device`` (``auto``, ``cpu``, ``cuda[:N]``)."""
     from .runs import METRICS, load_any_run
 
-    config, kg, model = load_any_run(path, kg)
+    config, kg, model = load_any_run(path, kg, device=device)
     metrics_path = os.path.join(path, METRICS)
     metrics = None
     if os.path.exists(metrics_path):

@@ -88,7 +88,7 @@ def cmd_evaluate(args) -> int:
     from .runs import load_any_run
 
     config, kg, model = load_any_run(args.run_dir, spec=_quant_spec(args),
-                                     relation_spec=_relation_spec(args, args.run_dir))
+                                     relation_spec=_relation_spec(args, args.run_dir), device=args.device)
     print(json.dumps(api.evaluate(api.Run(args.run_dir, config, kg, model), args.split), indent=2))
     return 0
 
@@ -111,7 +111,8 @@ def cmd_predict(args) -> int:
         raise ConfigError("give exactly one of --head NAME (predict tails) or --tail NAME (predict heads)")
     if args.top < 1:
         raise ConfigError(f"--top must be >= 1, got {args.top}")
-    rows = api.predict(args.run_dir, args.relation, head=args.head, tail=args.tail, top=args.top)
+    rows = api.predict(api.load_run(args.run_dir, device=args.device), args.relation, head=args.head, tail=args.tail,
+                       top=args.top)
     query = f"({args.head}, {args.relation}, ?)" if args.head is not None else f"(?, {args.relation}, {args.tail})"
     print(f"top {args.top} answers to {query}:")
     width = max(len(row["entity"]) for row in rows)
@@ -236,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(a trained or a quantized run; --bits quantizes in memory)")
     evaluate_parser.add_argument("run_dir")
     evaluate_parser.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    evaluate_parser.add_argument("--device", default="auto", help="auto (a GPU when visible), cpu, cuda, cuda:N")
     quant_options(evaluate_parser, required=False)
     evaluate_parser.set_defaults(func=cmd_evaluate)
 
@@ -252,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict_parser.add_argument("--tail", help="predict heads of (?, RELATION, TAIL)")
     predict_parser.add_argument("--relation", required=True)
     predict_parser.add_argument("--top", type=int, default=10)
+    predict_parser.add_argument("--device", default="auto", help="auto (a GPU when visible), cpu, cuda, cuda:N")
     predict_parser.set_defaults(func=cmd_predict)
 
     tune_parser = commands.add_parser("tune", help="search hyperparameters with Optuna (every trial a run folder, "

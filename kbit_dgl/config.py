@@ -73,6 +73,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 0     # also every this many steps, inside an epoch (0 = off); resumes exactly
     checkpoint_every_minutes: float = 0.0  # also when this many minutes passed since the last one (0 = off)
     num_threads: int = 0            # 0 = torch's default
+    device: str = "auto"            # auto (cuda when a GPU is visible, else cpu) | cpu | cuda | cuda:N
     qat_bits: int = 0               # quantisation-aware training at this many bits (0 = off), see kbit_dgl/quant
     qat_dtype: str = "int"          # int | int_asym | float | quantile (as `kbit-dgl quantize --dtype`)
     qat_block: int = 64             # numbers per scale along a row (0 = whole row); scales in fp16
@@ -236,6 +237,8 @@ class Config:
         need(not self.model.encoder or not (train.checkpoint_every_steps or train.checkpoint_every_minutes),
              "train.checkpoint_every_steps / checkpoint_every_minutes (checkpoints inside an epoch) are for "
              "shallow models; with model.encoder checkpoints are written at epoch ends")
+        need(str(train.device).lower() in ("auto", "cpu", "cuda") or str(train.device).lower().startswith("cuda:"),
+             f"train.device must be auto, cpu, cuda or cuda:N, got {train.device!r}")
         need(evaluation.valid_sample >= 0, f"eval.valid_sample must be >= 0, got {evaluation.valid_sample}")
         need(evaluation.batch_size >= 1, f"eval.batch_size must be >= 1, got {evaluation.batch_size}")
         need(evaluation.protocol in PROTOCOLS,
@@ -278,6 +281,26 @@ def encoder_mode(config: "Config", num_entities: int) -> str:
     if mode == "auto":
         return "sampled" if num_entities > config.encoder.sampled_threshold_entities else "full"
     return mode
+
+
+def resolve_device(name: str):
+    """The ``torch.device`` of ``train.device``: ``auto`` is the first GPU when one is visible, else the CPU."""
+    import torch  # config stays importable without torch until a device is asked for
+
+    name = str(name).lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        index = name.partition(":")[2]
+        if index and not index.isdigit():
+            raise ConfigError(f"train.device={name!r}; expected auto, cpu, cuda or cuda:N")
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(index or 0) >= visible:
+            raise ConfigError(f"train.device={name!r}, but {visible} CUDA device(s) are visible; use cpu or auto")
+        return torch.device(name)
+    raise ConfigError(f"train.device={name!r}; expected auto, cpu, cuda or cuda:N")
 
 
 def reciprocal_relations(model: ModelConfig) -> bool:

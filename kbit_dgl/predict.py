@@ -23,7 +23,9 @@ def predict(model, kg, relation: str, head: Optional[str] = None, tail: Optional
     anchor = kg.entity_id(head if head is not None else tail)
     relation_id = kg.relation_id(relation)
     all_rows = model.all_entities()
-    scores = model.score_candidates(all_rows[torch.tensor([anchor])], torch.tensor([relation_id]), all_rows,
+    device = all_rows.device
+    scores = model.score_candidates(all_rows[torch.tensor([anchor], device=device)],
+                                    torch.tensor([relation_id], device=device), all_rows,
                                     direction)[0]
     check_finite_scores(scores, f"({head}, {relation}, {tail})")
     values, ids = torch.topk(scores, min(top, len(scores)))

@@ -26,7 +26,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from .config import Config, encoder_mode, needs_sparse_tables, reciprocal_relations
+from .config import Config, encoder_mode, needs_sparse_tables, reciprocal_relations, resolve_device
 from .data.kg import KG
 from .errors import ConfigError, MissingRunFileError, RunFileError, RunFolderError
 from .io import atomic_write_json, atomic_write_text, load_torch_file
@@ -304,8 +304,9 @@ def load_quantized_run(run_dir: str, kg: Optional[KG] = None):
 
 
 def load_any_run(run_dir: str, kg: Optional[KG] = None, spec: Optional[QuantSpec] = None,
-                 relation_spec: Optional[QuantSpec] = None):
-    """(config, kg, model) of a trained or a quantized run folder.
+                 relation_spec: Optional[QuantSpec] = None, device: str = "cpu"):
+    """(config, kg, model) of a trained or a quantized run folder, the model on ``device``
+    (``auto``, ``cpu``, ``cuda[:N]``).
 
     With ``spec``, a trained run's model is quantised in memory (nothing is written); a quantized
     folder cannot be quantised again.
@@ -315,11 +316,14 @@ def load_any_run(run_dir: str, kg: Optional[KG] = None, spec: Optional[QuantSpec
     if run_kind(run_dir) == "quantized":
         if spec is not None:
             raise ConfigError(f"{run_dir} is already quantized; --bits applies to a trained run folder")
-        return load_quantized_run(run_dir, kg)
-    config, kg, model = load_run(run_dir, kg)
-    if spec is not None:
-        model = quantize_model(model, spec, relation_spec)
-    return config, kg, model
+        config, kg, model = load_quantized_run(run_dir, kg)
+    else:
+        config, kg, model = load_run(run_dir, kg)
+        if spec is not None:
+            model = quantize_model(model, spec, relation_spec)
+    if config.model.encoder and device == "auto":
+        device = "cpu"  # DGL's PyPI wheel is CPU-only
+    return config, kg, model.to(resolve_device(device))
 
 
 # ---- quantizing a run into a folder of its own -----------------------------------------------

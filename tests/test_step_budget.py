@@ -95,3 +95,23 @@ def test_step_options_are_checked():
     config.train.checkpoint_every_steps = 10
     with pytest.raises(ConfigError, match="shallow models"):
         check_config(config)
+
+
+def test_devices_resolve_and_a_missing_gpu_is_refused(small_kg, tmp_path):
+    from kbit_dgl.config import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA device"):
+            resolve_device("cuda:0")
+        config = small_config("transe", epochs=1)
+        config.train.device = "cuda"
+        with pytest.raises(ConfigError, match="CUDA device"):
+            train(config, small_kg, str(tmp_path / "gpu"), progress=False)
+    config = small_config("transe", epochs=1)
+    config.train.device = "tpu"
+    with pytest.raises(ConfigError, match="train.device must be"):
+        check_config(config)
+    config.train.device = "cpu"
+    assert train(config, small_kg, str(tmp_path / "cpu"), progress=False)["steps"] > 0

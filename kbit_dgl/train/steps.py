@@ -22,7 +22,9 @@ def train_step(model: KGEModel, positives: torch.Tensor, config: Config, generat
     """
     train = config.train
     num_chunks, _ = chunk_layout(len(positives), train.negative_chunk_size)
+    # drawn on the CPU generator (resumable, the same on every device), then moved to the batch's device
     negative_ids = uniform_negatives(num_chunks, train.num_negatives, model.num_entities, generator)
+    negative_ids = negative_ids.to(positives.device)
     heads, relations, tails = positives[:, 0], positives[:, 1], positives[:, 2]
     if model.reciprocal and direction == "head":  # (?, r, t) as (t, r^-1, ?)
         heads, relations, tails, direction = tails, relations + model.num_relations, heads, "tail"

@@ -21,7 +21,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from tqdm import tqdm
 
-from ..config import Config
+from ..config import Config, resolve_device
 from ..data.kg import KG
 from ..errors import ConfigError, TrainingDivergedError
 from ..eval import evaluate
@@ -55,8 +55,8 @@ log = logging.getLogger("kbit_dgl")
 #: checkpoint holds. ``train.lr`` sets the current learning rate (recorded in ``lr_decays``).
 RESUME_CHANGEABLE = ("data.data_dir", "train.max_epochs", "train.max_steps", "train.patience", "train.valid_every",
                      "train.valid_every_steps", "train.checkpoint_every", "train.checkpoint_every_steps",
-                     "train.checkpoint_every_minutes", "train.num_threads", "train.lr", "train.lr_decay_patience",
-                     "train.lr_decays", "eval.batch_size")
+                     "train.checkpoint_every_minutes", "train.num_threads", "train.device", "train.lr",
+                     "train.lr_decay_patience", "train.lr_decays", "eval.batch_size")
 #: steps of each process excluded from the steady-state rate (torch.compile's warm-up lands there)
 WARMUP_STEPS = 10
 
@@ -149,7 +149,11 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
         log.warning("data: %s", warning)
     fingerprint = kg_fingerprint(kg)
     torch.manual_seed(cfg.seed)
-    model = model_from_config(config, kg)
+    device = resolve_device("cpu" if config.model.encoder and cfg.device == "auto" else cfg.device)
+    if device.type != "cpu" and config.model.encoder:
+        raise ConfigError(f"train.device={cfg.device}: runs with a GNN encoder train on the CPU here (DGL's PyPI "
+                          f"wheel is CPU-only); use train.device=cpu")
+    model = model_from_config(config, kg).to(device)
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     state = {"epoch": 0, "step": 0, "best_valid_mrr": -1.0, "best_epoch": 0, "bad_validations": 0,
@@ -184,8 +188,9 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
             checkpoint["torch_rng"] = torch.get_rng_state()
         atomic_torch_save(checkpoint_path, checkpoint)
 
-    train_triples = kg.train
-    weights = subsampling_weights(train_triples, kg.num_entities, kg.num_relations) if cfg.subsampling else None
+    train_triples = kg.train.to(device)
+    weights = subsampling_weights(kg.train, kg.num_entities, kg.num_relations) if cfg.subsampling else None
+    weights = None if weights is None else weights.to(device)
     steps_per_epoch = math.ceil(len(train_triples) / cfg.batch_size)
     valid_kg = valid_sample(kg, config.eval.valid_sample, cfg.seed)
 
@@ -201,6 +206,7 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
         if skip:
             generator.set_state(current)
         for batch_ids in order.split(cfg.batch_size)[skip:]:
+            batch_ids = batch_ids.to(device)
             direction = "tail" if state["step"] % 2 == 0 else "head"
             yield steps.train_step(model, train_triples[batch_ids], config, generator, direction,
                                    None if weights is None else weights[batch_ids]), len(batch_ids)
