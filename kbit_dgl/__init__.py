@@ -4,6 +4,13 @@ import os as _os
 # ogb's import runs a version check over the network ("outdated"); offline it only warns, slowly.
 _os.environ.setdefault("OUTDATED_IGNORE", "1")
 
+# OpenMP's default wait policy keeps idle threads spinning between parallel regions; on a shared
+# machine they fight other processes for the cores and every small op pays for it (see
+# results/bench/load.md: pipelines/bench_load.py, quiet and beside a busy process). PASSIVE lets
+# them sleep. It must be set before torch loads OpenMP: importing kbit_dgl (the CLI does) before
+# torch sets it; an explicit OMP_WAIT_POLICY in the environment wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # DGL prints a notice on its first import unless a backend is chosen; this project runs on pytorch.
 _os.environ.setdefault("DGLBACKEND", "pytorch")
 

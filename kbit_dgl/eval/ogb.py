@@ -31,10 +31,11 @@ def evaluate_ogb(model, kg, split: str, batch_size: int = 256) -> Dict[str, obje
         negatives = kg.negatives[split][key]
         for start in range(0, len(triples), batch_size):
             batch = triples[start:start + batch_size].to(device)
-            anchor = all_rows[batch[:, anchor_column]].unsqueeze(1)
             candidates = torch.cat([batch[:, target_column:target_column + 1],
                                     negatives[start:start + batch_size].to(device)], dim=1)
-            scores = model.score_candidates(anchor, batch[:, 1:2], all_rows[candidates], direction).squeeze(1)
+            # each query against its own 1 + K candidates, gathered inside the scoring kernel
+            scores = model.score_candidate_ids(all_rows[batch[:, anchor_column]], batch[:, 1], all_rows, candidates,
+                                               direction)
             check_finite_scores(scores, f"{kg.name} {split}, {direction} prediction")
             result = evaluator.eval({"y_pred_pos": scores[:, 0].float().cpu(),
                                      "y_pred_neg": scores[:, 1:].float().cpu()})

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .kernels import chunked, pairwise_complex_l1, pairwise_l1, pairwise_scaled_l1
+from .kernels import chunked, pairwise_complex_l1, pairwise_ids, pairwise_l1, pairwise_scaled_l1
 
 
 def _complex(x: torch.Tensor):
@@ -71,6 +71,13 @@ class Decoder(nn.Module):
                          direction: str = "tail") -> torch.Tensor:
         return self.score_candidates_reference(anchor, relation, candidates, direction)
 
+    def score_candidate_ids(self, anchor: torch.Tensor, relation: torch.Tensor, table: torch.Tensor,
+                            ids: torch.Tensor, direction: str = "tail") -> torch.Tensor:
+        """(b, k) scores of queries (anchor rows (b, d), relation rows (b, d_r)) against their own
+        candidates ``table[ids]`` (ids (b, k), table (n, d)): OGB's protocol. Decoders with a fused
+        kernel never write out the (b, k, d) candidate rows; this reference gathers them."""
+        return self.score_candidates(anchor.unsqueeze(-2), relation.unsqueeze(-2), table[ids], direction).squeeze(-2)
+
     def score_candidates_reference(self, anchor: torch.Tensor, relation: torch.Tensor,
                                    candidates: torch.Tensor, direction: str = "tail") -> torch.Tensor:
         """Plain broadcast of ``score`` over candidates, chunked to bound memory."""
@@ -112,6 +119,11 @@ class TransE(Decoder):
             candidates = candidates.expand(*query.shape[:-2], *candidates.shape[-2:])
         return self.gamma - torch.cdist(query, candidates, p=2.0)  # a matrix product inside
 
+    def score_candidate_ids(self, anchor, relation, table, ids, direction="tail"):
+        _check_direction(direction)
+        query = anchor + relation if direction == "tail" else anchor - relation
+        return self.gamma - pairwise_ids("l1" if self.p == 1 else "l2", (query,), table, ids)
+
 
 class RotatE(Decoder):
     """RotatE (Sun et al. 2019): gamma - sum_i |h_i * r_i - t_i| with |r_i| = 1.
@@ -149,6 +161,11 @@ class RotatE(Decoder):
         c_re, c_im = _complex(candidates)
         return self.gamma - pairwise_complex_l1(q_re, q_im, c_re, c_im)
 
+    def score_candidate_ids(self, anchor, relation, table, ids, direction="tail"):
+        _check_direction(direction)
+        q_re, q_im = self._rotate(anchor, relation, direction)
+        return self.gamma - pairwise_ids("complex_l1", (q_re, q_im), table, ids)
+
 
 class DistMult(Decoder):
     """DistMult (Yang et al. 2015): <h, r, t>."""
@@ -168,6 +185,10 @@ class DistMult(Decoder):
     def score_candidates(self, anchor, relation, candidates, direction="tail"):
         _check_direction(direction)
         return torch.matmul(anchor * relation, candidates.transpose(-1, -2))
+
+    def score_candidate_ids(self, anchor, relation, table, ids, direction="tail"):
+        _check_direction(direction)
+        return pairwise_ids("dot", (anchor * relation,), table, ids)
 
 
 class ComplEx(Decoder):
@@ -201,6 +222,10 @@ class ComplEx(Decoder):
         _check_direction(direction)
         return torch.matmul(self._query(anchor, relation, direction), candidates.transpose(-1, -2))
 
+    def score_candidate_ids(self, anchor, relation, table, ids, direction="tail"):
+        _check_direction(direction)
+        return pairwise_ids("dot", (self._query(anchor, relation, direction),), table, ids)
+
 
 class PairRE(Decoder):
     """PairRE (Chao et al. 2021): gamma - ||h * r_head - t * r_tail||_1 with L2-normalised entities."""
@@ -224,6 +249,13 @@ class PairRE(Decoder):
         if direction == "tail":  # |h r_h - c r_t|
             return self.gamma - pairwise_scaled_l1(anchor * r_head, r_tail, candidates)
         return self.gamma - pairwise_scaled_l1(anchor * r_tail, r_head, candidates)  # |c r_h - t r_t|
+
+    def score_candidate_ids(self, anchor, relation, table, ids, direction="tail"):
+        _check_direction(direction)
+        r_head, r_tail = relation[..., : self.dim], relation[..., self.dim:]
+        if direction == "tail":
+            return self.gamma - pairwise_ids("scaled_l1", (anchor * r_head, r_tail), table, ids)
+        return self.gamma - pairwise_ids("scaled_l1", (anchor * r_tail, r_head), table, ids)
 
 
 DECODERS: Dict[str, Type[Decoder]] = {cls.name: cls for cls in (TransE, RotatE, DistMult, ComplEx, PairRE)}

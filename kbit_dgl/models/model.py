@@ -108,6 +108,13 @@ class KGEModel(nn.Module):
         relation_rows, direction = self.query(relation_ids, direction)
         return self.decoder.score_candidates(anchor_rows, relation_rows, candidates, direction)
 
+    def score_candidate_ids(self, anchor_rows: torch.Tensor, relation_ids: torch.Tensor, table: torch.Tensor,
+                            ids: torch.Tensor, direction: str = "tail") -> torch.Tensor:
+        """(b, k) scores of queries (anchor rows (b, d), relation ids (b,)) against ``table[ids]``
+        (ids (b, k)), as the decoder's ``score_candidate_ids`` (reciprocal relations applied)."""
+        relation_rows, direction = self.query(relation_ids, direction)
+        return self.decoder.score_candidate_ids(anchor_rows, relation_rows, table, ids, direction)
+
     def score_triples(self, triples: torch.Tensor) -> torch.Tensor:
         """(B, 3) id triples -> (B,) scores."""
         all_rows = self.all_entities() if self.encoder is not None else None

@@ -1,0 +1,101 @@
+"""Throughput of `kbit-dgl train` and `kbit-dgl evaluate` on a quiet machine and beside a busy process,
+with OpenMP's wait policy ACTIVE (torch's default) and PASSIVE (kbit-dgl's default).
+
+    python pipelines/bench_load.py --data-dir ../shared/data --dataset fb15k-237 --repeats 2
+
+Each case runs the user's commands in a fresh process: `kbit-dgl train` for --steps steps of TransE
+(d=200, batch 1024, 256 shared negatives, Adam; the steady-state rate from metrics.json, compile
+warm-up excluded) and `kbit-dgl evaluate` on the test split (queries per second). A competing load
+is one busy-looping Python process that this script starts and stops itself. Cases are interleaved
+over repeats so drift in the machine's load falls on all of them. Writes results/bench/load.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from kbit_dgl.io import atomic_write_json, atomic_write_text
+from kbit_dgl.provenance import project_root, provenance
+
+POLICIES = ("ACTIVE", "PASSIVE")
+LOADS = ("quiet", "busy")
+
+
+def run_case(policy: str, data_dir: str, dataset: str, steps: int, folder: str) -> dict:
+    env = {**os.environ, "OMP_WAIT_POLICY": policy}
+    run = os.path.join(folder, f"run-{policy}-{time.time_ns()}")
+    command = [sys.executable, "-m", "kbit_dgl.cli", "train", "--dataset", dataset, "--data-dir", data_dir,
+               "--model", "transe", "--out", run, "--no-progress", "--set", "model.dim=200",
+               "train.batch_size=1024", "train.num_negatives=256", f"train.max_steps={steps}",
+               f"train.valid_every_steps={steps}", "eval.valid_sample=100"]
+    subprocess.run(command, check=True, env=env, capture_output=True, text=True)
+    with open(os.path.join(run, "metrics.json"), encoding="utf-8") as handle:
+        metrics = json.load(handle)
+    evaluated = subprocess.run([sys.executable, "-m", "kbit_dgl.cli", "evaluate", run, "--split", "test"],
+                               check=True, env=env, capture_output=True, text=True)
+    result = json.loads(evaluated.stdout)
+    return {"train_triples_per_second": metrics["train_triples_per_second_steady"],
+            "eval_queries_per_second": 2 * metrics["kg"]["test"] / result["eval_seconds"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--dataset", default="fb15k-237")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", default=os.path.join(project_root(), "results", "bench"))
+    args = parser.parse_args()
+    started, load_before = time.time(), os.getloadavg()
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for repeat in range(args.repeats):
+            for load in LOADS:
+                busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load == "busy" else None
+                try:
+                    for policy in POLICIES:
+                        measured = run_case(policy, args.data_dir, args.dataset, args.steps, folder)
+                        rows.append({"repeat": repeat, "load": load, "policy": policy, **measured})
+                        print(rows[-1], flush=True)
+                finally:
+                    if busy is not None:
+                        busy.kill()
+                        busy.wait()
+    summary = {}
+    for policy in POLICIES:
+        for load in LOADS:
+            picked = [row for row in rows if row["policy"] == policy and row["load"] == load]
+            summary[f"{policy}/{load}"] = {key: statistics.median(row[key] for row in picked)
+                                           for key in ("train_triples_per_second", "eval_queries_per_second")}
+    for policy in POLICIES:
+        for key in ("train_triples_per_second", "eval_queries_per_second"):
+            summary[f"{policy}/busy"][f"{key}_vs_quiet"] = (summary[f"{policy}/busy"][key]
+                                                            / summary[f"{policy}/quiet"][key])
+    record = {**provenance(started), "load_before": list(load_before), "load_after": list(os.getloadavg()),
+              "dataset": args.dataset, "steps": args.steps, "repeats": args.repeats, "rows": rows, "summary": summary}
+    atomic_write_json(os.path.join(args.out, "load.json"), record)
+    lines = ["# Throughput beside a busy process, by OpenMP wait policy", "",
+             f"`{record['command']}` at commit `{record['commit'][:10]}`, {record['machine']['cpu_cores']} cores, "
+             f"load before {load_before[0]:.2f}, after {record['load_after'][0]:.2f}; medians of {args.repeats} "
+             f"interleaved repeats. Train: steady-state triples/s of `kbit-dgl train` (TransE d=200, batch 1024, "
+             f"256 negatives); eval: test queries/s of `kbit-dgl evaluate`.", "",
+             "| policy | load | train triples/s | x quiet | eval queries/s | x quiet |", "|---|---|---|---|---|---|"]
+    for policy in POLICIES:
+        for load in LOADS:
+            cell = summary[f"{policy}/{load}"]
+            ratio = (lambda key: f"{cell[key + '_vs_quiet']:.2f}" if load == "busy" else "1")  # noqa: E731
+            lines.append(f"| {policy} | {load} | {cell['train_triples_per_second']:,.0f} | "
+                         f"{ratio('train_triples_per_second')} | {cell['eval_queries_per_second']:,.0f} | "
+                         f"{ratio('eval_queries_per_second')} |")
+    atomic_write_text(os.path.join(args.out, "load.md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
