@@ -151,6 +151,13 @@ def trial_rows(study) -> List[Dict[str, Any]]:
     return rows
 
 
+def _study_seconds(study) -> float:
+    """Wall seconds from the first trial's start to the last trial's end (over every call that ran trials)."""
+    starts = [t.datetime_start for t in study.trials if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in study.trials if t.datetime_complete is not None]
+    return round((max(ends) - min(starts)).total_seconds(), 1) if starts and ends else 0.0
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return ""
@@ -178,14 +185,16 @@ def write_report(study, base: Config, space: Dict[str, Any], out: str, defaults:
     report = {"dataset": base.data.dataset, "model": base.model.name, "trials": len(rows),
               "complete": len(complete), "pruned": sum(row["state"] == "pruned" for row in rows),
               "best_trial": best.number, "best_params": best.params, "best_valid_mrr": best.value,
-              "best_test_mrr": best.user_attrs.get("test_mrr"), "space": space, "seconds": round(seconds, 1)}
+              "best_test_mrr": best.user_attrs.get("test_mrr"), "space": space, "seconds": round(seconds, 1),
+              "study_wall_seconds": _study_seconds(study)}
     if defaults is not None:
         report["defaults"] = {"valid_mrr": defaults["valid"]["mrr"], "test_mrr": defaults["test"]["mrr"],
                               "epochs": defaults["epochs"], "train_seconds": defaults["train_seconds"]}
         report["test_mrr_gain"] = report["best_test_mrr"] - defaults["test"]["mrr"]
     atomic_write_json(os.path.join(out, "tune.json"), report)
     lines = [f"# Tuning {base.model.name} on {base.data.dataset}", "",
-             f"{len(rows)} trials ({report['pruned']} pruned by the median rule), ranked by valid MRR; best trial "
+             f"{len(rows)} trials ({report['pruned']} pruned by the median rule) in "
+             f"{report['study_wall_seconds'] / 60:.0f} minutes, ranked by valid MRR; best trial "
              f"{best.number}: valid MRR {best.value:.4f}, test MRR {_fmt(report['best_test_mrr'])}.", ""]
     if defaults is not None:
         lines += [f"The base config (the defaults plus the fixed settings) gets valid MRR "

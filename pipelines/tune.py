@@ -48,8 +48,9 @@ def main() -> None:
         shutil.copyfile(os.path.join(args.runs_dir, name), os.path.join(out, name))
     record = provenance(started)
     record.update(load_before=list(load_before), load_after=list(os.getloadavg()),
-                  note="wall_seconds covers this call; a study continued from --runs-dir counts only the trials "
-                       "it ran (trials.csv has each trial's train_seconds)")
+                  study_wall_seconds=report["study_wall_seconds"],
+                  note="wall_seconds covers this call; study_wall_seconds runs from the first trial's start to the "
+                       "last trial's end over every call that ran trials (trials.csv has each trial's train_seconds)")
     atomic_write_json(os.path.join(out, "provenance.json"), record)
     print(f"best test MRR {report['best_test_mrr']:.4f} against the defaults' {report['defaults']['test_mrr']:.4f} "
           f"({report['test_mrr_gain']:+.4f}); report in {out}")
