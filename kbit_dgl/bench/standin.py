@@ -91,10 +91,10 @@ def standin_table(records: List[Dict]) -> str:
              "trained model can approach. *Random* is the MRR of a random ranking of 501 candidates. Skew: share of",
              "the train triples' endpoints held by the top 1 % of entities, and share of train triples of the most",
              "frequent relation. Load: `load_dataset(\"ogbl-wikikg2\", root)` in a fresh process (first load, which",
-             "parses the raw CSVs; later loads read ogb's processed file). The exact commands, commits, machine and",
-             "load averages are in the JSON files.", "",
+             "parses the raw CSVs; later loads read ogb's processed file), its wall time and its own peak RSS. The",
+             "exact commands, commits, machine and load averages are in the JSON files.", "",
              "| file | scale | entities | relations | train | valid | test | planted test MRR (tail / head) | random "
-             "| top-1 % entities | top relation | generate | peak RSS | on disk | load |",
+             "| top-1 % entities | top relation | generator wall | generator peak RSS | on disk | load |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for record in sorted(records, key=lambda r: (r["standin"]["scale"], r["standin"]["seed"])):
         standin, counts = record["standin"], record["standin"]["counts"]
