@@ -3,7 +3,7 @@
     python pipelines/wikikg2_standin.py --root /tmp/standin --scale 0.1 --seed 0
     python pipelines/wikikg2_standin.py --root /tmp/standin-full --scale 1.0 --measure-load
 
-Writes the dataset under ``ROOT/ogbl_wikikg2`` (big: about 9 GiB at scale 1; keep it out of the
+Writes the dataset under ``ROOT/ogbl_wikikg2`` (big: the int64 negatives alone are 8.2 GB at scale 1; keep it out of the
 repository) with :func:`kbit_dgl.data.standin.write_wikikg2_standin`, then stores a small record in
 ``results/standin/scale-<scale>-seed-<seed>.json``: the generator's summary (counts, the planted
 model's MRR ceiling, skew), this process's peak resident memory, the load average and the

@@ -7,7 +7,7 @@ through ``ogb.linkproppred.LinkPropPredDataset``) reads it exactly as it would r
 Counts at ``scale=1``: 2,500,604 entities, 535 relations, 16,109,182 / 429,456 / 598,543
 train / valid / test triples, 500 head and 500 tail negatives per valid/test triple (uniform
 random entities, as OGB's). ``scale`` multiplies the entity and triple counts; the relations stay
-at 535 while there are at least 200 train triples per relation (scale >= 0.0067) and drop to
+at 535 while there are at least 200 train triples per relation (scale >= 0.0066) and drop to
 ``max(4, train // 200)`` below that, so a tiny stand-in does not spread its triples over hundreds
 of near-empty relations.
 
