@@ -1,7 +1,11 @@
 """Throughput of `kbit-dgl train` and `kbit-dgl evaluate` on a quiet machine and beside a busy process,
-with OpenMP's wait policy ACTIVE (torch's default) and PASSIVE (kbit-dgl's default).
+under several OpenMP (libgomp) wait settings.
 
-    python pipelines/bench_load.py --data-dir ../shared/data --dataset fb15k-237 --repeats 2
+    python pipelines/bench_load.py --data-dir ../shared/data --dataset fb15k-237 --repeats 2 \
+        --policies default PASSIVE spin10000
+
+Policies: ``default`` (libgomp's own: spin a while, then sleep), ``ACTIVE`` / ``PASSIVE``
+(``OMP_WAIT_POLICY``), ``spinN`` (``GOMP_SPINCOUNT=N``: spin N iterations, then sleep).
 
 Each case runs the user's commands in a fresh process: `kbit-dgl train` for --steps steps of TransE
 (d=200, batch 1024, 256 shared negatives, Adam; the steady-state rate from metrics.json, compile
@@ -23,12 +27,24 @@ import time
 from kbit_dgl.io import atomic_write_json, atomic_write_text
 from kbit_dgl.provenance import project_root, provenance
 
-POLICIES = ("ACTIVE", "PASSIVE")
 LOADS = ("quiet", "busy")
 
 
+def policy_env(policy: str) -> dict:
+    """The environment of a case: OpenMP's variables as the policy says (an empty OMP_WAIT_POLICY is
+    libgomp's default, and stops kbit_dgl from setting its own)."""
+    env = {key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    if policy == "default":
+        env["OMP_WAIT_POLICY"] = ""
+    elif policy.startswith("spin"):
+        env.update(OMP_WAIT_POLICY="", GOMP_SPINCOUNT=policy[len("spin"):])
+    else:
+        env["OMP_WAIT_POLICY"] = policy
+    return env
+
+
 def run_case(policy: str, data_dir: str, dataset: str, steps: int, folder: str) -> dict:
-    env = {**os.environ, "OMP_WAIT_POLICY": policy}
+    env = policy_env(policy)
     run = os.path.join(folder, f"run-{policy}-{time.time_ns()}")
     command = [sys.executable, "-m", "kbit_dgl.cli", "train", "--dataset", dataset, "--data-dir", data_dir,
                "--model", "transe", "--out", run, "--no-progress", "--set", "model.dim=200",
@@ -50,6 +66,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="fb15k-237")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--policies", nargs="+", default=["default", "PASSIVE"],
+                        help="default | ACTIVE | PASSIVE | spinN (GOMP_SPINCOUNT=N)")
     parser.add_argument("--out", default=os.path.join(project_root(), "results", "bench"))
     args = parser.parse_args()
     started, load_before = time.time(), os.getloadavg()
@@ -59,7 +77,7 @@ def main() -> None:
             for load in LOADS:
                 busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load == "busy" else None
                 try:
-                    for policy in POLICIES:
+                    for policy in args.policies:
                         measured = run_case(policy, args.data_dir, args.dataset, args.steps, folder)
                         rows.append({"repeat": repeat, "load": load, "policy": policy, **measured})
                         print(rows[-1], flush=True)
@@ -68,25 +86,26 @@ def main() -> None:
                         busy.kill()
                         busy.wait()
     summary = {}
-    for policy in POLICIES:
+    for policy in args.policies:
         for load in LOADS:
             picked = [row for row in rows if row["policy"] == policy and row["load"] == load]
             summary[f"{policy}/{load}"] = {key: statistics.median(row[key] for row in picked)
                                            for key in ("train_triples_per_second", "eval_queries_per_second")}
-    for policy in POLICIES:
+    for policy in args.policies:
         for key in ("train_triples_per_second", "eval_queries_per_second"):
             summary[f"{policy}/busy"][f"{key}_vs_quiet"] = (summary[f"{policy}/busy"][key]
                                                             / summary[f"{policy}/quiet"][key])
     record = {**provenance(started), "load_before": list(load_before), "load_after": list(os.getloadavg()),
               "dataset": args.dataset, "steps": args.steps, "repeats": args.repeats, "rows": rows, "summary": summary}
+    record["policies"] = args.policies
     atomic_write_json(os.path.join(args.out, "load.json"), record)
-    lines = ["# Throughput beside a busy process, by OpenMP wait policy", "",
+    lines = ["# Throughput beside a busy process, by OpenMP wait setting", "",
              f"`{record['command']}` at commit `{record['commit'][:10]}`, {record['machine']['cpu_cores']} cores, "
              f"load before {load_before[0]:.2f}, after {record['load_after'][0]:.2f}; medians of {args.repeats} "
              f"interleaved repeats. Train: steady-state triples/s of `kbit-dgl train` (TransE d=200, batch 1024, "
              f"256 negatives); eval: test queries/s of `kbit-dgl evaluate`.", "",
              "| policy | load | train triples/s | x quiet | eval queries/s | x quiet |", "|---|---|---|---|---|---|"]
-    for policy in POLICIES:
+    for policy in args.policies:
         for load in LOADS:
             cell = summary[f"{policy}/{load}"]
             ratio = (lambda key: f"{cell[key + '_vs_quiet']:.2f}" if load == "busy" else "1")  # noqa: E731

@@ -352,3 +352,46 @@ def test_unreadable_split_file_is_named(tmp_path, damage):
                       "not a torch file": b"head,relation,tail\n0,1,2\n"}[damage])
     with pytest.raises(KGFormatError, match=re.escape(path) + r": torch.load cannot read it .*truncated or damaged"):
         load_ogb("ogbl-wikikg2", str(tmp_path))
+
+
+@pytest.mark.parametrize("dataset", ["ogbl-wikikg2", "ogbl-biokg"])
+def test_the_compact_cache_is_read_instead_of_ogb_and_scores_the_same(tmp_path, monkeypatch, dataset):
+    import ogb.linkproppred
+
+    from kbit_dgl.eval import evaluate
+    from kbit_dgl.models.model import build_model
+
+    (write_ogb_wikikg2_fixture if dataset == "ogbl-wikikg2" else write_ogb_biokg_fixture)(tmp_path)
+    first = load_ogb(dataset, str(tmp_path))
+    assert os.path.exists(os.path.join(ogb_dataset_dir(dataset, str(tmp_path)), "processed", "kbit_cache",
+                                       "meta.json"))
+
+    def no_ogb(*args, **kwargs):
+        raise AssertionError("ogb was asked although the cache is fresh")
+    monkeypatch.setattr(ogb.linkproppred, "LinkPropPredDataset", no_ogb)
+    cached = load_ogb(dataset, str(tmp_path))
+    for split in ("train", "valid", "test"):
+        assert torch.equal(cached.split(split), first.split(split))
+        if split != "train":
+            for key in ("head_neg", "tail_neg"):
+                assert cached.negatives[split][key].dtype == torch.int32
+                assert torch.equal(cached.negatives[split][key].long(), first.negatives[split][key])
+    assert cached.entity_names == first.entity_names and cached.relation_names == first.relation_names
+    assert (cached.entity_type is None) == (first.entity_type is None)
+    if first.entity_type is not None:
+        assert torch.equal(cached.entity_type, first.entity_type) and cached.type_names == first.type_names
+    model = build_model("transe", first.num_entities, first.num_relations, 8, 6.0)
+    assert evaluate(model, cached, "test") == evaluate(model, first, "test")
+
+
+def test_a_changed_source_file_invalidates_the_cache(tmp_path):
+    expected = write_ogb_wikikg2_fixture(tmp_path)
+    load_ogb("ogbl-wikikg2", str(tmp_path))
+    base = ogb_dataset_dir("ogbl-wikikg2", str(tmp_path))
+    path = os.path.join(base, "split", "time", "test.pt")
+    split = torch.load(path)
+    split["tail"] = (split["tail"] + 1) % 30
+    torch.save(split, path)
+    reloaded = load_ogb("ogbl-wikikg2", str(tmp_path))
+    assert torch.equal(reloaded.test[:, 2], (expected["test"][:, 2] + 1) % 30)
+    assert torch.equal(load_ogb("ogbl-wikikg2", str(tmp_path)).test, reloaded.test)  # the rebuilt cache

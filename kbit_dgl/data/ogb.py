@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import urllib.error
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -42,6 +43,7 @@ import torch
 from .kg import KG, SPLITS, KGFormatError
 
 OGB_DATASETS = ("ogbl-wikikg2", "ogbl-biokg")
+log = logging.getLogger("kbit_dgl")
 
 # Fallbacks for the fields of ogb's linkproppred/master.csv that this module needs.
 _META_FALLBACK = {
@@ -97,12 +99,18 @@ def missing_ogb_files(name: str, root: str) -> List[str]:
     return missing
 
 
-def load_ogb(name: str, root: str, download: bool = False) -> KG:
+def load_ogb(name: str, root: str, download: bool = False, cache: bool = True) -> KG:
     """Load ``ogbl-wikikg2`` or ``ogbl-biokg`` from ``root`` through ogb's ``LinkPropPredDataset``.
 
     With ``download=False`` (the default) the files are checked first and a ``FileNotFoundError``
     lists every missing path. With ``download=True`` the check is skipped and ogb downloads and
     unpacks the release when the files are missing (needs network access).
+
+    ``cache``: the first load through ogb also writes a compact copy to
+    ``<dataset>/processed/kbit_cache/`` (triples as ``.npy``, OGB's negatives as int32 ``.npy``,
+    the names), and later loads read that instead, with the negatives memory-mapped (resident only
+    as evaluation reads them). The cache records the size and modification time of every source
+    file (RELEASE, raw/, split/, mapping/) and is rebuilt through ogb when any of them changes.
     """
     meta = _meta(name)
     base = ogb_dataset_dir(name, root)
@@ -121,6 +129,12 @@ def load_ogb(name: str, root: str, download: bool = False) -> KG:
     if os.path.isfile(release):
         # ogb torch.saves its processed graph to processed/data_processed without creating the folder.
         os.makedirs(os.path.join(base, "processed"), exist_ok=True)
+
+    fingerprint = _source_fingerprint(base) if cache and os.path.isfile(release) else None
+    if fingerprint is not None:
+        kg = _read_cache(name, base, fingerprint)
+        if kg is not None:
+            return kg
 
     os.environ.setdefault("OUTDATED_IGNORE", "1")  # ogb's version check would reach for the network
     from ogb.linkproppred import LinkPropPredDataset
@@ -149,6 +163,109 @@ def load_ogb(name: str, root: str, download: bool = False) -> KG:
         kg = _build_hetero(name, base, graph, split_dict, sources)
     else:
         kg = _build_homo(name, base, graph, split_dict, sources)
+    del split_dict, graph, dataset
+    kg.check_splits()
+    if fingerprint is not None:
+        _write_cache(kg, base, fingerprint)
+    return kg
+
+
+# ------------------------------------------------------------------------------------ the compact cache
+
+CACHE_FORMAT = "kbit-dgl-ogb-cache/1"
+
+
+def _cache_dir(base: str) -> str:
+    return os.path.join(base, "processed", "kbit_cache")
+
+
+def _source_fingerprint(base: str) -> Dict[str, List[int]]:
+    """``{relative path: [size, mtime_ns]}`` of every source file (not processed/, which is derived)."""
+    files: Dict[str, List[int]] = {}
+    for top in ("raw", "split", "mapping"):
+        for folder, _, names in os.walk(os.path.join(base, top)):
+            for file_name in names:
+                path = os.path.join(folder, file_name)
+                info = os.stat(path)
+                files[os.path.relpath(path, base)] = [info.st_size, info.st_mtime_ns]
+    for file_name in os.listdir(base):
+        if file_name.startswith("RELEASE"):
+            info = os.stat(os.path.join(base, file_name))
+            files[file_name] = [info.st_size, info.st_mtime_ns]
+    return files
+
+
+def _write_cache(kg: KG, base: str, fingerprint: Dict[str, List[int]]) -> None:
+    """Write the cache into a temporary folder and rename it into place (a reader never sees half)."""
+    import json
+    import shutil
+    import tempfile
+
+    target = _cache_dir(base)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    temp = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=".kbit_cache.")
+    try:
+        for split in SPLITS:
+            np.save(os.path.join(temp, f"{split}.npy"), kg.split(split).numpy())
+        for split, arrays in kg.negatives.items():
+            for key, value in arrays.items():
+                if int(value.max()) >= 2 ** 31:
+                    raise OverflowError("entity ids beyond int32")
+                np.save(os.path.join(temp, f"{split}_{key}.npy"), value.numpy().astype(np.int32))
+        if kg.entity_type is not None:
+            np.save(os.path.join(temp, "entity_type.npy"), kg.entity_type.numpy())
+        for what, names in (("entity", kg.entity_names), ("relation", kg.relation_names)):
+            if any("\n" in name for name in names):
+                raise ValueError("a name holds a line break")
+            with open(os.path.join(temp, f"{what}_names.txt"), "w", encoding="utf-8") as handle:
+                handle.write("\n".join(names))
+        meta = {"format": CACHE_FORMAT, "name": kg.name, "num_entities": kg.num_entities,
+                "num_relations": kg.num_relations, "type_names": kg.type_names,
+                "negatives": {split: sorted(arrays) for split, arrays in kg.negatives.items()},
+                "sources": fingerprint}
+        with open(os.path.join(temp, "meta.json"), "w", encoding="utf-8") as handle:
+            json.dump(meta, handle)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        os.replace(temp, target)
+    except (OSError, OverflowError, ValueError) as error:  # no cache is no error: the next load goes through ogb
+        log.warning("%s: could not write the compact cache %s (%s)", kg.name, target, error)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _read_cache(name: str, base: str, fingerprint: Dict[str, List[int]]) -> Optional[KG]:
+    """The KG from a cache written for exactly these source files, or None (absent, stale, damaged)."""
+    import json
+
+    folder = _cache_dir(base)
+    try:
+        with open(os.path.join(folder, "meta.json"), encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if meta.get("format") != CACHE_FORMAT or meta.get("sources") != fingerprint or meta.get("name") != name:
+        log.info("%s: the compact cache in %s is stale (the source files changed); reading through ogb",
+                 name, folder)
+        return None
+    try:
+        splits = {split: torch.from_numpy(np.load(os.path.join(folder, f"{split}.npy"))) for split in SPLITS}
+        # copy-on-write maps: pages are read when evaluation touches them, and nothing is written back
+        negatives = {split: {key: torch.from_numpy(np.load(os.path.join(folder, f"{split}_{key}.npy"),
+                                                            mmap_mode="c")) for key in keys}
+                     for split, keys in meta["negatives"].items()}
+        names = {}
+        for what in ("entity", "relation"):
+            with open(os.path.join(folder, f"{what}_names.txt"), encoding="utf-8") as handle:
+                names[what] = handle.read().split("\n")
+        type_path = os.path.join(folder, "entity_type.npy")
+        entity_type = torch.from_numpy(np.load(type_path)) if os.path.exists(type_path) else None
+    except (OSError, ValueError) as error:
+        log.warning("%s: the compact cache in %s is unreadable (%s); reading through ogb", name, folder, error)
+        return None
+    kg = KG(name=name, train=splits["train"], valid=splits["valid"], test=splits["test"],
+            num_entities=meta["num_entities"], num_relations=meta["num_relations"], entity_names=names["entity"],
+            relation_names=names["relation"], negatives=negatives, entity_type=entity_type,
+            type_names=meta["type_names"])
     kg.check_splits()
     return kg
 

@@ -32,7 +32,8 @@ def evaluate_ogb(model, kg, split: str, batch_size: int = 256) -> Dict[str, obje
         for start in range(0, len(triples), batch_size):
             batch = triples[start:start + batch_size].to(device)
             candidates = torch.cat([batch[:, target_column:target_column + 1],
-                                    negatives[start:start + batch_size].to(device)], dim=1)
+                                    negatives[start:start + batch_size].to(device=device, dtype=torch.int64)],
+                                   dim=1)
             # each query against its own 1 + K candidates, gathered inside the scoring kernel
             scores = model.score_candidate_ids(all_rows[batch[:, anchor_column]], batch[:, 1], all_rows, candidates,
                                                direction)
