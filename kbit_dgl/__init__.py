@@ -4,12 +4,21 @@ import os as _os
 # ogb's import runs a version check over the network ("outdated"); offline it only warns, slowly.
 _os.environ.setdefault("OUTDATED_IGNORE", "1")
 
-# OpenMP's default wait policy keeps idle threads spinning between parallel regions; on a shared
-# machine they fight other processes for the cores and every small op pays for it (see
-# results/bench/load.md: pipelines/bench_load.py, quiet and beside a busy process). PASSIVE lets
-# them sleep. It must be set before torch loads OpenMP: importing kbit_dgl (the CLI does) before
-# torch sets it; an explicit OMP_WAIT_POLICY in the environment wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's default wait policy keeps idle threads spinning between parallel regions; beside another
+# busy process they fight it for the cores and every small op pays (results/bench/load.md, from
+# pipelines/bench_load.py: training keeps ~0.35x of its quiet rate beside one busy process with
+# libgomp's default, ~0.56-0.60x with PASSIVE, which costs 5-15 % on a quiet machine). So PASSIVE is
+# chosen only when the machine is already busy as the process starts (1-minute load average of at
+# least half the cores). It must be set before torch loads OpenMP: importing kbit_dgl (the CLI
+# does) before torch sets it; an OMP_WAIT_POLICY in the environment (even empty) always wins.
+if "OMP_WAIT_POLICY" not in _os.environ:
+    try:
+        _busy = _os.getloadavg()[0] >= 0.5 * (_os.cpu_count() or 1)
+    except OSError:  # no load average on this platform
+        _busy = False
+    if _busy:
+        _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        _os.environ["KBIT_DGL_OMP_CHOICE"] = "PASSIVE (machine busy at start)"
 
 # DGL prints a notice on its first import unless a backend is chosen; this project runs on pytorch.
 _os.environ.setdefault("DGLBACKEND", "pytorch")

@@ -409,5 +409,6 @@ def run_metrics(model: KGEModel, kg: KG, config: Config, state: Dict) -> Dict:
         "history": state["history"],
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "test_per_relation": per_relation, "kg": kg.summary(),
+        "omp_wait_policy": os.environ.get("KBIT_DGL_OMP_CHOICE") or os.environ.get("OMP_WAIT_POLICY") or "default",
         "data_warnings": list(getattr(kg, "warnings", [])), "resume_changes": state.get("resume_changes", []),
     }
