@@ -115,3 +115,10 @@ def test_devices_resolve_and_a_missing_gpu_is_refused(small_kg, tmp_path):
         check_config(config)
     config.train.device = "cpu"
     assert train(config, small_kg, str(tmp_path / "cpu"), progress=False)["steps"] > 0
+
+
+def test_a_step_budget_ending_on_a_validation_step_is_validated_once(small_kg, tmp_path):
+    config = small_config("transe", epochs=10, batch_size=128)
+    config.train.max_steps = config.train.valid_every_steps = 6
+    metrics = train(config, small_kg, str(tmp_path / "run"), progress=False)
+    assert [entry["step"] for entry in metrics["history"]] == [6] and metrics["best_step"] == 6

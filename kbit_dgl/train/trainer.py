@@ -24,7 +24,7 @@ from tqdm import tqdm
 from ..config import Config, resolve_device
 from ..data.kg import KG
 from ..errors import ConfigError, TrainingDivergedError
-from ..eval import evaluate
+from ..eval import evaluate, resolve_protocol
 from ..io import atomic_torch_save, atomic_write_json, atomic_write_text, load_torch_file
 from ..models.model import KGEModel
 from ..runs import (
@@ -192,7 +192,7 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
     weights = subsampling_weights(kg.train, kg.num_entities, kg.num_relations) if cfg.subsampling else None
     weights = None if weights is None else weights.to(device)
     steps_per_epoch = math.ceil(len(train_triples) / cfg.batch_size)
-    valid_kg = valid_sample(kg, config.eval.valid_sample, cfg.seed)
+    valid_kg = valid_sample(kg, config.eval.valid_sample, cfg.seed, resolve_protocol(kg, config.eval.protocol))
 
     def shallow_losses(skip: int = 0):
         """One epoch's (loss, batch size) steps; ``skip`` batches already ran (a mid-epoch resume):
@@ -321,9 +321,9 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
         # stopped inside an epoch (max_steps, or early stopping at a step validation)
         log.info("stopped at step %d, %d batches into epoch %d", state["step"], state["batch_in_epoch"],
                  state["epoch"] + 1)
-        if cfg.valid_every_steps == 0 or state["step"] % cfg.valid_every_steps:
-            if not state["stopped_early"]:
-                validate(f"step {state['step']} (the last)")
+        validated_here = bool(state["history"]) and state["history"][-1]["step"] == state["step"]
+        if not validated_here and not state["stopped_early"]:
+            validate(f"step {state['step']} (the last)")
         checkpoint(f"step {state['step']}")
     bar.close()
     if not os.path.exists(best_path):  # e.g. max_epochs == 0
@@ -346,11 +346,16 @@ def _end_epoch(state: Dict, bar, cfg) -> None:
     state.update(batch_in_epoch=0, epoch_loss=0.0, epoch_triples=0, epoch_seconds=0.0)
 
 
-def valid_sample(kg: KG, size: int, seed: int) -> KG:
+def valid_sample(kg: KG, size: int, seed: int, protocol: str = "filtered") -> KG:
     """``kg`` with a fixed random sample of ``size`` valid triples (0 or more than there are: ``kg``
-    itself) for validation during training; the filter index stays the full KG's."""
+    itself) for validation during training; under the filtered protocol the filter index stays the
+    full KG's (OGB's protocol needs none, and building one for 17M triples takes a minute)."""
     if not size or size >= len(kg.valid):
         return kg
+    if protocol == "ogb":
+        ids = torch.randperm(len(kg.valid), generator=torch.Generator().manual_seed(seed))[:size].sort().values
+        negatives = {**kg.negatives, "valid": {key: value[ids] for key, value in kg.negatives["valid"].items()}}
+        return dataclasses.replace(kg, valid=kg.valid[ids], negatives=negatives)
     ids = torch.randperm(len(kg.valid), generator=torch.Generator().manual_seed(seed))[:size].sort().values
     negatives = dict(kg.negatives)
     if "valid" in negatives:
