@@ -308,7 +308,8 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_last_one(small_kg, tmp_path, 
         if isinstance(obj, dict) and "optimizer" in obj:
             calls["n"] += 1
             if calls["n"] == 2:  # the second checkpoint: the disk is full half-way through
-                stream.write(b"partial")
+                with open(stream, "wb") as partial:
+                    partial.write(b"partial")
                 raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, stream, *args, **kwargs)
 
