@@ -37,7 +37,38 @@ from torch import nn
 from ..config import OPTIMIZERS, needs_sparse_tables  # noqa: F401  (the names live with the config)
 
 
-class SparseAdagrad(torch.optim.Optimizer):
+class _AdagradBase(torch.optim.Optimizer):
+    """The loop the Adagrads here share: ``lr`` / ``eps`` checks, a ``sum`` and ``step`` state per
+    parameter (``sum`` shaped by :meth:`_sum_shape`), and :meth:`_update` per parameter with a gradient."""
+
+    def __init__(self, params, lr: float = 1e-2, eps: float = 1e-10):
+        if lr <= 0 or eps < 0:
+            raise ValueError(f"{type(self).__name__} needs lr > 0 and eps >= 0, got lr={lr}, eps={eps}")
+        super().__init__(params, {"lr": lr, "eps": eps})
+        for group in self.param_groups:
+            for param in group["params"]:
+                self.state[param] = {"step": torch.tensor(0.0), "sum": torch.zeros(
+                    self._sum_shape(param), dtype=param.dtype, device=param.device)}
+
+    def _sum_shape(self, param: torch.Tensor) -> torch.Size:
+        return param.shape
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    state = self.state[param]
+                    state["step"] += 1
+                    self._update(param, param.grad, state["sum"], group["lr"], group["eps"])
+        return loss
+
+
+class SparseAdagrad(_AdagradBase):
     """Adagrad (Duchi et al. 2011) whose sparse-gradient update touches only the gradient's rows.
 
     For a row-sparse gradient (what ``nn.Embedding(sparse=True)`` produces: indices (1, nnz),
@@ -46,45 +77,23 @@ class SparseAdagrad(torch.optim.Optimizer):
     gradient exactly. State per parameter: ``sum`` (accumulated squared gradients) and ``step``.
     """
 
-    def __init__(self, params, lr: float = 1e-2, eps: float = 1e-10):
-        if lr <= 0 or eps < 0:
-            raise ValueError(f"SparseAdagrad needs lr > 0 and eps >= 0, got lr={lr}, eps={eps}")
-        super().__init__(params, {"lr": lr, "eps": eps})
-        for group in self.param_groups:
-            for param in group["params"]:
-                self.state[param] = {"step": torch.tensor(0.0), "sum": torch.zeros_like(param)}
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, eps = group["lr"], group["eps"]
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                state = self.state[param]
-                state["step"] += 1
-                grad, state_sum = param.grad, state["sum"]
-                if not grad.is_sparse:
-                    state_sum.addcmul_(grad, grad, value=1)
-                    param.addcdiv_(grad, state_sum.sqrt().add_(eps), value=-lr)
-                    continue
-                grad = grad.coalesce()  # a row looked up twice gets one summed gradient, as dense
-                rows, values = grad.indices()[0], grad.values()
-                if rows.numel() == 0:
-                    continue
-                # the dense update's own ops on the gathered rows, so the rounding is the same too
-                row_sum = state_sum.index_select(0, rows).addcmul_(values, values, value=1)
-                state_sum.index_copy_(0, rows, row_sum)
-                std = row_sum.sqrt_().add_(eps)
-                param.index_copy_(0, rows, param.index_select(0, rows).addcdiv_(values, std, value=-lr))
-        return loss
+    def _update(self, param, grad, state_sum, lr, eps) -> None:
+        if not grad.is_sparse:
+            state_sum.addcmul_(grad, grad, value=1)
+            param.addcdiv_(grad, state_sum.sqrt().add_(eps), value=-lr)
+            return
+        grad = grad.coalesce()  # a row looked up twice gets one summed gradient, as dense
+        rows, values = grad.indices()[0], grad.values()
+        if rows.numel() == 0:
+            return
+        # the dense update's own ops on the gathered rows, so the rounding is the same too
+        row_sum = state_sum.index_select(0, rows).addcmul_(values, values, value=1)
+        state_sum.index_copy_(0, rows, row_sum)
+        std = row_sum.sqrt_().add_(eps)
+        param.index_copy_(0, rows, param.index_select(0, rows).addcdiv_(values, std, value=-lr))
 
 
-class RowwiseAdagrad(torch.optim.Optimizer):
+class RowwiseAdagrad(_AdagradBase):
     """Adagrad with one accumulator per row of each 2-D parameter (DGL-KE's ``row_sparse`` Adagrad).
 
     For a gradient ``g`` of row ``i``: ``state[i] += mean(g * g)``; ``row_i -= lr * g / (sqrt(state[i]) + eps)``.
@@ -93,48 +102,26 @@ class RowwiseAdagrad(torch.optim.Optimizer):
     per number (plain Adagrad). State per parameter: ``sum`` and ``step``.
     """
 
-    def __init__(self, params, lr: float = 1e-2, eps: float = 1e-10):
-        if lr <= 0 or eps < 0:
-            raise ValueError(f"RowwiseAdagrad needs lr > 0 and eps >= 0, got lr={lr}, eps={eps}")
-        super().__init__(params, {"lr": lr, "eps": eps})
-        for group in self.param_groups:
-            for param in group["params"]:
-                shape = param.shape[:1] if param.dim() == 2 else param.shape
-                self.state[param] = {"step": torch.tensor(0.0),
-                                     "sum": torch.zeros(shape, dtype=param.dtype, device=param.device)}
+    def _sum_shape(self, param: torch.Tensor) -> torch.Size:
+        return param.shape[:1] if param.dim() == 2 else param.shape
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, eps = group["lr"], group["eps"]
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                state = self.state[param]
-                state["step"] += 1
-                grad, state_sum = param.grad, state["sum"]
-                if param.dim() != 2:
-                    grad = grad.to_dense() if grad.is_sparse else grad
-                    state_sum.addcmul_(grad, grad, value=1)
-                    param.addcdiv_(grad, state_sum.sqrt().add_(eps), value=-lr)
-                    continue
-                if grad.is_sparse:
-                    grad = grad.coalesce()
-                    rows, values = grad.indices()[0], grad.values()
-                else:
-                    rows = torch.arange(param.shape[0], device=param.device)
-                    values = grad
-                if rows.numel() == 0:
-                    continue
-                row_sum = state_sum.index_select(0, rows).add_(values.pow(2).mean(1))
-                state_sum.index_copy_(0, rows, row_sum)
-                std = row_sum.sqrt_().add_(eps).unsqueeze(1)
-                param.index_add_(0, rows, values / std, alpha=-lr)
-        return loss
+    def _update(self, param, grad, state_sum, lr, eps) -> None:
+        if param.dim() != 2:
+            grad = grad.to_dense() if grad.is_sparse else grad
+            state_sum.addcmul_(grad, grad, value=1)
+            param.addcdiv_(grad, state_sum.sqrt().add_(eps), value=-lr)
+            return
+        if grad.is_sparse:
+            grad = grad.coalesce()
+            rows, values = grad.indices()[0], grad.values()
+        else:
+            rows, values = torch.arange(param.shape[0], device=param.device), grad
+        if rows.numel() == 0:
+            return
+        row_sum = state_sum.index_select(0, rows).add_(values.pow(2).mean(1))
+        state_sum.index_copy_(0, rows, row_sum)
+        std = row_sum.sqrt_().add_(eps).unsqueeze(1)
+        param.index_add_(0, rows, values / std, alpha=-lr)
 
 
 class OptimizerGroup:
