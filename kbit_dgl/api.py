@@ -189,19 +189,14 @@ def quantize(run: Union[Run, str], out: str, bits: int = 4, dtype: str = "int", 
              scale_dtype: str = "fp16", relation_bits: Optional[int] = None, overwrite: bool = False) -> Run:
     """Pack a trained run's tables at ``bits`` into the run folder ``out`` (as ``kbit-dgl quantize``)
     and return it opened. ``relation_bits`` defaults to max(bits, 8) (``bits`` for a QAT run)."""
-    from .models.decoders import make_decoder
     from .quant import QuantSpec
-    from .quant.model import default_relation_bits, table_specs
-    from .runs import quantize_run, run_config
+    from .runs import quantize_run, relation_spec_for_run
 
     run_dir = run.path if isinstance(run, Run) else run
     kg = run.kg if isinstance(run, Run) else None
     spec = QuantSpec(bits, dtype, block, scale_dtype)
-    config = run_config(run_dir)
-    if relation_bits is None:
-        relation_bits = default_relation_bits(bits, qat=bool(config.train.qat_bits))
-    decoder = make_decoder(config.model.name, config.model.dim, config.model.gamma)
-    quantize_run(run_dir, out, spec, overwrite=overwrite, relation_spec=table_specs(decoder, spec, relation_bits)[1])
+    quantize_run(run_dir, out, spec, overwrite=overwrite,
+                 relation_spec=relation_spec_for_run(run_dir, spec, relation_bits))
     return load_run(out, kg)
 
 

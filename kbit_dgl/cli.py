@@ -67,20 +67,11 @@ def _quant_spec(args):
 
 def _relation_spec(args, run_dir: str):
     """The relation table's QuantSpec from --relation-bits (default: max(--bits, 8), or --bits for a
-    run trained with QAT): the rule of :func:`kbit_dgl.quant.model.table_specs`."""
-    from .models.decoders import make_decoder
-    from .quant.model import default_relation_bits, table_specs
-    from .runs import run_config
+    run trained with QAT); None without --bits."""
+    from .runs import relation_spec_for_run
 
     spec = _quant_spec(args)
-    if spec is None:
-        return None
-    config = run_config(run_dir)
-    bits = getattr(args, "relation_bits", None)
-    if bits is None:
-        bits = default_relation_bits(spec.bits, qat=bool(config.train.qat_bits))
-    decoder = make_decoder(config.model.name, config.model.dim, config.model.gamma)
-    return table_specs(decoder, spec, bits)[1]
+    return None if spec is None else relation_spec_for_run(run_dir, spec, getattr(args, "relation_bits", None))
 
 
 def cmd_evaluate(args) -> int:

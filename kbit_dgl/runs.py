@@ -354,6 +354,18 @@ def _float_tables(run_dir: str) -> Tuple[Config, Dict, torch.Tensor, torch.Tenso
     return config, payload, table("entity"), table("relation")
 
 
+def relation_spec_for_run(run_dir: str, spec: QuantSpec, relation_bits: Optional[int] = None) -> QuantSpec:
+    """The relation table's spec when a trained run is quantized with ``spec``: ``relation_bits``, by
+    default max(bits, 8), or ``spec.bits`` for a run trained with QAT (see ``quant.model.table_specs``)."""
+    from .quant.model import default_relation_bits, table_specs
+
+    config = run_config(run_dir)
+    if relation_bits is None:
+        relation_bits = default_relation_bits(spec.bits, qat=bool(config.train.qat_bits))
+    decoder = make_decoder(config.model.name, config.model.dim, config.model.gamma)
+    return table_specs(decoder, spec, relation_bits)[1]
+
+
 def quantize_run(run_dir: str, out_dir: str, spec: QuantSpec, overwrite: bool = False,
                  relation_spec: Optional[QuantSpec] = None) -> Dict[str, object]:
     """Quantise a trained run into ``out_dir`` (config.yaml, id maps, model.kbit.pt, quant.json); returns quant.json."""

@@ -90,22 +90,28 @@ def chunked(fn: Callable, query_args, candidate_args, width: int) -> torch.Tenso
                       for s in range(0, num_candidates, step)], dim=-1)
 
 
-def pairwise(name: str, query_args, candidate_args) -> torch.Tensor:
-    """(..., b, n) distances between every query row and every candidate row."""
-    width = query_args[0][..., 0].numel() * query_args[0].shape[-1] * len(query_args)
+def _compiled_or_eager(name: str, args, eager: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """The compiled kernel ``name`` on ``args``; ``eager()`` where compiling is off or broke."""
     if not compile_enabled() or name in _BROKEN:
-        return chunked(_EAGER[name], query_args, candidate_args, width)
+        return eager()
     try:
-        return _compiled(name)(*query_args, *candidate_args)
+        return _compiled(name)(*args)
     except torch._dynamo.exc.TorchDynamoException as error:
         # Compilation failed, or the inputs themselves are wrong (dynamo wraps both). The eager path
         # tells them apart: bad inputs fail there too and that error propagates; if eager works, the
         # toolchain is what broke, and this kernel alone runs eagerly from now on, loudly.
-        result = chunked(_EAGER[name], query_args, candidate_args, width)
+        result = eager()
         _BROKEN[name] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         warnings.warn(f"torch.compile failed for the {name} kernel ({_BROKEN[name]}); it runs on the eager "
-                      f"chunked path from now on (slower, same values)", stacklevel=2)
+                      f"chunked path from now on (slower, same values)", stacklevel=3)
         return result
+
+
+def pairwise(name: str, query_args, candidate_args) -> torch.Tensor:
+    """(..., b, n) distances between every query row and every candidate row."""
+    width = query_args[0][..., 0].numel() * query_args[0].shape[-1] * len(query_args)
+    return _compiled_or_eager(name, (*query_args, *candidate_args),
+                              lambda: chunked(_EAGER[name], query_args, candidate_args, width))
 
 
 def pairwise_l1(query: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -128,13 +134,10 @@ def pairwise_ids(name: str, query_args, table: torch.Tensor, ids: torch.Tensor) 
     for ids (b, k), without materialising the (b, k, d) candidate rows when compiled; eagerly, in
     slices of queries bounded to CHUNK_ELEMENTS gathered numbers."""
     name = f"{name}_ids"
-    if compile_enabled() and name not in _BROKEN:
-        try:
-            return _compiled(name)(*query_args, table, ids)
-        except torch._dynamo.exc.TorchDynamoException as error:
-            _BROKEN[name] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-            warnings.warn(f"torch.compile failed for the {name} kernel ({_BROKEN[name]}); it runs on the eager "
-                          f"chunked path from now on (slower, same values)", stacklevel=2)
-    step = max(1, CHUNK_ELEMENTS // max(ids.shape[1] * table.shape[1], 1))
-    return torch.cat([_EAGER[name](*[q[s:s + step] for q in query_args], table, ids[s:s + step])
-                      for s in range(0, len(ids), step)], dim=0)
+
+    def eager() -> torch.Tensor:
+        step = max(1, CHUNK_ELEMENTS // max(ids.shape[1] * table.shape[1], 1))
+        return torch.cat([_EAGER[name](*[q[s:s + step] for q in query_args], table, ids[s:s + step])
+                          for s in range(0, len(ids), step)], dim=0)
+
+    return _compiled_or_eager(name, (*query_args, table, ids), eager)

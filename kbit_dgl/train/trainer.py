@@ -359,15 +359,12 @@ def valid_sample(kg: KG, size: int, seed: int, protocol: str = "filtered") -> KG
     full KG's (OGB's protocol needs none, and building one for 17M triples takes a minute)."""
     if not size or size >= len(kg.valid):
         return kg
-    if protocol == "ogb":
-        ids = torch.randperm(len(kg.valid), generator=torch.Generator().manual_seed(seed))[:size].sort().values
-        negatives = {**kg.negatives, "valid": {key: value[ids] for key, value in kg.negatives["valid"].items()}}
-        return dataclasses.replace(kg, valid=kg.valid[ids], negatives=negatives)
     ids = torch.randperm(len(kg.valid), generator=torch.Generator().manual_seed(seed))[:size].sort().values
     negatives = dict(kg.negatives)
     if "valid" in negatives:
         negatives["valid"] = {key: value[ids] for key, value in negatives["valid"].items()}
-    return dataclasses.replace(kg, valid=kg.valid[ids], negatives=negatives, _filter=kg.filter_index)
+    return dataclasses.replace(kg, valid=kg.valid[ids], negatives=negatives,
+                               _filter=None if protocol == "ogb" else kg.filter_index)
 
 
 def _decay_lr(state: Dict, cfg, optimizer, reason: str) -> None:
