@@ -22,7 +22,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -31,7 +31,8 @@ from .data import load_dataset  # noqa: F401  (part of the API)
 from .data.kg import KG
 from .errors import ConfigError
 
-__all__ = ["Run", "make_config", "train", "load_run", "evaluate", "predict", "quantize", "export", "load_dataset"]
+__all__ = ["Run", "make_config", "train", "load_run", "evaluate", "predict", "predict_many", "quantize", "export",
+           "load_dataset"]
 
 
 @dataclass
@@ -56,8 +57,11 @@ class Run:
         return evaluate(self, split, per_relation)
 
     def predict(self, relation: str, head: Optional[str] = None, tail: Optional[str] = None,
-                top: int = 10) -> List[Dict[str, Any]]:
-        return predict(self, relation, head=head, tail=tail, top=top)
+                top: int = 10, exclude_known: bool = False) -> List[Dict[str, Any]]:
+        return predict(self, relation, head=head, tail=tail, top=top, exclude_known=exclude_known)
+
+    def predict_many(self, queries, top: int = 10, **options) -> List[List[Dict[str, Any]]]:
+        return predict_many(self, queries, top=top, **options)
 
     def quantize(self, out: str, bits: int = 4, **options) -> "Run":
         return quantize(self, out, bits, **options)
@@ -174,15 +178,26 @@ def evaluate(run: Union[Run, str], split: str = "test", per_relation: bool = Fal
 
 
 def predict(run: Union[Run, str], relation: str, head: Optional[str] = None, tail: Optional[str] = None,
-            top: int = 10) -> List[Dict[str, Any]]:
+            top: int = 10, exclude_known: bool = False) -> List[Dict[str, Any]]:
     """Top ``top`` answers to (head, relation, ?) or (?, relation, tail) by name; each row has
-    ``entity``, ``id``, ``score`` and ``known`` (the splits that hold the triple)."""
-    from .predict import predict as predict_top
-
+    ``entity``, ``id``, ``score`` and ``known`` (the splits that hold the triple).
+    ``exclude_known=True`` leaves the triples already in the KG out."""
     if (head is None) == (tail is None):
         raise ConfigError("give exactly one of head (predict tails) or tail (predict heads)")
+    return predict_many(run, [(head, relation, tail)], top=top, exclude_known=exclude_known)[0]
+
+
+def predict_many(run: Union[Run, str], queries: Sequence[Tuple[Optional[str], str, Optional[str]]], top: int = 10,
+                 exclude_known: bool = False, batch_size: int = 256,
+                 sources: Optional[Sequence[str]] = None) -> List[List[Dict[str, Any]]]:
+    """Answers to many (head, relation, None) / (None, relation, tail) queries, scored in batches
+    (a k-bit run from its packed codes): one list of rows (as :func:`predict`'s) per query.
+    ``sources`` names each query's origin in errors (``kbit-dgl predict --queries`` passes file lines)."""
+    from .predict import predict_many as answer
+
     run = _open(run)
-    return predict_top(run.model, run.kg, relation, head=head, tail=tail, top=top)
+    return answer(run.model, run.kg, queries, top, batch_size=batch_size, exclude_known=exclude_known,
+                  sources=sources)
 
 
 def quantize(run: Union[Run, str], out: str, bits: int = 4, dtype: str = "int", block: int = 64,

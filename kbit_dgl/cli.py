@@ -98,18 +98,59 @@ def cmd_quantize(args) -> int:
 def cmd_predict(args) -> int:
     from . import api
 
-    if (args.head is None) == (args.tail is None):
-        raise ConfigError("give exactly one of --head NAME (predict tails) or --tail NAME (predict heads)")
+    if args.queries is not None:
+        if args.head is not None or args.tail is not None or args.relation is not None:
+            raise ConfigError("--queries FILE replaces --head / --tail / --relation: give one or the other")
+        return _predict_file(args)
+    if (args.head is None) == (args.tail is None) or args.relation is None:
+        raise ConfigError("give --relation and exactly one of --head NAME (predict tails) or --tail NAME "
+                          "(predict heads), or --queries FILE")
     if args.top < 1:
         raise ConfigError(f"--top must be >= 1, got {args.top}")
     rows = api.predict(api.load_run(args.run_dir, device=args.device), args.relation, head=args.head, tail=args.tail,
-                       top=args.top)
+                       top=args.top, exclude_known=args.exclude_known)
     query = f"({args.head}, {args.relation}, ?)" if args.head is not None else f"(?, {args.relation}, {args.tail})"
     print(f"top {args.top} answers to {query}:")
     width = max(len(row["entity"]) for row in rows)
     for rank, row in enumerate(rows, 1):
         known = f"  known true ({row['known']})" if row["known"] else ""
         print(f"{rank:>4}  {row['entity']:<{width}}  {row['score']:10.4f}{known}")
+    return 0
+
+
+def _predict_file(args) -> int:
+    """``predict RUN --queries FILE``: every query of the file, answered in batches, as TSV or JSON."""
+    import time
+
+    from . import api
+    from .io import atomic_write_text
+    from .predict import read_queries
+
+    if args.top < 1:
+        raise ConfigError(f"--top must be >= 1, got {args.top}")
+    queries, sources = read_queries(args.queries)
+    run = api.load_run(args.run_dir, device=args.device)
+    started = time.perf_counter()
+    answers = api.predict_many(run, queries, top=args.top, exclude_known=args.exclude_known, sources=sources,
+                               batch_size=args.batch_size)
+    seconds = time.perf_counter() - started
+    if args.format == "json":
+        text = json.dumps([{"query": {"head": head, "relation": relation, "tail": tail}, "source": source,
+                            "answers": rows} for (head, relation, tail), source, rows
+                           in zip(queries, sources, answers)], indent=1) + "\n"
+    else:
+        lines = ["head\trelation\ttail\trank\tscore\tknown"]
+        for (head, relation, tail), rows in zip(queries, answers):
+            for rank, row in enumerate(rows, 1):
+                filled = (head, relation, row["entity"]) if head is not None else (row["entity"], relation, tail)
+                lines.append("\t".join([*filled, str(rank), f"{row['score']:.6g}", row["known"]]))
+        text = "\n".join(lines) + "\n"
+    if args.out:
+        atomic_write_text(args.out, text)
+    else:
+        sys.stdout.write(text)
+    print(f"{len(queries)} queries in {seconds:.2f} s ({len(queries) / max(seconds, 1e-9):.1f} queries/s)",
+          file=sys.stderr)
     return 0
 
 
@@ -243,8 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict_parser.add_argument("run_dir")
     predict_parser.add_argument("--head", help="predict tails of (HEAD, RELATION, ?)")
     predict_parser.add_argument("--tail", help="predict heads of (?, RELATION, TAIL)")
-    predict_parser.add_argument("--relation", required=True)
+    predict_parser.add_argument("--relation")
+    predict_parser.add_argument("--queries", help="file of queries, one per line: HEAD<TAB>RELATION<TAB>? or "
+                                                  "?<TAB>RELATION<TAB>TAIL (names); answered in batches")
     predict_parser.add_argument("--top", type=int, default=10)
+    predict_parser.add_argument("--exclude-known", action="store_true",
+                                help="leave answers already in the KG (train/valid/test) out")
+    predict_parser.add_argument("--format", default="tsv", choices=["tsv", "json"], help="with --queries")
+    predict_parser.add_argument("--out", help="with --queries: write the answers here (default: stdout)")
+    predict_parser.add_argument("--batch-size", type=int, default=256, help="with --queries: queries scored at once")
     predict_parser.add_argument("--device", default="auto", help="auto (a GPU when visible), cpu, cuda, cuda:N")
     predict_parser.set_defaults(func=cmd_predict)
 

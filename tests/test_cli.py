@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -30,8 +31,11 @@ def test_train_evaluate_predict(tsv_folder, tmp_path, capsys):
     assert main(["predict", run, "--head", "person_0", "--relation", "lives_in", "--top", "5"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "top 5 answers to (person_0, lives_in, ?):" and len(out) == 6
-    assert main(["predict", run, "--tail", "person_0", "--relation", "married_to", "--top", "200"]) == 0
+    entities = len(open(os.path.join(run, "entities.dict")).read().splitlines())
+    assert main(["predict", run, "--tail", "person_0", "--relation", "married_to", "--top", str(entities)]) == 0
     assert "known true (" in capsys.readouterr().out  # the spouse is listed and marked
+    assert main(["predict", run, "--tail", "person_0", "--relation", "married_to", "--top", str(entities + 1)]) == 2
+    assert f"more than the {entities} entities" in capsys.readouterr().err
 
     # the run folder is not silently overwritten; resume extends it
     assert main(["train", "--dataset", str(tsv_folder), "--out", run, "--no-progress"]) == 2
@@ -78,3 +82,27 @@ def test_demo_prints_comparison_and_per_relation_table(tsv_folder, tmp_path, cap
     assert (out / "comparison.md").read_text().strip() == text.strip()
     for model in ("transe", "rotate"):
         assert (out / model / "metrics.json").exists()
+
+
+def test_predict_a_queries_file_from_a_4_bit_run(tsv_folder, tmp_path, capsys):
+    run, packed = str(tmp_path / "run"), str(tmp_path / "run-4bit")
+    assert main(["train", "--dataset", str(tsv_folder), "--model", "rotate", "--out", run, "--no-progress",
+                 "--set", *SMALL]) == 0
+    assert main(["quantize", run, "--bits", "4", "--out", packed]) == 0
+    capsys.readouterr()
+    queries = tmp_path / "queries.tsv"
+    queries.write_text("person_0\tlives_in\t?\n?\tmarried_to\tperson_1\n")
+    out = tmp_path / "answers.tsv"
+    assert main(["predict", packed, "--queries", str(queries), "--top", "3", "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "head\trelation\ttail\trank\tscore\tknown" and len(lines) == 1 + 2 * 3
+    assert lines[1].startswith("person_0\tlives_in\t") and lines[4].split("\t")[1:4] == ["married_to", "person_1", "1"]
+    assert "2 queries in" in capsys.readouterr().err
+    assert main(["predict", packed, "--queries", str(queries), "--top", "2", "--format", "json"]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    assert answers[1]["query"] == {"head": None, "relation": "married_to", "tail": "person_1"}
+    assert len(answers[1]["answers"]) == 2 and answers[1]["source"].endswith("line 2")
+    queries.write_text("person_0\tlives_in\t?\nperson_0\tno_relation\t?\n")
+    assert main(["predict", packed, "--queries", str(queries)]) == 2
+    assert "line 2" in capsys.readouterr().err
+    assert main(["predict", packed, "--queries", str(queries), "--relation", "lives_in"]) == 2

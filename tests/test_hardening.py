@@ -358,7 +358,7 @@ def test_compile_failure_falls_back_for_that_kernel_only(monkeypatch):
 
     def failing(*args):
         raise BackendCompilerFailed(lambda *a: None, RuntimeError("no C++ compiler"))
-    monkeypatch.setattr(kernels, "_compiled", lambda name: failing)
+    monkeypatch.setattr(kernels, "_compiled", lambda name, function=None: failing)
     query, candidates = torch.randn(3, 8), torch.randn(5, 8)
     with pytest.warns(UserWarning, match="torch.compile failed for the l1 kernel"):
         result = kernels.pairwise_l1(query, candidates)

@@ -23,8 +23,8 @@ def evaluate_ogb(model, kg, split: str, batch_size: int = 256) -> Dict[str, obje
     evaluator = Evaluator(name=kg.name if kg.name.startswith("ogbl-") else "ogbl-wikikg2")
     was_training = model.training
     model.eval()
-    all_rows = model.all_entities()
-    device = all_rows.device  # not model.entity.weight: a quantized table has no float weight
+    all_rows = model.candidate_rows()  # a k-bit model's rows are decoded inside the kernel, by id
+    device = all_rows.device
     triples = kg.split(split)
     lists: Dict[str, list] = {}
     for direction, anchor_column, target_column, key in (("tail", 0, 2, "tail_neg"), ("head", 2, 0, "head_neg")):

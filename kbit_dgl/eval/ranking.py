@@ -10,14 +10,18 @@ known true answer (train, valid and test) from the candidates, as Bordes et al. 
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 
 from ..data.kg import FilterIndex
 from ..errors import NonFiniteError
+from ..models.kernels import RowSource
 
 HITS_AT = (1, 3, 10)
+# rows of a k-bit table decoded at once when scoring against every entity (a RowSource's block):
+# with 256 queries the scores of a block take 64 MiB, the decoded block 256 KiB per number in a row
+BLOCK_ROWS = 1 << 16
 
 
 def rank_from_scores(scores: torch.Tensor, targets: torch.Tensor,
@@ -29,16 +33,85 @@ def rank_from_scores(scores: torch.Tensor, targets: torch.Tensor,
     may be among them (it is always kept).
     """
     rows = torch.arange(len(targets), device=scores.device)
-    target_scores = scores[rows, targets]
+    greater, equal = _count_above(scores, scores[rows, targets], rows, targets, filter_rows, filter_entities)
+    return 1.0 + greater + equal / 2.0
+
+
+def _count_above(scores: torch.Tensor, target_scores: torch.Tensor, target_rows: torch.Tensor,
+                 target_columns: torch.Tensor, filter_rows: Optional[torch.Tensor] = None,
+                 filter_columns: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(#greater, #equal) per row of ``scores`` against ``target_scores`` (b,), float64, leaving out
+    the (row, column) pairs of the targets and of the filter."""
     target_scores = torch.where(torch.isnan(target_scores), float("-inf"), target_scores).unsqueeze(1)
     scores = torch.where(torch.isnan(scores), float("inf"), scores)  # a new tensor: the caller's stays
     # excluded entries (known answers, the target itself) become NaN, which is neither > nor == anything
     if filter_rows is not None and len(filter_rows):
-        scores[filter_rows.to(scores.device), filter_entities.to(scores.device)] = float("nan")
-    scores[rows, targets] = float("nan")
-    greater = (scores > target_scores).sum(1)
-    equal = (scores == target_scores).sum(1)
-    return 1.0 + greater.double() + equal.double() / 2.0
+        scores[filter_rows.to(scores.device), filter_columns.to(scores.device)] = float("nan")
+    scores[target_rows, target_columns] = float("nan")
+    return (scores > target_scores).sum(1).double(), (scores == target_scores).sum(1).double()
+
+
+def score_blocks(model, anchors: torch.Tensor, relation_ids: torch.Tensor, rows, direction: str,
+                 block_rows: int = BLOCK_ROWS) -> Iterator[Tuple[int, torch.Tensor]]:
+    """(first entity id, scores (b, block)) of queries against every entity: one block for a float
+    table, blocks of ``block_rows`` decoded rows for a :class:`RowSource` (a k-bit table), so that
+    neither the float table nor a (b, num_entities) score matrix exists at once."""
+    if not isinstance(rows, RowSource):
+        yield 0, model.score_candidates(anchors, relation_ids, rows, direction)
+        return
+    for start in range(0, len(rows), block_rows):
+        yield start, model.score_candidates(anchors, relation_ids, rows.block(start, min(start + block_rows,
+                                                                                          len(rows))), direction)
+
+
+def ranks_against_all(model, anchors: torch.Tensor, relation_ids: torch.Tensor, rows, targets: torch.Tensor,
+                      direction: str, filter_rows: Optional[torch.Tensor] = None,
+                      filter_entities: Optional[torch.Tensor] = None, what: str = "prediction") -> torch.Tensor:
+    """Ranks (b,) of ``targets`` among all entities (``rows``: a float table or a RowSource), the
+    (query, entity) pairs of the filter left out; non-finite scores are refused."""
+    if not isinstance(rows, RowSource):
+        scores = model.score_candidates(anchors, relation_ids, rows, direction)
+        check_finite_scores(scores, what)
+        return rank_from_scores(scores, targets, filter_rows, filter_entities)
+    index = torch.arange(len(targets), device=targets.device)
+    # the targets' own scores, through the same kernel as the blocks: queries against their targets' rows
+    target_scores = model.score_candidates(anchors, relation_ids, rows[targets], direction).diagonal()
+    greater = torch.zeros(len(targets), dtype=torch.float64, device=targets.device)
+    equal = torch.zeros_like(greater)
+    for start, scores in score_blocks(model, anchors, relation_ids, rows, direction):
+        check_finite_scores(scores, what)
+        stop = start + scores.shape[1]
+        here = (targets >= start) & (targets < stop)
+        in_filter = None
+        if filter_rows is not None and len(filter_rows):
+            inside = (filter_entities >= start) & (filter_entities < stop)
+            in_filter = (filter_rows[inside], filter_entities[inside] - start)
+        block_greater, block_equal = _count_above(scores, target_scores, index[here], targets[here] - start,
+                                                  *(in_filter or (None, None)))
+        greater += block_greater
+        equal += block_equal
+    return 1.0 + greater + equal / 2.0
+
+
+def top_k(model, anchors: torch.Tensor, relation_ids: torch.Tensor, rows, direction: str, k: int,
+          exclude_rows: Optional[torch.Tensor] = None, exclude_entities: Optional[torch.Tensor] = None,
+          what: str = "prediction") -> Tuple[torch.Tensor, torch.Tensor]:
+    """(scores, entity ids), both (b, k), of the best ``k`` entities per query, merged block by block;
+    the (query, entity) pairs ``exclude_*`` are left out (filtered top-k)."""
+    best_scores = best_ids = None
+    for start, scores in score_blocks(model, anchors, relation_ids, rows, direction):
+        check_finite_scores(scores, what)
+        if exclude_rows is not None and len(exclude_rows):
+            inside = (exclude_entities >= start) & (exclude_entities < start + scores.shape[1])
+            scores[exclude_rows[inside], exclude_entities[inside] - start] = float("-inf")
+        values, ids = scores.topk(min(k, scores.shape[1]), dim=1)
+        ids = ids + start
+        if best_scores is not None:
+            values, ids = torch.cat([best_scores, values], 1), torch.cat([best_ids, ids], 1)
+            values, order = values.topk(min(k, values.shape[1]), dim=1)
+            ids = ids.gather(1, order)
+        best_scores, best_ids = values, ids
+    return best_scores, best_ids
 
 
 def check_finite_scores(scores: torch.Tensor, what: str) -> None:
@@ -71,7 +144,7 @@ def filtered_ranks(model, triples: torch.Tensor, filter_index: Optional[FilterIn
     """
     was_training = model.training
     model.eval()
-    all_rows = model.all_entities()
+    all_rows = model.candidate_rows()  # a k-bit model's rows are decoded a block at a time
     device = device or all_rows.device  # not model.entity.weight: a quantized table has no float weight
     result = {}
     for direction, anchor_column, target_column in (("tail", 0, 2), ("head", 2, 0)):
@@ -80,14 +153,10 @@ def filtered_ranks(model, triples: torch.Tensor, filter_index: Optional[FilterIn
             batch = triples[start:start + batch_size]
             anchor_ids, relation_ids = batch[:, anchor_column], batch[:, 1]
             targets = batch[:, target_column].to(device)
-            scores = model.score_candidates(all_rows[anchor_ids.to(device)], relation_ids.to(device), all_rows,
-                                            direction)
-            check_finite_scores(scores, f"{direction} prediction")
-            if filter_index is not None:
-                rows, entities = filter_index.known(anchor_ids, relation_ids, direction)
-                ranks.append(rank_from_scores(scores, targets, rows, entities).cpu())
-            else:
-                ranks.append(rank_from_scores(scores, targets).cpu())
+            known = filter_index.known(anchor_ids, relation_ids, direction) if filter_index is not None else ()
+            known = tuple(part.to(device) for part in known)
+            ranks.append(ranks_against_all(model, all_rows[anchor_ids.to(device)], relation_ids.to(device), all_rows,
+                                           targets, direction, *known, what=f"{direction} prediction").cpu())
         result[direction] = torch.cat(ranks)
     model.train(was_training)
     return result

@@ -10,9 +10,10 @@ in memory-bounded chunks.
 """
 from __future__ import annotations
 
+import copy
 import os
 import warnings
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import torch
 import torch._dynamo
@@ -35,37 +36,94 @@ def _scaled_l1(query, scale, candidates) -> torch.Tensor:
     return (query.unsqueeze(-2) - scale.unsqueeze(-2) * candidates.unsqueeze(-3)).abs().sum(-1)
 
 
-# The same distances against candidates given as ids into a table: query rows (b, d), table (n, d),
-# ids (b, k) -> (b, k). Compiled, the gather fuses into the reduction, so the (b, k, d) candidate rows
-# are never written out (OGB's protocol scores each query against its own 1,001 candidates).
-def _l1_ids(query, table, ids) -> torch.Tensor:
-    return (query.unsqueeze(1) - table[ids]).abs().sum(-1)
+# The same distances against candidate rows given as ids: query rows (b, d), candidate rows (b, k, d)
+# gathered from a table (``table[ids]``) or decoded by a :class:`RowSource` (``source.rows(ids, ...)``)
+# inside the kernel. Compiled, the gather (and decoding) fuses into the reduction, so the (b, k, d)
+# candidate rows are never written out (OGB's protocol scores each query against its own 1,001).
+def _l1_rows(query, rows) -> torch.Tensor:
+    return (query.unsqueeze(1) - rows).abs().sum(-1)
 
 
-def _l2_ids(query, table, ids) -> torch.Tensor:
-    delta = query.unsqueeze(1) - table[ids]
+def _l2_rows(query, rows) -> torch.Tensor:
+    delta = query.unsqueeze(1) - rows
     return torch.sqrt((delta * delta).sum(-1))
 
 
-def _complex_l1_ids(query_re, query_im, table, ids) -> torch.Tensor:
-    candidates = table[ids]
-    half = candidates.shape[-1] // 2
-    delta_re = query_re.unsqueeze(1) - candidates[..., :half]
-    delta_im = query_im.unsqueeze(1) - candidates[..., half:]
+def _complex_l1_rows(query_re, query_im, rows) -> torch.Tensor:
+    half = rows.shape[-1] // 2
+    delta_re = query_re.unsqueeze(1) - rows[..., :half]
+    delta_im = query_im.unsqueeze(1) - rows[..., half:]
     return torch.sqrt(delta_re * delta_re + delta_im * delta_im + 1e-12).sum(-1)
 
 
-def _scaled_l1_ids(query, scale, table, ids) -> torch.Tensor:
-    return (query.unsqueeze(1) - scale.unsqueeze(1) * table[ids]).abs().sum(-1)
+def _scaled_l1_rows(query, scale, rows) -> torch.Tensor:
+    return (query.unsqueeze(1) - scale.unsqueeze(1) * rows).abs().sum(-1)
 
 
-def _dot_ids(query, table, ids) -> torch.Tensor:
-    return (query.unsqueeze(1) * table[ids]).sum(-1)
+def _dot_rows(query, rows) -> torch.Tensor:
+    return (query.unsqueeze(1) * rows).sum(-1)
+
+
+_ROWS: Dict[str, Callable] = {"l1": _l1_rows, "l2": _l2_rows, "complex_l1": _complex_l1_rows,
+                              "scaled_l1": _scaled_l1_rows, "dot": _dot_rows}
+
+
+def _ids_kernel(distance: Callable, queries: int) -> Callable:
+    """``fn(*query_args, table, ids)``: ``distance`` against ``table[ids]``."""
+    def kernel(*args):
+        return distance(*args[:queries], args[queries][args[queries + 1]])
+    return kernel
+
+
+class RowSource:
+    """Rows of a table that are not stored as floats (k-bit codes, say), decoded by id on demand.
+
+    Subclasses set ``num_rows``, ``dim``, ``tensors`` (the stored state, a tuple) and ``key`` (a
+    hashable naming everything static about the decoding: the compiled kernels are cached by it),
+    and implement ``rows(ids, *tensors)``, a traceable function returning float32 (*ids.shape, dim)
+    rows: :func:`pairwise_ids` compiles it into the distance kernel, so only the stored codes of
+    each candidate are read. ``source[ids]`` decodes eagerly; ``block(start, stop)`` a row range.
+    """
+
+    num_rows: int
+    dim: int
+    tensors: tuple = ()
+    key: tuple = ()
+
+    def rows(self, ids: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def shape(self):
+        return (self.num_rows, self.dim)
+
+    @property
+    def device(self) -> torch.device:
+        return self.tensors[0].device
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def __getitem__(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.rows(ids, *self.tensors)
+
+    def block(self, start: int, stop: int) -> torch.Tensor:
+        return self.rows(torch.arange(start, stop, device=self.tensors[0].device), *self.tensors)
+
+
+def _source_kernel(distance: Callable, queries: int, source: RowSource) -> Callable:
+    """``fn(*query_args, ids, *source.tensors)``: ``distance`` against ``source.rows(ids, ...)``."""
+    static = copy.copy(source)  # the kernel is cached by source.key: it must not keep the tensors alive
+    static.tensors = ()
+
+    def kernel(*args):
+        return distance(*args[:queries], static.rows(args[queries], *args[queries + 1:]))
+    return kernel
 
 
 _EAGER: Dict[str, Callable] = {"l1": _l1, "complex_l1": _complex_l1, "scaled_l1": _scaled_l1,
-                               "l1_ids": _l1_ids, "l2_ids": _l2_ids, "complex_l1_ids": _complex_l1_ids,
-                               "scaled_l1_ids": _scaled_l1_ids, "dot_ids": _dot_ids}
+                               **{f"{name}_ids": _ids_kernel(fn, 2 if name in ("complex_l1", "scaled_l1") else 1)
+                                  for name, fn in _ROWS.items()}}
 _COMPILED: Dict[str, Callable] = {}
 _BROKEN: Dict[str, str] = {}  # kernel name -> why compiling it failed (it runs eagerly from then on)
 
@@ -74,9 +132,14 @@ def compile_enabled() -> bool:
     return os.environ.get("KBIT_DGL_COMPILE", "1") not in ("0", "false", "no")
 
 
-def _compiled(name: str) -> Callable:
+def _compiled(name, eager: Optional[Callable] = None) -> Callable:
+    """The compiled kernel cached under ``name`` (a kernel name, or a key with ``eager`` to compile).
+
+    Row-source kernels compile with automatic dynamic shapes (static first, shapes that change made
+    dynamic on the second call): ``dynamic=True`` would also make the decoder's constants (its bits,
+    block width) symbolic, and bit shifts by a symbolic amount do not compile."""
     if name not in _COMPILED:
-        _COMPILED[name] = torch.compile(_EAGER[name], dynamic=True)
+        _COMPILED[name] = torch.compile(eager or _EAGER[name], dynamic=None if eager else True)
     return _COMPILED[name]
 
 
@@ -90,12 +153,14 @@ def chunked(fn: Callable, query_args, candidate_args, width: int) -> torch.Tenso
                       for s in range(0, num_candidates, step)], dim=-1)
 
 
-def _compiled_or_eager(name: str, args, eager: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """The compiled kernel ``name`` on ``args``; ``eager()`` where compiling is off or broke."""
+def _compiled_or_eager(name, args, eager: Callable[[], torch.Tensor],
+                       function: Optional[Callable] = None) -> torch.Tensor:
+    """The compiled kernel ``name`` (``function`` compiled, if given) on ``args``; ``eager()`` where
+    compiling is off or broke."""
     if not compile_enabled() or name in _BROKEN:
         return eager()
     try:
-        return _compiled(name)(*args)
+        return _compiled(name, function)(*args)
     except torch._dynamo.exc.TorchDynamoException as error:
         # Compilation failed, or the inputs themselves are wrong (dynamo wraps both). The eager path
         # tells them apart: bad inputs fail there too and that error propagates; if eager works, the
@@ -129,14 +194,25 @@ def pairwise_scaled_l1(query: torch.Tensor, scale: torch.Tensor, candidates: tor
     return pairwise("scaled_l1", (query, scale), (candidates,))
 
 
-def pairwise_ids(name: str, query_args, table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """(b, k) distances (or dot products, ``dot_ids``) between query rows (b, d) and ``table[ids]``
-    for ids (b, k), without materialising the (b, k, d) candidate rows when compiled; eagerly, in
-    slices of queries bounded to CHUNK_ELEMENTS gathered numbers."""
+def pairwise_ids(name: str, query_args, table, ids: torch.Tensor) -> torch.Tensor:
+    """(b, k) distances (or dot products, ``dot``) between query rows (b, d) and the candidates
+    ``table[ids]`` for ids (b, k), without materialising the (b, k, d) candidate rows when compiled;
+    eagerly, in slices of queries bounded to CHUNK_ELEMENTS gathered numbers. ``table`` is a float
+    tensor (n, d) or a :class:`RowSource`, whose rows are decoded inside the kernel."""
+    queries = len(query_args)
+    step = max(1, CHUNK_ELEMENTS // max(ids.shape[1] * table.shape[1], 1))
+    if isinstance(table, RowSource):
+        function = _source_kernel(_ROWS[name], queries, table)
+        args = (*query_args, ids, *table.tensors)
+
+        def eager() -> torch.Tensor:
+            return torch.cat([function(*[q[s:s + step] for q in query_args], ids[s:s + step], *table.tensors)
+                              for s in range(0, len(ids), step)], dim=0)
+
+        return _compiled_or_eager((name, table.key), args, eager, function)
     name = f"{name}_ids"
 
     def eager() -> torch.Tensor:
-        step = max(1, CHUNK_ELEMENTS // max(ids.shape[1] * table.shape[1], 1))
         return torch.cat([_EAGER[name](*[q[s:s + step] for q in query_args], table, ids[s:s + step])
                           for s in range(0, len(ids), step)], dim=0)
 

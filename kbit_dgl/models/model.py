@@ -71,6 +71,11 @@ class KGEModel(nn.Module):
             rows = self.encoder(rows, self.relation.weight)
         return self.decoder.prepare_entities(rows)
 
+    def candidate_rows(self):
+        """The rows evaluation and prediction score against: :meth:`all_entities` here; a k-bit model
+        returns a :class:`~kbit_dgl.models.kernels.RowSource` that decodes rows on demand instead."""
+        return self.all_entities()
+
     def _encoded_for_inference(self) -> torch.Tensor:
         # In-place updates (optimizer steps, load_state_dict) bump a tensor's version counter.
         key = tuple((id(p), p._version) for p in self.parameters())

@@ -1,11 +1,12 @@
 """``QuantizedEmbedding``: a packed k-bit table that gathers rows by id and dequantises on the fly."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 from torch import nn
 
+from ..models.kernels import RowSource
 from .packing import unpack_bits
 from .quantizers import QuantSpec, dequantize_codes, quantize_table, spec_from_header, stored_scales, table_nbytes
 
@@ -90,3 +91,40 @@ class QuantizedEmbedding(nn.Module):
         spec = self.spec
         kind = f"fp{spec.bits}" if spec.is_float else f"{spec.bits}-bit {spec.dtype}"
         return f"{self.num_embeddings}, {self.embedding_dim}, {kind}, block={spec.block}, nbytes={self.nbytes}"
+
+
+class PackedRows(RowSource):
+    """The rows of a :class:`QuantizedEmbedding`, decoded by id inside the scoring kernels.
+
+    ``rows(ids, codes, codebook[, scales[, offsets]])`` gathers the packed codes of ``ids``, unpacks
+    them, looks them up in the codebook and applies the block scales (and offsets), then
+    ``prepare`` (the decoder's ``prepare_entities``): the same arithmetic as ``dequantize_all``, so
+    a kernel reading k-bit codes scores as the dequantized float table does, while only the packed
+    table (and its scales as float32, ``4 * rows * blocks`` bytes) stays resident.
+    """
+
+    def __init__(self, table: QuantizedEmbedding, prepare: Optional[Callable] = None, prepare_key: str = ""):
+        spec = table.spec
+        self.num_rows, self.dim, self.spec = table.num_embeddings, table.embedding_dim, spec
+        self.prepare = prepare
+        self.width = spec.block_width(self.dim) if spec.has_scales else 0
+        tensors = [table.codes]
+        if not spec.is_float:
+            tensors.append(table.codebook)
+            if spec.has_scales:
+                scales, offsets = stored_scales(table.quantized_state(), None, spec.num_blocks(self.dim))
+                tensors += [scales.contiguous()] + ([offsets.contiguous()] if offsets is not None else [])
+        self.tensors = tuple(tensors)
+        self.key = ("packed", spec.bits, spec.is_float, self.width, self.dim, len(tensors), prepare_key)
+
+    def rows(self, ids: torch.Tensor, codes: torch.Tensor, codebook: Optional[torch.Tensor] = None,
+             scales: Optional[torch.Tensor] = None, offsets: Optional[torch.Tensor] = None) -> torch.Tensor:
+        flat = ids.reshape(-1)
+        if self.spec.is_float:
+            values = codes[flat].float()
+        else:
+            values = unpack_bits(codes[flat], self.spec.bits, self.dim)
+            values = dequantize_codes(values, codebook, None if scales is None else scales[flat],
+                                      None if offsets is None else offsets[flat], self.width)
+        values = values.view(*ids.shape, self.dim)
+        return self.prepare(values) if self.prepare is not None else values

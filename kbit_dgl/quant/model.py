@@ -22,7 +22,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..models.decoders import Decoder, RotatE
 from ..models.model import KGEModel
-from .embedding import QuantizedEmbedding
+from .embedding import PackedRows, QuantizedEmbedding
 from .quantizers import QuantSpec
 
 
@@ -78,8 +78,16 @@ class QuantizedKGEModel(KGEModel):
                          reciprocal=reciprocal, tables=(entity, relation))
 
     def all_entities(self) -> torch.Tensor:
-        """(num_entities, entity_dim) float32: every entity decoded, ready for scoring."""
+        """(num_entities, entity_dim) float32: every entity decoded, ready for scoring (the reference;
+        evaluation and prediction score from the packed codes, :meth:`candidate_rows`)."""
         return self.decoder.prepare_entities(self.entity.dequantize_all())
+
+    def candidate_rows(self) -> PackedRows:
+        """The entity table as a :class:`PackedRows` source: rows decoded by id inside the scoring
+        kernels, or a block of rows at a time, so the fp32 table is never built."""
+        if getattr(self, "_packed_rows", None) is None:
+            self._packed_rows = PackedRows(self.entity, self.decoder.prepare_entities, type(self.decoder).__name__)
+        return self._packed_rows
 
     @property
     def nbytes(self) -> int:
