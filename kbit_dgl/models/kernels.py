@@ -108,7 +108,12 @@ class RowSource:
         return self.rows(ids, *self.tensors)
 
     def block(self, start: int, stop: int) -> torch.Tensor:
-        return self.rows(torch.arange(start, stop, device=self.tensors[0].device), *self.tensors)
+        """float32 rows start..stop-1, decoded by one compiled kernel where compiling works."""
+        ids = torch.arange(start, stop, device=self.device)
+        static = copy.copy(self)  # the compiled decoder is cached by key: it must not keep the tensors alive
+        static.tensors = ()
+        return _compiled_or_eager(("rows", self.key), (ids, *self.tensors), lambda: self.rows(ids, *self.tensors),
+                                  static.rows)
 
 
 def _source_kernel(distance: Callable, queries: int, source: RowSource) -> Callable:

@@ -123,8 +123,22 @@ class PackedRows(RowSource):
         if self.spec.is_float:
             values = codes[flat].float()
         else:
-            values = unpack_bits(codes[flat], self.spec.bits, self.dim)
-            values = dequantize_codes(values, codebook, None if scales is None else scales[flat],
-                                      None if offsets is None else offsets[flat], self.width)
+            # Each number as one gather expression (its byte(s), shift, codebook entry, block scale), so
+            # that a compiled kernel reads the packed bytes and never writes the decoded rows out. The
+            # arithmetic is dequantize_codes': codebook[code] * scale (+ offset), in float32.
+            bits, dim = self.spec.bits, self.dim
+            start = torch.arange(dim, device=codes.device) * bits
+            first = start // 8
+            packed = codes[flat]
+            word = packed[:, first].to(torch.int32)
+            if 8 % bits:  # 3, 5, 6, 7 bits: a code may straddle two bytes (the last byte never needs a next)
+                word = word | (packed[:, (first + 1).clamp(max=codes.shape[1] - 1)].to(torch.int32) << 8)
+            code = (word >> (start % 8).to(torch.int32)) & ((1 << bits) - 1)
+            values = codebook[code.long()]
+            if scales is not None:
+                block = torch.arange(dim, device=codes.device) // self.width
+                values = values * scales[flat][:, block]
+                if offsets is not None:
+                    values = values + offsets[flat][:, block]
         values = values.view(*ids.shape, self.dim)
         return self.prepare(values) if self.prepare is not None else values
