@@ -46,7 +46,13 @@ def test_packed_rows_decode_exactly_the_dequantized_rows(name, spec):
     assert isinstance(source, PackedRows) and source.shape == (60, quantized.decoder.entity_dim)
     ids = torch.tensor([[3, 0, 59], [7, 7, 1]])
     assert torch.equal(source[ids], reference.all_entities()[ids])
-    assert torch.equal(source.block(10, 25), reference.all_entities()[10:25])
+    block, expected = source.block(10, 25), reference.all_entities()[10:25]
+    # compiled, scale * x + offset may become one fused multiply-add, and PairRE's L2 normalisation
+    # reduces in another order: within an ulp or two; the ranks below still match exactly
+    if spec.dtype == "int_asym" or name == "pairre":
+        assert torch.allclose(block, expected, rtol=1e-6, atol=1e-6)
+    else:
+        assert torch.equal(block, expected)
 
 
 @pytest.mark.parametrize("compile_kernels", ["1", "0"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import types
 import warnings
 from typing import Callable, Dict, Optional
 
@@ -112,8 +113,11 @@ class RowSource:
         ids = torch.arange(start, stop, device=self.device)
         static = copy.copy(self)  # the compiled decoder is cached by key: it must not keep the tensors alive
         static.tensors = ()
+
+        def decode(*args):  # a plain function: dynamo inlines it (a bound method object would break the graph)
+            return static.rows(*args)
         return _compiled_or_eager(("rows", self.key), (ids, *self.tensors), lambda: self.rows(ids, *self.tensors),
-                                  static.rows)
+                                  decode)
 
 
 def _source_kernel(distance: Callable, queries: int, source: RowSource) -> Callable:
@@ -144,8 +148,18 @@ def _compiled(name, eager: Optional[Callable] = None) -> Callable:
     dynamic on the second call): ``dynamic=True`` would also make the decoder's constants (its bits,
     block width) symbolic, and bit shifts by a symbolic amount do not compile."""
     if name not in _COMPILED:
-        _COMPILED[name] = torch.compile(eager or _EAGER[name], dynamic=None if eager else True)
+        _COMPILED[name] = torch.compile(_own_code(eager) if eager else _EAGER[name], dynamic=None if eager else True)
     return _COMPILED[name]
+
+
+def _own_code(function: Callable) -> Callable:
+    """``function`` behind a wrapper with a code object of its own. Dynamo keeps its compiled graphs
+    and its automatic-dynamic decisions per code object: kernels of different row sources share one
+    closure's code, and a constant that differs between them (the bits) would otherwise turn symbolic."""
+    def call(*args):
+        return function(*args)
+    code = call.__code__.replace(co_name=f"kbit_kernel_{len(_COMPILED)}")
+    return types.FunctionType(code, call.__globals__, code.co_name, None, call.__closure__)
 
 
 def chunked(fn: Callable, query_args, candidate_args, width: int) -> torch.Tensor:
