@@ -162,3 +162,16 @@ def test_queries_file_errors_name_the_line(tmp_path):
                      sources=read_queries(str(path))[1])
     with pytest.raises(KGFormatError, match="cannot read"):
         read_queries(str(tmp_path / "missing.tsv"))
+
+
+def test_serving_benchmark_measures_each_bit_width_in_its_own_process(tmp_path):
+    from kbit_dgl.bench.serving import measure_in_child, prepare_in_child, serving_table
+
+    prepare_in_child(str(tmp_path), "transe", 300, 16, [32, 4])
+    records = [measure_in_child(task, str(tmp_path), "transe", 300, 16, bits, 20, singles=3, batch_size=8)
+               for task in ("topk", "ogb") for bits in (32, 4)]
+    assert all(record["queries_per_second"] > 0 and record["peak_rss_mib"] > 0 for record in records)
+    assert records[1]["entity_table_bytes"] < records[0]["entity_table_bytes"] / 6
+    assert set(records[0]["single_query_latency_ms"]) == {"p50", "p95", "p99"}
+    table = serving_table(records)
+    assert "| 300 | 16 | topk | 4 |" in table and "1.00x" in table
