@@ -175,3 +175,36 @@ def test_serving_benchmark_measures_each_bit_width_in_its_own_process(tmp_path):
     assert set(records[0]["single_query_latency_ms"]) == {"p50", "p95", "p99"}
     table = serving_table(records)
     assert "| 300 | 16 | topk | 4 |" in table and "1.00x" in table
+
+
+@pytest.mark.parametrize("name", ["transe_l2", "distmult", "complex"])
+def test_search_query_is_the_decoders_ranking(name):
+    quantized, model = quantized_pair(name, QuantSpec(8, "int", 8))
+    rows = model.all_entities()
+    anchors, relations = torch.tensor([1, 4, 9]), torch.tensor([0, 3, 2])
+    for direction in ("tail", "head"):
+        vectors, metric = model.search_query(rows[anchors], relations, direction)
+        scores = model.score_candidates(rows[anchors], relations, rows, direction)
+        if metric == "l2":
+            expected = model.decoder.gamma - torch.cdist(vectors, rows)
+        else:
+            expected = vectors @ rows.T
+        assert torch.allclose(scores, expected, atol=1e-4)
+    assert build_model("rotate", 10, 2, 8, 6.0).search_query(torch.zeros(1, 8), torch.tensor([0])) is None
+
+
+def test_faiss_comparison_reports_recall_mrr_and_bytes():
+    pytest.importorskip("faiss")
+    from kbit_dgl.bench.vector_search import compare, comparison_table
+
+    kg = filtered_kg(entities=300, relations=4)
+    torch.manual_seed(0)
+    model = build_model("distmult", 300, 4, 32, 6.0).eval()
+    records = compare(model, kg.test, [8, 4], kg=kg, train_rows=300)
+    by_method = {record["method"]: record for record in records}
+    assert by_method["faiss IndexFlat (exact)"]["recall@10"] == 1.0
+    assert by_method["ours 8-bit"]["recall@10"] > 0.9 and by_method["ours 8-bit"]["bytes_per_entity"] < 40
+    assert by_method["faiss IndexFlat (exact)"]["filtered_mrr"] == pytest.approx(by_method["fp32 (ours, exact)"]
+                                                                                 ["filtered_mrr"], abs=1e-4)
+    assert any(method.startswith("faiss PQ M=") for method in by_method)
+    assert "| ours 4-bit |" in comparison_table(records)

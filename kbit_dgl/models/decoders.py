@@ -78,6 +78,12 @@ class Decoder(nn.Module):
         kernel never write out the (b, k, d) candidate rows; this reference gathers them."""
         return self.score_candidates(anchor.unsqueeze(-2), relation.unsqueeze(-2), table[ids], direction).squeeze(-2)
 
+    def search_query(self, anchor: torch.Tensor, relation: torch.Tensor, direction: str = "tail"):
+        """(query vectors, metric) such that ranking candidates by score is a vector search: metric
+        ``"l2"`` (score = gamma - ||query - candidate||_2) or ``"ip"`` (score = query . candidate); None
+        for scores with no such form (L1 distances, RotatE's moduli, PairRE's per-query scale)."""
+        return None
+
     def score_candidates_reference(self, anchor: torch.Tensor, relation: torch.Tensor,
                                    candidates: torch.Tensor, direction: str = "tail") -> torch.Tensor:
         """Plain broadcast of ``score`` over candidates, chunked to bound memory."""
@@ -123,6 +129,10 @@ class TransE(Decoder):
         _check_direction(direction)
         query = anchor + relation if direction == "tail" else anchor - relation
         return self.gamma - pairwise_ids("l1" if self.p == 1 else "l2", (query,), table, ids)
+
+    def search_query(self, anchor, relation, direction="tail"):
+        _check_direction(direction)
+        return (anchor + relation if direction == "tail" else anchor - relation, "l2") if self.p == 2 else None
 
 
 class RotatE(Decoder):
@@ -190,6 +200,10 @@ class DistMult(Decoder):
         _check_direction(direction)
         return pairwise_ids("dot", (anchor * relation,), table, ids)
 
+    def search_query(self, anchor, relation, direction="tail"):
+        _check_direction(direction)
+        return anchor * relation, "ip"
+
 
 class ComplEx(Decoder):
     """ComplEx (Trouillon et al. 2016): Re(<h, r, conj(t)>), rows as (real | imaginary)."""
@@ -225,6 +239,10 @@ class ComplEx(Decoder):
     def score_candidate_ids(self, anchor, relation, table, ids, direction="tail"):
         _check_direction(direction)
         return pairwise_ids("dot", (self._query(anchor, relation, direction),), table, ids)
+
+    def search_query(self, anchor, relation, direction="tail"):
+        _check_direction(direction)
+        return self._query(anchor, relation, direction), "ip"
 
 
 class PairRE(Decoder):

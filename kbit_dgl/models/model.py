@@ -120,6 +120,12 @@ class KGEModel(nn.Module):
         relation_rows, direction = self.query(relation_ids, direction)
         return self.decoder.score_candidate_ids(anchor_rows, relation_rows, table, ids, direction)
 
+    def search_query(self, anchor_rows: torch.Tensor, relation_ids: torch.Tensor, direction: str = "tail"):
+        """The decoder's vector-search form of queries (see ``Decoder.search_query``), reciprocal
+        relations applied: (query vectors, "l2" | "ip"), or None."""
+        relation_rows, direction = self.query(relation_ids, direction)
+        return self.decoder.search_query(anchor_rows, relation_rows, direction)
+
     def score_triples(self, triples: torch.Tensor) -> torch.Tensor:
         """(B, 3) id triples -> (B,) scores."""
         all_rows = self.all_entities() if self.encoder is not None else None
