@@ -13,6 +13,32 @@ from .ranking import check_finite_scores
 @torch.no_grad()
 def evaluate_ogb(model, kg, split: str, batch_size: int = 256) -> Dict[str, object]:
     """OGB MRR/Hits@1/3/10 (and MR from the same ranks) on ``split`` of an OGB KG."""
+    lists = _evaluator_lists(model, kg, split, batch_size)
+    metrics: Dict[str, object] = {}
+    for direction in ("", "tail", "head"):
+        def pooled(name):
+            keys = [f"{d}:{name}" for d in (("tail", "head") if not direction else (direction,))]
+            return torch.cat([torch.cat(lists[k]) for k in keys]).double()
+        part = {"mrr": float(pooled("mrr_list").mean()), "mr": float((1.0 / pooled("mrr_list")).mean())}
+        for k in (1, 3, 10):
+            part[f"hits@{k}"] = float(pooled(f"hits@{k}_list").mean())
+        part["num_queries"] = int(len(pooled("mrr_list")))
+        if direction:
+            metrics[direction] = part
+        else:
+            metrics.update(part)
+    return metrics
+
+
+@torch.no_grad()
+def ogb_ranks(model, kg, split: str, batch_size: int = 256) -> Dict[str, torch.Tensor]:
+    """``{"tail": ranks, "head": ranks}`` (float64) under OGB's protocol: 1 / the Evaluator's reciprocal ranks."""
+    lists = _evaluator_lists(model, kg, split, batch_size)
+    return {direction: 1.0 / torch.cat(lists[f"{direction}:mrr_list"]).double() for direction in ("tail", "head")}
+
+
+def _evaluator_lists(model, kg, split: str, batch_size: int) -> Dict[str, list]:
+    """``ogb.linkproppred.Evaluator``'s per-query lists (``<direction>:mrr_list``, ``hits@k_list``), per batch."""
     import os
 
     os.environ.setdefault("OUTDATED_IGNORE", "1")  # ogb's version check would reach for the network
@@ -43,17 +69,4 @@ def evaluate_ogb(model, kg, split: str, batch_size: int = 256) -> Dict[str, obje
             for name, values in result.items():
                 lists.setdefault(f"{direction}:{name}", []).append(values)
     model.train(was_training)
-    metrics: Dict[str, object] = {}
-    for direction in ("", "tail", "head"):
-        def pooled(name):
-            keys = [f"{d}:{name}" for d in (("tail", "head") if not direction else (direction,))]
-            return torch.cat([torch.cat(lists[k]) for k in keys]).double()
-        part = {"mrr": float(pooled("mrr_list").mean()), "mr": float((1.0 / pooled("mrr_list")).mean())}
-        for k in (1, 3, 10):
-            part[f"hits@{k}"] = float(pooled(f"hits@{k}_list").mean())
-        part["num_queries"] = int(len(pooled("mrr_list")))
-        if direction:
-            metrics[direction] = part
-        else:
-            metrics.update(part)
-    return metrics
+    return lists

@@ -218,8 +218,10 @@ def render_readme(record: Dict, figures: Dict[tuple, List[str]]) -> str:
               f"table at max(k, {settings['relation_min_bits']})")
            + " with data types "
            f"{settings['dtypes']}, block {settings['block']} numbers per fp16 scale; 16 / 32 = fp16 / fp32 tables. "
-           "RotatE's relation phases use a k-bit uniform grid on the circle. Test MRR: filtered, all entities, "
-           "head and tail pooled. Total bits: entity + relation tables as stored (codes + scales + header + "
+           "RotatE's relation phases use a k-bit uniform grid on the circle. Test MRR: "
+           + ("OGB's protocol (each query against its own given negatives)"
+              if all(str(p["dataset"]).startswith("ogbl-") for p in points) else "filtered, all entities")
+           + ", head and tail pooled. Total bits: entity + relation tables as stored (codes + scales + header + "
            "codebook). Error bars and ± are standard deviations over seeds; margins in σ are standard errors "
            "of the difference of the means.", ""]
     for (dataset, model), members in _groups(points).items():

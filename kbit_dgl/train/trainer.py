@@ -357,13 +357,20 @@ def valid_sample(kg: KG, size: int, seed: int, protocol: str = "filtered") -> KG
     """``kg`` with a fixed random sample of ``size`` valid triples (0 or more than there are: ``kg``
     itself) for validation during training; under the filtered protocol the filter index stays the
     full KG's (OGB's protocol needs none, and building one for 17M triples takes a minute)."""
-    if not size or size >= len(kg.valid):
+    return split_sample(kg, "valid", size, seed, protocol)
+
+
+def split_sample(kg: KG, split: str, size: int, seed: int, protocol: str = "filtered") -> KG:
+    """``kg`` with a fixed random sample of ``size`` triples of ``split`` (valid or test) and their OGB
+    negatives; the filter index stays the full KG's (none under OGB's protocol)."""
+    triples = kg.split(split)
+    if not size or size >= len(triples):
         return kg
-    ids = torch.randperm(len(kg.valid), generator=torch.Generator().manual_seed(seed))[:size].sort().values
+    ids = torch.randperm(len(triples), generator=torch.Generator().manual_seed(seed))[:size].sort().values
     negatives = dict(kg.negatives)
-    if "valid" in negatives:
-        negatives["valid"] = {key: value[ids] for key, value in negatives["valid"].items()}
-    return dataclasses.replace(kg, valid=kg.valid[ids], negatives=negatives,
+    if split in negatives:
+        negatives[split] = {key: value[ids] for key, value in negatives[split].items()}
+    return dataclasses.replace(kg, **{split: triples[ids]}, negatives=negatives,
                                _filter=None if protocol == "ogb" else kg.filter_index)
 
 
