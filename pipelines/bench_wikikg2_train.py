@@ -1,9 +1,11 @@
 """Train an OGB leaderboard config for a step budget at wikikg2's full size and record speed and memory.
 
     python pipelines/bench_wikikg2_train.py --root /tmp/standin-full --steps 3000
+    python pipelines/bench_wikikg2_train.py --root /tmp/standin-full --entry wikikg2-rotate-250 --steps 3000
 
-Runs `kbit-dgl train` (TransE-500 as on OGB's leaderboard: gamma 30, batch 512, 128 negatives; the
-entity table with DGL-KE's row-wise Adagrad, lr 0.1) on the data under --root (the real download
+Runs `kbit-dgl train` with a leaderboard entry's config (``kbit_dgl/bench/leaderboard.py``; default
+TransE-500: gamma 30, batch 512, 128 negatives; the entity table with DGL-KE's row-wise Adagrad, lr
+0.1) on the data under --root (the real download
 or pipelines/wikikg2_standin.py's stand-in) for --steps steps, validating on 2,000 sampled valid
 triples at the end. It polls the process's resident memory (VmRSS, VmHWM) and stops it once the
 step budget's checkpoint is written, before the final full-split evaluation. Records time to the
@@ -23,6 +25,7 @@ import time
 
 import torch
 
+from kbit_dgl.bench.leaderboard import ENTRIES
 from kbit_dgl.io import atomic_write_json
 from kbit_dgl.provenance import project_root, provenance
 
@@ -40,17 +43,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True)
     parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--entry", default="wikikg2-transe-500", choices=sorted(ENTRIES))
     parser.add_argument("--set", nargs="*", default=[], help="more config overrides")
-    parser.add_argument("--out", default=os.path.join(project_root(), "results", "bench", "wikikg2_train.json"))
+    parser.add_argument("--out", help="default: results/bench/wikikg2_train.json (TransE-500), else "
+                                      "results/bench/wikikg2_train-<entry>.json")
     args = parser.parse_args()
+    entry = ENTRIES[args.entry]
+    if args.out is None:
+        name = "wikikg2_train" + ("" if args.entry == "wikikg2-transe-500" else f"-{args.entry}")
+        args.out = os.path.join(project_root(), "results", "bench", f"{name}.json")
     started, load_before = time.time(), os.getloadavg()
-    overrides = ["model.dim=500", "model.gamma=30", "train.batch_size=512", "train.num_negatives=128",
-                 "train.lr=0.1", "train.optimizer=rowwise_adagrad", f"train.max_steps={args.steps}",
-                 f"train.valid_every_steps={args.steps}", "eval.valid_sample=2000", *args.set]
+    overrides = entry.config_overrides(seed=0, steps=args.steps, valid_every_steps=args.steps) + args.set
     with tempfile.TemporaryDirectory(dir=os.path.dirname(args.root.rstrip("/")) or None) as folder:
         run = os.path.join(folder, "run")
         command = [sys.executable, "-m", "kbit_dgl.cli", "train", "--dataset", "ogbl-wikikg2", "--data-dir",
-                   args.root, "--model", "transe", "--out", run, "--no-progress", "--set", *overrides]
+                   args.root, "--model", entry.model, "--out", run, "--no-progress", "--set", *overrides]
         env = {**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": "1"}  # forked compile workers copy the table
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         log_path, training_rss, peak = os.path.join(run, "train.log"), 0, 0
@@ -60,7 +67,7 @@ def main() -> None:
             memory = memory_kib(process.pid)
             peak = max(peak, memory.get("VmHWM", 0))
             log = open(log_path, encoding="utf-8").read() if os.path.exists(log_path) else ""
-            if "training transe" in log and "stopped at step" not in log:
+            if f"training {entry.model}" in log and "stopped at step" not in log:
                 training_rss = max(training_rss, memory.get("VmRSS", 0))
             if "valid mrr" in log and os.path.exists(os.path.join(run, "checkpoint.pt")):
                 time.sleep(5)  # the checkpoint after the last validation
@@ -72,9 +79,10 @@ def main() -> None:
             raise SystemExit(f"kbit-dgl train exited with {process.returncode} before the step budget's checkpoint")
         stamps = re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ training", log, flags=re.M)
         state = torch.load(os.path.join(run, "checkpoint.pt"), map_location="cpu", mmap=True)["state"]
-        triples = state["step"] * 512
+        triples = state["step"] * 512  # every leaderboard entry trains with batches of 512
         first_step = state["warmup_seconds"]
-        record = {**provenance(started), "load_before": list(load_before), "load_after": list(os.getloadavg()),
+        record = {**provenance(started), "entry": args.entry, "load_before": list(load_before),
+                  "load_after": list(os.getloadavg()),
                   "command_run": " ".join(command), "steps": state["step"],
                   "train_seconds": round(state["train_seconds"], 1),
                   "triples_per_second_overall": round(triples / state["train_seconds"], 1),
