@@ -203,8 +203,8 @@ def test_faiss_comparison_reports_recall_mrr_and_bytes():
     records = compare(model, kg.test, [8, 4], kg=kg, train_rows=300)
     by_method = {record["method"]: record for record in records}
     assert by_method["faiss IndexFlat (exact)"]["recall@10"] == 1.0
-    assert by_method["ours 8-bit"]["recall@10"] > 0.9 and by_method["ours 8-bit"]["bytes_per_entity"] < 40
+    assert by_method["ours 8-bit int"]["recall@10"] > 0.9 and by_method["ours 8-bit NF"]["bytes_per_entity"] < 40
     assert by_method["faiss IndexFlat (exact)"]["filtered_mrr"] == pytest.approx(by_method["fp32 (ours, exact)"]
                                                                                  ["filtered_mrr"], abs=1e-4)
     assert any(method.startswith("faiss PQ M=") for method in by_method)
-    assert "| ours 4-bit |" in comparison_table(records)
+    assert "| ours 4-bit NF |" in comparison_table(records)

@@ -9,8 +9,8 @@ from the vectors its codes reconstruct (FAISS's SQ and PQ distances are distance
 scored by the same ranking code. FAISS methods: ``IndexFlat`` (exact), ``IndexScalarQuantizer`` at
 8 and 4 bits (per-dimension ranges) and ``IndexPQ`` (8-bit codes, ``M`` sub-vectors) with ``M``
 chosen so that its bytes per entity do not exceed ours at each of our bit widths. Ours: ``int``
-codes with blocks of 64 and fp16 scales (``kbit-dgl quantize``'s defaults), the relation table kept
-at fp32 on both sides. L1 / RotatE / PairRE scores have no vector-search form; FAISS has no metric
+(absmax) and NF-k (``quantile``) codes with blocks of 64 and fp16 scales, the relation table kept at
+fp32 on both sides. L1 / RotatE / PairRE scores have no vector-search form; FAISS has no metric
 for them.
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ def pq_subvectors(dim: int, budget_bytes: float) -> Optional[int]:
 
 
 def compare(model, queries: torch.Tensor, bits_list: List[int], k: int = 10, kg=None,
-            train_rows: int = 200_000, seed: int = 0) -> List[Dict]:
+            train_rows: int = 200_000, seed: int = 0, dtypes: Tuple[str, ...] = ("quantile", "int")) -> List[Dict]:
     """Records of exact fp32, ours at ``bits_list`` and FAISS (flat, SQ8, SQ4, PQ at our bytes) on the
     tail and head queries of ``queries`` (triples); with ``kg``, the filtered test MRR of each too."""
     from ..eval import evaluate
@@ -90,12 +90,13 @@ def compare(model, queries: torch.Tensor, bits_list: List[int], k: int = 10, kg=
                 "queries_per_second": round(len(anchors) / (time.perf_counter() - started), 1)}]
     if kg is not None:
         records[0]["filtered_mrr"] = evaluate(model, kg, "test")["mrr"]
-    for bits in bits_list:
-        spec = QuantSpec(bits, "int", 64)
+    for bits, dtype in [(bits, dtype) for bits in bits_list for dtype in dtypes]:
+        spec = QuantSpec(bits, dtype, 64)
         packed = quantize_model(model, spec, table_specs(model.decoder, spec, 32)[1])
         started = time.perf_counter()
         found = _search_ours(packed, anchors, relations, k).numpy()
-        record = {"method": f"ours {bits}-bit", "bits": bits, "bytes_per_entity": packed.entity.nbytes / num,
+        label = {"quantile": "NF", "int": "int"}.get(dtype, dtype)
+        record = {"method": f"ours {bits}-bit {label}", "bits": bits, "bytes_per_entity": packed.entity.nbytes / num,
                   "recall@10": recall_at(found, exact),
                   "queries_per_second": round(len(anchors) / (time.perf_counter() - started), 1)}
         if kg is not None:
@@ -109,7 +110,7 @@ def compare(model, queries: torch.Tensor, bits_list: List[int], k: int = 10, kg=
     candidates = [("faiss IndexFlat (exact)", faiss.IndexFlat(dim, faiss_metric)),
                   ("faiss SQ 8-bit", faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit, faiss_metric)),
                   ("faiss SQ 4-bit", faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_4bit, faiss_metric))]
-    for record in records[1:]:
+    for record in records[1:] if num >= 256 else []:  # PQ's 8-bit codebooks need 256 training rows
         m = pq_subvectors(dim, record["bytes_per_entity"])
         if m and not any(name == f"faiss PQ M={m}" for name, _ in candidates):
             candidates.append((f"faiss PQ M={m}", faiss.IndexPQ(dim, m, 8, faiss_metric)))
