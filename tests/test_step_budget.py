@@ -76,9 +76,9 @@ def test_checkpoints_by_the_clock(small_kg, tmp_path):
 def test_valid_is_evaluated_once_per_validation_not_again_at_the_end(small_kg, tmp_path, monkeypatch):
     real, splits = trainer.evaluate_model, []
 
-    def counting(model, kg, split, config, per_relation=False):
+    def counting(model, kg, split, config, per_relation=False, progress=False):
         splits.append(split)
-        return real(model, kg, split, config, per_relation)
+        return real(model, kg, split, config, per_relation, progress)
 
     monkeypatch.setattr(trainer, "evaluate_model", counting)
     train(small_config("transe", epochs=2, valid_every=1), small_kg, str(tmp_path / "run"), progress=False)

@@ -90,7 +90,7 @@ def test_learning_rate_decays_on_plateau_and_resumes(small_kg, tmp_path, monkeyp
     # decays after 2 bad validations (epochs 3 and 6); after the 2nd (the last), 2 more bad ones stop it
     valid_mrrs = [0.5, 0.4, 0.4, 0.6, 0.3, 0.3, 0.3, 0.3]
 
-    def scripted_evaluate(model, kg, split, cfg, per_relation=False):
+    def scripted_evaluate(model, kg, split, cfg, per_relation=False, progress=False):
         calls["n"] += 1
         if calls["n"] <= len(valid_mrrs):
             return {"mrr": valid_mrrs[calls["n"] - 1], "hits@10": 0.0, "protocol": "filtered"}
@@ -114,7 +114,8 @@ def test_scheduled_learning_rate_decay_ignores_plateaus(small_kg, tmp_path, monk
                           patience=10)
     real_evaluate, calls = trainer.evaluate_model, {"n": 0}
 
-    def flat_valid(model, kg, split, cfg, per_relation=False):  # 6 equal validations: plateau decays would fire
+    # 6 equal validations: plateau decays would fire
+    def flat_valid(model, kg, split, cfg, per_relation=False, progress=False):
         calls["n"] += 1
         if calls["n"] <= 6:
             return {"mrr": 0.5, "hits@10": 0.0, "protocol": "filtered"}

@@ -7,13 +7,14 @@ from typing import Dict
 import torch
 
 from ..errors import ConfigError
+from . import progress_bar
 from .ranking import check_finite_scores
 
 
 @torch.no_grad()
-def evaluate_ogb(model, kg, split: str, batch_size: int = 256) -> Dict[str, object]:
+def evaluate_ogb(model, kg, split: str, batch_size: int = 256, progress: bool = False) -> Dict[str, object]:
     """OGB MRR/Hits@1/3/10 (and MR from the same ranks) on ``split`` of an OGB KG."""
-    lists = _evaluator_lists(model, kg, split, batch_size)
+    lists = _evaluator_lists(model, kg, split, batch_size, progress)
     metrics: Dict[str, object] = {}
     for direction in ("", "tail", "head"):
         def pooled(name):
@@ -37,7 +38,7 @@ def ogb_ranks(model, kg, split: str, batch_size: int = 256) -> Dict[str, torch.T
     return {direction: 1.0 / torch.cat(lists[f"{direction}:mrr_list"]).double() for direction in ("tail", "head")}
 
 
-def _evaluator_lists(model, kg, split: str, batch_size: int) -> Dict[str, list]:
+def _evaluator_lists(model, kg, split: str, batch_size: int, progress: bool = False) -> Dict[str, list]:
     """``ogb.linkproppred.Evaluator``'s per-query lists (``<direction>:mrr_list``, ``hits@k_list``), per batch."""
     import os
 
@@ -53,6 +54,7 @@ def _evaluator_lists(model, kg, split: str, batch_size: int) -> Dict[str, list]:
     device = all_rows.device
     triples = kg.split(split)
     lists: Dict[str, list] = {}
+    bar = progress_bar(2 * len(triples), f"{split} (OGB protocol)", progress)
     for direction, anchor_column, target_column, key in (("tail", 0, 2, "tail_neg"), ("head", 2, 0, "head_neg")):
         negatives = kg.negatives[split][key]
         for start in range(0, len(triples), batch_size):
@@ -68,5 +70,7 @@ def _evaluator_lists(model, kg, split: str, batch_size: int) -> Dict[str, list]:
                                      "y_pred_neg": scores[:, 1:].float().cpu()})
             for name, values in result.items():
                 lists.setdefault(f"{direction}:{name}", []).append(values)
+            bar.update(len(batch))
+    bar.close()
     model.train(was_training)
     return lists

@@ -135,7 +135,8 @@ def summarize(ranks: torch.Tensor) -> Dict[str, float]:
 
 @torch.no_grad()
 def filtered_ranks(model, triples: torch.Tensor, filter_index: Optional[FilterIndex],
-                   batch_size: int = 256, device: Optional[torch.device] = None) -> Dict[str, torch.Tensor]:
+                   batch_size: int = 256, device: Optional[torch.device] = None,
+                   progress: bool = False) -> Dict[str, torch.Tensor]:
     """Filtered ranks of every triple for tail and head prediction against all entities.
 
     Returns ``{"tail": (n,), "head": (n,)}`` ranks. Memory is bounded by ``batch_size`` queries
@@ -147,6 +148,9 @@ def filtered_ranks(model, triples: torch.Tensor, filter_index: Optional[FilterIn
     all_rows = model.candidate_rows()  # a k-bit model's rows are decoded a block at a time
     device = device or all_rows.device  # not model.entity.weight: a quantized table has no float weight
     result = {}
+    from . import progress_bar
+
+    bar = progress_bar(2 * len(triples), "filtered ranking", progress)
     for direction, anchor_column, target_column in (("tail", 0, 2), ("head", 2, 0)):
         ranks = []
         for start in range(0, len(triples), batch_size):
@@ -157,16 +161,18 @@ def filtered_ranks(model, triples: torch.Tensor, filter_index: Optional[FilterIn
             known = tuple(part.to(device) for part in known)
             ranks.append(ranks_against_all(model, all_rows[anchor_ids.to(device)], relation_ids.to(device), all_rows,
                                            targets, direction, *known, what=f"{direction} prediction").cpu())
+            bar.update(len(batch))
         result[direction] = torch.cat(ranks)
+    bar.close()
     model.train(was_training)
     return result
 
 
 def evaluate_filtered(model, kg, split: str, batch_size: int = 256,
-                      per_relation: bool = False) -> Dict[str, object]:
+                      per_relation: bool = False, progress: bool = False) -> Dict[str, object]:
     """Filtered MRR/MR/Hits@k on ``split``, head and tail prediction averaged (all queries pooled)."""
     triples = kg.split(split)
-    ranks = filtered_ranks(model, triples, kg.filter_index, batch_size)
+    ranks = filtered_ranks(model, triples, kg.filter_index, batch_size, progress=progress)
     metrics: Dict[str, object] = summarize(torch.cat([ranks["tail"], ranks["head"]]))
     metrics["tail"] = summarize(ranks["tail"])
     metrics["head"] = summarize(ranks["head"])

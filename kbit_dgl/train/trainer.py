@@ -61,8 +61,9 @@ RESUME_CHANGEABLE = ("data.data_dir", "train.max_epochs", "train.max_steps", "tr
 WARMUP_STEPS = 10
 
 
-def evaluate_model(model: KGEModel, kg: KG, split: str, config: Config, per_relation: bool = False) -> Dict:
-    return evaluate(model, kg, split, config.eval.protocol, config.eval.batch_size, per_relation)
+def evaluate_model(model: KGEModel, kg: KG, split: str, config: Config, per_relation: bool = False,
+                   progress: bool = False) -> Dict:
+    return evaluate(model, kg, split, config.eval.protocol, config.eval.batch_size, per_relation, progress)
 
 
 def resume_changes(saved: Config, wanted: Config) -> Dict[str, Tuple[object, object]]:
@@ -337,7 +338,7 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
         _check_finite(model, "before the first validation", checkpoint_path)
         atomic_torch_save(best_path, {"model": model.state_dict(), "epoch": state["epoch"], "id_maps": fingerprint})
     load_state(model, load_torch_file(best_path, ("model",), "model file")["model"], best_path)
-    metrics = run_metrics(model, kg, config, state)
+    metrics = run_metrics(model, kg, config, state, progress)
     atomic_write_json(os.path.join(run_dir, METRICS), metrics)
     log.info("test mrr %.4f (best epoch %d)", metrics["test"]["mrr"], state["best_epoch"])
     return metrics
@@ -403,10 +404,10 @@ def _plateau(state: Dict, cfg, optimizer) -> None:
         log.info("early stop at epoch %d (best epoch %d)", state["epoch"], state["best_epoch"])
 
 
-def run_metrics(model: KGEModel, kg: KG, config: Config, state: Dict) -> Dict:
+def run_metrics(model: KGEModel, kg: KG, config: Config, state: Dict, progress: bool = False) -> Dict:
     # the best model's full-split validation is already known unless validation used a sample
-    valid = state.get("best_valid") or evaluate_model(model, kg, "valid", config)
-    test = evaluate_model(model, kg, "test", config, per_relation=True)
+    valid = state.get("best_valid") or evaluate_model(model, kg, "valid", config, progress=progress)
+    test = evaluate_model(model, kg, "test", config, per_relation=True, progress=progress)
     per_relation = test.pop("per_relation", None)
     positives_seen = state["step"] and state["epoch"] * len(kg.train) + state.get("epoch_triples", 0)
     steady_seconds = state["train_seconds"] - state.get("warmup_seconds", 0.0)
