@@ -20,8 +20,10 @@ import argparse
 import glob
 import json
 import os
+import re
 import sys
 import time
+from typing import Optional
 
 from kbit_dgl.bench.leaderboard import ENTRIES, format_mrr, leaderboard_row
 from kbit_dgl.bench.memory import run_watched
@@ -30,6 +32,23 @@ from kbit_dgl.io import atomic_write_json, atomic_write_text
 from kbit_dgl.provenance import project_root, provenance
 
 STANDIN_FILE = "standin.json"
+STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d+) ")
+
+
+def final_eval_seconds(run: str) -> Optional[float]:
+    """Seconds from the last validation to the test metrics in the run's train.log: the full-split
+    valid and test evaluations (and the last checkpoint), whether or not the run was resumed."""
+    try:
+        lines = open(os.path.join(run, "train.log"), encoding="utf-8").read().splitlines()
+    except OSError:
+        return None
+
+    def stamp(line):
+        match = STAMP.match(line)
+        return time.mktime(time.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")) + int(match.group(2)) / 1000
+    valid = [line for line in lines if " valid mrr " in line and STAMP.match(line)]
+    test = [line for line in lines if " test mrr " in line and STAMP.match(line)]
+    return round(stamp(test[-1]) - stamp(valid[-1]), 1) if valid and test else None
 
 
 def data_kind(dataset: str, root: str) -> str:
@@ -70,7 +89,12 @@ def train_seed(entry, seed: int, args, kind: str) -> dict:
             raise SystemExit(f"{entry.key} seed {seed}: kbit-dgl train exited with {watched['returncode']}; "
                              f"see {run}.out and {run}/train.log (rerun to resume from the last checkpoint)")
     elif os.path.exists(record_path):
-        return json.load(open(record_path, encoding="utf-8"))
+        record = json.load(open(record_path, encoding="utf-8"))
+        if record.get("final_eval_seconds") is None:  # a record of an older version of this script
+            record.pop("eval_seconds", None)
+            record["final_eval_seconds"] = final_eval_seconds(run)
+            atomic_write_json(record_path, record)
+        return record
     metrics = json.load(open(metrics_path, encoding="utf-8"))
     record = {**provenance(started), "entry": entry.key, "seed": seed, "data": kind, "root": args.root,
               "run": run, "command_run": " ".join(command),
@@ -85,8 +109,8 @@ def train_seed(entry, seed: int, args, kind: str) -> dict:
               "differences": list(entry.differences), "overrides": overrides}
     if watched:  # this invocation trained (or resumed) the run: its wall time and memory are known
         record.update(wall_seconds=watched["wall_seconds"], peak_rss_gib=watched["peak_rss_gib"],
-                      eval_seconds=round(watched["wall_seconds"] - metrics["train_seconds"], 1),
                       resumed="--resume" in command)
+    record["final_eval_seconds"] = final_eval_seconds(run)
     if kind == "stand-in":
         summary = json.load(open(os.path.join(ogb_dataset_dir(entry.dataset, args.root), STANDIN_FILE)))
         record["planted_ceiling"] = {split: summary["planted"][split]["mrr"] for split in ("valid", "test")}
@@ -102,8 +126,8 @@ def render(out: str) -> str:
              "beside the leaderboard's (10 seeds on a GPU). On the stand-in the leaderboard's numbers do not "
              "apply: compare with the planted ceiling instead.", "",
              "| entry | data | seeds | steps | valid MRR | test MRR | leaderboard valid | leaderboard test | "
-             "planted ceiling (test) | #params | hardware | train time | peak RSS |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "planted ceiling (test) | #params | hardware | train time | final valid + test evaluation | peak RSS |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     notes = []
     for key, entry in ENTRIES.items():
         records = [json.load(open(path)) for path in sorted(glob.glob(os.path.join(out, key, "seed-*.json")))]
@@ -114,13 +138,15 @@ def render(out: str) -> str:
             host = chosen[0].get("machine", {})
             hardware = host.get("device") or f"CPU, {host.get('cpu_cores', '?')} cores"
             peak = f"{row['peak_rss_gib']:.1f} GiB" if row["peak_rss_gib"] else "n/a"
+            evaluation = f"{row['final_eval_seconds'] / 60:.1f} min" if row["final_eval_seconds"] else "n/a"
             scale = chosen[0].get("standin_scale")
             label = kind if scale in (None, 1, 1.0) else f"{kind} (scale {scale})"
             steps = "/".join(sorted({f"{record['steps']:,}" for record in chosen}))
             lines.append(f"| {key} | {label} | {len(chosen)} | {steps} | {format_mrr(row['valid_mrr'])} | "
                          f"{format_mrr(row['test_mrr'])} | {format_mrr(row['reference_valid_mrr'])} | "
                          f"{format_mrr(row['reference_test_mrr'])} | {ceiling if ceiling else 'n/a'} | "
-                         f"{row['num_parameters']:,} | {hardware} | {row['train_seconds'] / 3600:.2f} h | {peak} |")
+                         f"{row['num_parameters']:,} | {hardware} | {row['train_seconds'] / 3600:.2f} h | "
+                         f"{evaluation} | {peak} |")
         if records:
             notes.append(f"- **{key}**: the leaderboard's `{entry.ogb_command}`; here: "
                          + "; ".join(entry.differences) + ".")

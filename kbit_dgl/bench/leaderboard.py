@@ -100,7 +100,7 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
 
 def leaderboard_row(entry: Entry, records: List[Dict]) -> Dict:
     """One leaderboard row from the per-seed records (``valid_mrr``, ``test_mrr``, ``num_parameters``,
-    ``train_seconds``, ``eval_seconds``, ``peak_rss_gib``), beside the leaderboard's reference."""
+    ``train_seconds``, ``final_eval_seconds``, ``peak_rss_gib``), beside the leaderboard's reference."""
     if not records:
         raise ValueError(f"{entry.key}: no finished seed to summarise")
     row = {"entry": entry.key, "seeds": [record["seed"] for record in records]}
@@ -110,7 +110,7 @@ def leaderboard_row(entry: Entry, records: List[Dict]) -> Dict:
         row[f"reference_{split}_mrr"] = list(entry.reference[split])
     row["num_parameters"] = records[0]["num_parameters"]
     row["reference_num_parameters"] = entry.reference_params
-    for key in ("train_seconds", "eval_seconds", "peak_rss_gib", "train_triples_per_second_steady"):
+    for key in ("train_seconds", "final_eval_seconds", "peak_rss_gib", "train_triples_per_second_steady"):
         values = [record[key] for record in records if record.get(key) is not None]
         row[key] = round(sum(values) / len(values), 2) if values else None
     return row
