@@ -11,6 +11,15 @@ from kbit_dgl.quant import QuantSpec, quantize_model
 from kbit_dgl.quant.embedding import PackedRows
 
 MODELS = ["transe", "transe_l2", "rotate", "distmult", "complex", "pairre"]
+
+
+@pytest.fixture(autouse=True)
+def packed_even_when_small(monkeypatch):
+    """Score these small tables from their packed codes (by default a table whose fp32 form is small
+    is decoded whole)."""
+    from kbit_dgl.quant import model
+
+    monkeypatch.setattr(model, "DECODE_BELOW_BYTES", 0)
 SPECS = [QuantSpec(4, "int", 8), QuantSpec(3, "quantile", 8, "int8"), QuantSpec(5, "int_asym", 0),
          QuantSpec(2, "float", 16), QuantSpec(16)]
 
@@ -164,6 +173,16 @@ def test_queries_file_errors_name_the_line(tmp_path):
                      sources=read_queries(str(path))[1])
     with pytest.raises(KGFormatError, match="cannot read"):
         read_queries(str(tmp_path / "missing.tsv"))
+
+
+def test_small_tables_are_decoded_whole_and_large_ones_stay_packed(monkeypatch):
+    from kbit_dgl.quant import model
+
+    quantized, reference = quantized_pair("transe", QuantSpec(4, "int", 8))
+    assert isinstance(quantized.candidate_rows(), PackedRows)
+    monkeypatch.setattr(model, "DECODE_BELOW_BYTES", 4 * 60 * 16)
+    rows = quantized.candidate_rows()
+    assert isinstance(rows, torch.Tensor) and torch.equal(rows, reference.all_entities())
 
 
 def test_serving_benchmark_measures_each_bit_width_in_its_own_process(tmp_path):

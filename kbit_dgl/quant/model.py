@@ -61,6 +61,11 @@ def float_weight(embedding: nn.Module) -> torch.Tensor:
     return embedding.weight
 
 
+# A k-bit entity table whose fp32 decoding takes at most this many bytes is decoded whole for scoring
+# (a bounded workspace: a 15k x 500 table is 29 MB); larger ones are scored from their packed codes.
+DECODE_BELOW_BYTES = 256 << 20
+
+
 class QuantizedKGEModel(KGEModel):
     """``KGEModel`` whose ``entity`` and ``relation`` are :class:`QuantizedEmbedding` tables.
 
@@ -82,9 +87,14 @@ class QuantizedKGEModel(KGEModel):
         evaluation and prediction score from the packed codes, :meth:`candidate_rows`)."""
         return self.decoder.prepare_entities(self.entity.dequantize_all())
 
-    def candidate_rows(self) -> PackedRows:
-        """The entity table as a :class:`PackedRows` source: rows decoded by id inside the scoring
-        kernels, or a block of rows at a time, so the fp32 table is never built."""
+    def candidate_rows(self):
+        """The rows evaluation and prediction score against. A table whose fp32 decoding fits
+        :data:`DECODE_BELOW_BYTES` is decoded whole (the float kernels are faster than decoding each
+        candidate, and the workspace stays bounded); a larger one is a :class:`PackedRows` source,
+        rows decoded by id inside the scoring kernels or a block at a time, so its fp32 table is
+        never built. Either way the scores are those of the dequantized model."""
+        if 4 * self.num_entities * self.decoder.entity_dim <= DECODE_BELOW_BYTES:
+            return self.all_entities()
         if getattr(self, "_packed_rows", None) is None:
             self._packed_rows = PackedRows(self.entity, self.decoder.prepare_entities, type(self.decoder).__name__)
         return self._packed_rows
