@@ -26,17 +26,9 @@ import time
 import torch
 
 from kbit_dgl.bench.leaderboard import ENTRIES
+from kbit_dgl.bench.memory import process_memory_kib
 from kbit_dgl.io import atomic_write_json
 from kbit_dgl.provenance import project_root, provenance
-
-
-def memory_kib(pid: int) -> dict:
-    try:
-        with open(f"/proc/{pid}/status", encoding="utf-8") as handle:
-            fields = dict(line.split(":", 1) for line in handle if line.startswith(("VmRSS", "VmHWM")))
-        return {key: int(re.findall(r"\d+", value)[0]) for key, value in fields.items()}
-    except (OSError, IndexError):
-        return {}
 
 
 def main() -> None:
@@ -64,14 +56,14 @@ def main() -> None:
         first_step = None
         while process.poll() is None:
             time.sleep(1)
-            memory = memory_kib(process.pid)
+            memory = process_memory_kib(process.pid)
             peak = max(peak, memory.get("VmHWM", 0))
             log = open(log_path, encoding="utf-8").read() if os.path.exists(log_path) else ""
             if f"training {entry.model}" in log and "stopped at step" not in log:
                 training_rss = max(training_rss, memory.get("VmRSS", 0))
             if "valid mrr" in log and os.path.exists(os.path.join(run, "checkpoint.pt")):
                 time.sleep(5)  # the checkpoint after the last validation
-                peak = max(peak, memory_kib(process.pid).get("VmHWM", 0))
+                peak = max(peak, process_memory_kib(process.pid).get("VmHWM", 0))
                 process.send_signal(signal.SIGTERM)
                 process.wait()
                 break
