@@ -12,19 +12,12 @@ import queue
 import time
 from typing import Dict, List, Optional
 
-from .memory import peak_rss_mib
+from .memory import peak_rss_mib, process_memory_kib
 
 
 def _rss_mib(pid: int) -> float:
     """Resident memory of process ``pid`` now (VmRSS), 0 once it has gone."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return process_memory_kib(pid).get("VmRSS", 0) / 1024
 
 
 def _load_in_child(dataset: str, root: str, results: "multiprocessing.Queue") -> None:
