@@ -354,6 +354,7 @@ def test_compile_failure_falls_back_for_that_kernel_only(monkeypatch):
     from kbit_dgl.models import kernels
 
     monkeypatch.setenv("KBIT_DGL_COMPILE", "1")
+    monkeypatch.setenv("KBIT_DGL_NATIVE", "0")  # the compiled path is the one under test
     monkeypatch.setattr(kernels, "_BROKEN", {})
 
     def failing(*args):

@@ -19,6 +19,8 @@ from typing import Callable, Dict, Optional
 import torch
 import torch._dynamo
 
+from . import native
+
 # Elements of the (b, n, d) temporaries an eager chunk may hold at once.
 CHUNK_ELEMENTS = 1 << 23
 
@@ -192,7 +194,11 @@ def _compiled_or_eager(name, args, eager: Callable[[], torch.Tensor],
 
 
 def pairwise(name: str, query_args, candidate_args) -> torch.Tensor:
-    """(..., b, n) distances between every query row and every candidate row."""
+    """(..., b, n) distances between every query row and every candidate row: on the CPU, the
+    hand-written kernels of :mod:`.native` where they apply, else the compiled (or eager) expression."""
+    result = native.pairwise(name, query_args, candidate_args)
+    if result is not None:
+        return result
     width = query_args[0][..., 0].numel() * query_args[0].shape[-1] * len(query_args)
     return _compiled_or_eager(name, (*query_args, *candidate_args),
                               lambda: chunked(_EAGER[name], query_args, candidate_args, width))

@@ -28,9 +28,12 @@ def train_step(model: KGEModel, positives: torch.Tensor, config: Config, generat
     heads, relations, tails = positives[:, 0], positives[:, 1], positives[:, 2]
     if model.reciprocal and direction == "head":  # (?, r, t) as (t, r^-1, ?)
         heads, relations, tails, direction = tails, relations + model.num_relations, heads, "tail"
-    head_rows, tail_rows = model.entities(heads, all_rows), model.entities(tails, all_rows)
+    # one lookup for every entity row of the step: one gather, and with dense tables one (num_entities,
+    # d) gradient in the backward instead of three to fill and add up
+    rows = model.entities(torch.cat([heads, tails, negative_ids.reshape(-1)]), all_rows)
+    head_rows, tail_rows, negative_rows = rows.split([len(heads), len(tails), negative_ids.numel()])
     return batch_loss(model.decoder, head_rows, model.relations(relations), tail_rows,
-                      model.entities(negative_ids, all_rows), train, direction, weights)
+                      negative_rows.reshape(*negative_ids.shape, -1), train, direction, weights)
 
 
 def batch_loss(decoder, head_rows: torch.Tensor, relation_rows: torch.Tensor, tail_rows: torch.Tensor,

@@ -1,0 +1,218 @@
+// Pairwise L1 and RotatE (sum of complex moduli) distances on the CPU, forward and backward.
+//
+// Queries q (C, B, D) against candidates c (C, N, D): chunk x of B queries shares its N candidates
+// (the trainer's shared negatives; evaluation is C = 1). out[x, i, j] = sum_k dist(q[x, i, k], c[x, j, k]).
+//
+// Why hand-written: inductor's code for these reductions (torch 2.2) saves the (C, B, N, D) moduli
+// for the backward (RotatE) or accumulates one vector per reduction with a strided inner loop, and
+// recomputes an exact sqrt and a division per number; this is several times slower than the
+// arithmetic needs (measured: pipelines/bench_kernels.py). Here every loop runs over k, contiguous,
+// vectorized by the compiler (-O3 -ffast-math: 1/sqrt becomes rsqrt plus a Newton step), each backward
+// pass writes rows that only one thread owns, and nothing of size C x B x N x D is ever stored.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace {
+
+constexpr float kEps = 1e-12f;  // inside the square root, as the Python expression has it
+
+// Grain: about 8k (query, candidate) pairs of work per task.
+inline int64_t grain(int64_t inner) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(inner, 1)); }
+
+// Forward rows: sum over k of f(a[k], b[k]). Fixed-width blocks (one vector register of 16, then 4,
+// then single numbers) so that the compiler vectorizes the tail as well; a runtime-length loop would
+// leave it to scalar code with an exact square root and a division per number.
+template <int64_t W, typename F>
+inline float row_sum(int64_t& k, int64_t d, F f) {
+  float acc[W] = {0.f};
+  for (; k + W <= d; k += W)
+    for (int64_t kk = 0; kk < W; ++kk) acc[kk] += f(k + kk);
+  float s = 0.f;
+  for (int64_t kk = 0; kk < W; ++kk) s += acc[kk];
+  return s;
+}
+
+template <typename F>
+inline float row(int64_t d, F f) {
+  int64_t k = 0;
+  float s = row_sum<16>(k, d, f);
+  s += row_sum<4>(k, d, f);
+  return s + row_sum<1>(k, d, f);
+}
+
+inline float l1_row(const float* __restrict a, const float* __restrict b, int64_t d) {
+  return row(d, [=](int64_t k) { return std::fabs(a[k] - b[k]); });
+}
+
+inline float complex_row(const float* __restrict ar, const float* __restrict ai, const float* __restrict br,
+                         const float* __restrict bi, int64_t d) {
+  return row(d, [=](int64_t k) {
+    const float x = ar[k] - br[k], y = ai[k] - bi[k];
+    const float m = x * x + y * y + kEps;
+    return m / std::sqrt(m);  // sqrt(m) by a reciprocal square root: no exact sqrt on the fast path
+  });
+}
+
+// The backward passes: out[k] += sum_j w[j] * f(a[k], b_j[k]) over the n rows b_j = b + j * stride,
+// for one row a. Blocks of kBlock numbers of k are accumulated in registers over all j (a block of a
+// fixed width vectorizes and stays in registers), the rest of the row one number at a time.
+constexpr int64_t kBlock = 32;
+
+template <int64_t W>
+inline void l1_grad_block(float* __restrict out, const float* __restrict a, const float* __restrict b,
+                          const float* __restrict w, int64_t n, int64_t stride) {
+  float acc[W] = {0.f};
+  for (int64_t j = 0; j < n; ++j) {
+    const float wj = w[j];
+    const float* __restrict bj = b + j * stride;
+    for (int64_t k = 0; k < W; ++k) {
+      const float x = a[k] - bj[k];
+      acc[k] += (static_cast<float>(x > 0.f) - static_cast<float>(x < 0.f)) * wj;  // branch-free sign
+    }
+  }
+  for (int64_t k = 0; k < W; ++k) out[k] += acc[k];
+}
+
+inline void l1_grad_row(float* out, const float* a, const float* b, const float* w, int64_t n, int64_t d) {
+  int64_t k = 0;
+  for (; k + kBlock <= d; k += kBlock) l1_grad_block<kBlock>(out + k, a + k, b + k, w, n, d);
+  for (; k + 8 <= d; k += 8) l1_grad_block<8>(out + k, a + k, b + k, w, n, d);
+  for (; k < d; ++k) l1_grad_block<1>(out + k, a + k, b + k, w, n, d);
+}
+
+// (gr, gi)[k] += sum_j w[j] * (a - b_j)[k] / |a - b_j|[k], complex numbers by parts
+template <int64_t W>
+inline void complex_grad_block(float* __restrict gr, float* __restrict gi, const float* __restrict ar,
+                               const float* __restrict ai, const float* __restrict br, const float* __restrict bi,
+                               const float* __restrict w, int64_t n, int64_t stride) {
+  float accr[W] = {0.f}, acci[W] = {0.f};
+  for (int64_t j = 0; j < n; ++j) {
+    const float wj = w[j];
+    const float* __restrict brj = br + j * stride;
+    const float* __restrict bij = bi + j * stride;
+    for (int64_t k = 0; k < W; ++k) {
+      const float x = ar[k] - brj[k], y = ai[k] - bij[k];
+      const float u = wj / std::sqrt(x * x + y * y + kEps);
+      accr[k] += u * x;
+      acci[k] += u * y;
+    }
+  }
+  for (int64_t k = 0; k < W; ++k) {
+    gr[k] += accr[k];
+    gi[k] += acci[k];
+  }
+}
+
+inline void complex_grad_row(float* gr, float* gi, const float* ar, const float* ai, const float* br,
+                             const float* bi, const float* w, int64_t n, int64_t d) {
+  constexpr int64_t W = kBlock / 2;  // two accumulators per number
+  int64_t k = 0;
+  for (; k + W <= d; k += W) complex_grad_block<W>(gr + k, gi + k, ar + k, ai + k, br + k, bi + k, w, n, d);
+  for (; k + 4 <= d; k += 4) complex_grad_block<4>(gr + k, gi + k, ar + k, ai + k, br + k, bi + k, w, n, d);
+  for (; k < d; ++k) complex_grad_block<1>(gr + k, gi + k, ar + k, ai + k, br + k, bi + k, w, n, d);
+}
+
+void check(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous() && t.dim() == 3,
+              name, ": expected a contiguous float32 CPU tensor (C, rows, D)");
+}
+
+}  // namespace
+
+torch::Tensor l1_forward(torch::Tensor q, torch::Tensor c) {
+  check(q, "q"); check(c, "c");
+  const int64_t C = q.size(0), B = q.size(1), N = c.size(1), D = q.size(2);
+  auto out = torch::empty({C, B, N}, q.options());
+  const float* qp = q.data_ptr<float>(); const float* cp = c.data_ptr<float>(); float* op = out.data_ptr<float>();
+  at::parallel_for(0, C * B, grain(N * D / 16), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* cand = cp + (r / B) * N * D;
+      for (int64_t j = 0; j < N; ++j) op[r * N + j] = l1_row(qp + r * D, cand + j * D, D);
+    }
+  });
+  return out;
+}
+
+// grad (C, B, N) -> (grad_q (C, B, D), grad_c (C, N, D)); each pass recomputes the signs
+std::vector<torch::Tensor> l1_backward(torch::Tensor grad, torch::Tensor q, torch::Tensor c, bool need_q,
+                                       bool need_c) {
+  check(grad, "grad"); check(q, "q"); check(c, "c");
+  const int64_t C = q.size(0), B = q.size(1), N = c.size(1), D = q.size(2);
+  auto gq = need_q ? torch::zeros_like(q) : torch::Tensor();
+  auto gc = need_c ? torch::zeros_like(c) : torch::Tensor();
+  const float* qp = q.data_ptr<float>(); const float* cp = c.data_ptr<float>();
+  if (need_q) {
+    const float* g = grad.data_ptr<float>(); float* out = gq.data_ptr<float>();
+    at::parallel_for(0, C * B, grain(N * D / 16), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        l1_grad_row(out + r * D, qp + r * D, cp + (r / B) * N * D, g + r * N, N, D);
+      }
+    });
+  }
+  if (need_c) {
+    auto gt = grad.transpose(1, 2).contiguous();  // (C, N, B): a candidate's weights in a row
+    const float* g = gt.data_ptr<float>(); float* out = gc.data_ptr<float>();
+    at::parallel_for(0, C * N, grain(B * D / 16), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        l1_grad_row(out + r * D, cp + r * D, qp + (r / N) * B * D, g + r * B, B, D);
+      }
+    });
+  }
+  return {gq, gc};
+}
+
+torch::Tensor complex_l1_forward(torch::Tensor qr, torch::Tensor qi, torch::Tensor cr, torch::Tensor ci) {
+  check(qr, "q_re"); check(qi, "q_im"); check(cr, "c_re"); check(ci, "c_im");
+  const int64_t C = qr.size(0), B = qr.size(1), N = cr.size(1), D = qr.size(2);
+  auto out = torch::empty({C, B, N}, qr.options());
+  const float* a = qr.data_ptr<float>(); const float* b = qi.data_ptr<float>();
+  const float* x = cr.data_ptr<float>(); const float* y = ci.data_ptr<float>(); float* op = out.data_ptr<float>();
+  at::parallel_for(0, C * B, grain(N * D / 8), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t base = (r / B) * N * D;
+      for (int64_t j = 0; j < N; ++j)
+        op[r * N + j] = complex_row(a + r * D, b + r * D, x + base + j * D, y + base + j * D, D);
+    }
+  });
+  return out;
+}
+
+std::vector<torch::Tensor> complex_l1_backward(torch::Tensor grad, torch::Tensor qr, torch::Tensor qi,
+                                               torch::Tensor cr, torch::Tensor ci, bool need_q, bool need_c) {
+  check(grad, "grad"); check(qr, "q_re"); check(qi, "q_im"); check(cr, "c_re"); check(ci, "c_im");
+  const int64_t C = qr.size(0), B = qr.size(1), N = cr.size(1), D = qr.size(2);
+  auto gqr = need_q ? torch::zeros_like(qr) : torch::Tensor(), gqi = need_q ? torch::zeros_like(qi) : torch::Tensor();
+  auto gcr = need_c ? torch::zeros_like(cr) : torch::Tensor(), gci = need_c ? torch::zeros_like(ci) : torch::Tensor();
+  const float* a = qr.data_ptr<float>(); const float* b = qi.data_ptr<float>();
+  const float* x = cr.data_ptr<float>(); const float* y = ci.data_ptr<float>();
+  if (need_q) {
+    const float* g = grad.data_ptr<float>(); float* outr = gqr.data_ptr<float>(); float* outi = gqi.data_ptr<float>();
+    at::parallel_for(0, C * B, grain(N * D / 8), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t base = (r / B) * N * D;
+        complex_grad_row(outr + r * D, outi + r * D, a + r * D, b + r * D, x + base, y + base, g + r * N, N, D);
+      }
+    });
+  }
+  if (need_c) {
+    auto gt = grad.transpose(1, 2).contiguous();
+    const float* g = gt.data_ptr<float>(); float* outr = gcr.data_ptr<float>(); float* outi = gci.data_ptr<float>();
+    at::parallel_for(0, C * N, grain(B * D / 8), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t base = (r / N) * B * D;
+        complex_grad_row(outr + r * D, outi + r * D, x + r * D, y + r * D, a + base, b + base, g + r * B, B, D);
+      }
+    });
+  }
+  return {gqr, gqi, gcr, gci};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("l1_forward", &l1_forward);
+  m.def("l1_backward", &l1_backward);
+  m.def("complex_l1_forward", &complex_l1_forward);
+  m.def("complex_l1_backward", &complex_l1_backward);
+}

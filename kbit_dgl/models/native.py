@@ -1,0 +1,120 @@
+"""Hand-written CPU kernels for the L1 and RotatE pairwise distances (``csrc/pairwise_cpu.cpp``).
+
+On the CPU these two distances are most of a TransE or RotatE training step. Inductor's code for
+them (torch 2.2) stores RotatE's (chunks, B, N, D) moduli between forward and backward and
+recomputes exact square roots and divisions, so RotatE's step ran 3x and L1's backward 1.7x slower
+than these loops (``pipelines/bench_kernels.py``, ``results/bench/kernels.json``). The extension is
+built once per machine with ``torch.utils.cpp_extension`` (the C++ compiler that ``torch.compile``
+needs anyway) on first use, about 20 s, and cached under torch's extensions folder.
+
+``pairwise(name, query_args, candidate_args)`` returns None where the kernels do not apply: not on
+the CPU, not float32, leading dimensions that differ, ``KBIT_DGL_NATIVE=0``, or a build that failed
+(warned once); the caller then takes the compiled path. The values and gradients agree with the
+Python expressions in ``kernels`` to float32 rounding (``tests/test_native_kernels.py``); the square
+roots go through the CPU's reciprocal square root and one Newton step (``-ffast-math``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+SOURCE = Path(__file__).parent / "csrc" / "pairwise_cpu.cpp"
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
+KERNELS = ("l1", "complex_l1")
+
+_LOCK = threading.Lock()
+_STATE: dict = {}  # "module" once built; "error" once a build failed
+
+
+def enabled() -> bool:
+    return os.environ.get("KBIT_DGL_NATIVE", "1") not in ("0", "false", "no")
+
+
+def _cpu_signature() -> str:
+    """What the build depends on besides the source: the CPU's instruction sets (-march=native) and torch."""
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line
+                break
+    except OSError:
+        pass
+    return hashlib.sha1(f"{flags}|{torch.__version__}|{' '.join(FLAGS)}".encode()).hexdigest()[:10]
+
+
+def module():
+    """The built extension, or None (disabled, or the build failed: warned once)."""
+    if not enabled():
+        return None
+    with _LOCK:
+        if "module" in _STATE or "error" in _STATE:
+            return _STATE.get("module")
+        try:
+            from torch.utils.cpp_extension import load
+            _STATE["module"] = load(f"kbit_dgl_pairwise_{_cpu_signature()}", [str(SOURCE)],
+                                    extra_cflags=FLAGS, extra_ldflags=["-fopenmp"], verbose=False)
+        except Exception as error:  # no compiler, no ninja, a toolchain error: the compiled path still works
+            _STATE["error"] = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error) else ''}"
+            warnings.warn(f"the CPU kernels in {SOURCE.name} could not be built ({_STATE['error']}); L1 and RotatE "
+                          f"distances use torch.compile's code instead (slower, same values)", stacklevel=3)
+        return _STATE.get("module")
+
+
+class _L1(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, query, candidates):
+        ctx.save_for_backward(query, candidates)
+        return _STATE["module"].l1_forward(query, candidates)
+
+    @staticmethod
+    def backward(ctx, grad):
+        query, candidates = ctx.saved_tensors
+        need_q, need_c = ctx.needs_input_grad
+        grad_q, grad_c = _STATE["module"].l1_backward(grad.contiguous(), query, candidates, need_q, need_c)
+        return (grad_q if need_q else None), (grad_c if need_c else None)
+
+
+class _ComplexL1(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, query_re, query_im, candidates_re, candidates_im):
+        ctx.save_for_backward(query_re, query_im, candidates_re, candidates_im)
+        return _STATE["module"].complex_l1_forward(query_re, query_im, candidates_re, candidates_im)
+
+    @staticmethod
+    def backward(ctx, grad):
+        need = ctx.needs_input_grad
+        need_q, need_c = need[0] or need[1], need[2] or need[3]
+        grads = _STATE["module"].complex_l1_backward(grad.contiguous(), *ctx.saved_tensors, need_q, need_c)
+        return tuple(g if n else None for g, n in zip(grads, need))
+
+
+_FUNCTIONS = {"l1": _L1, "complex_l1": _ComplexL1}
+
+
+def pairwise(name: str, query_args: Sequence[torch.Tensor],
+             candidate_args: Sequence[torch.Tensor]) -> Optional[torch.Tensor]:
+    """(..., b, n) distances from the native kernel ``name``, or None where it does not apply."""
+    tensors = (*query_args, *candidate_args)
+    if name not in _FUNCTIONS or not enabled():
+        return None
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 or t.dim() < 2 for t in tensors):
+        return None
+    lead = query_args[0].shape[:-2]
+    if any(t.shape[:-2] != lead for t in tensors) or any(t.shape != query_args[0].shape for t in query_args) \
+            or any(t.shape != candidate_args[0].shape for t in candidate_args) \
+            or candidate_args[0].shape[-1] != query_args[0].shape[-1]:
+        return None
+    b, n, d = query_args[0].shape[-2], candidate_args[0].shape[-2], query_args[0].shape[-1]
+    if min(b, n, d, lead.numel()) == 0 or module() is None:
+        return None
+    b, n, d = query_args[0].shape[-2], candidate_args[0].shape[-2], query_args[0].shape[-1]
+    flat = [q.reshape(-1, b, d).contiguous() for q in query_args] + \
+           [c.reshape(-1, n, d).contiguous() for c in candidate_args]
+    return _FUNCTIONS[name].apply(*flat).reshape(*lead, b, n)

@@ -1,0 +1,112 @@
+"""The hand-written CPU kernels (models/csrc/pairwise_cpu.cpp) against the Python expressions."""
+import shutil
+import warnings
+
+import pytest
+import torch
+
+from kbit_dgl.models import kernels, native
+
+needs_compiler = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                                    reason="no C++ compiler on this machine")
+
+
+def leaves(seed, *shapes):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(*shape, generator=generator, requires_grad=True) for shape in shapes]
+
+
+def values_and_grads(function, args, weights):
+    for arg in args:
+        arg.grad = None
+    out = function(*args)
+    (out * weights).sum().backward()
+    return out.detach(), [arg.grad.clone() if arg.grad is not None else None for arg in args]
+
+
+@needs_compiler
+def test_the_extension_builds_where_a_compiler_exists():
+    assert native.module() is not None, native._STATE.get("error")
+
+
+@needs_compiler
+@pytest.mark.parametrize("lead", [(), (3,), (2, 2)])
+@pytest.mark.parametrize("dim", [1, 7, 16, 33, 100])
+def test_l1_values_and_gradients_match_the_expression(lead, dim):
+    query, candidates = leaves(dim, (*lead, 5, dim), (*lead, 9, dim))
+    weights = torch.randn(*lead, 5, 9)
+    weights.view(-1)[::3] = 0.0  # zero upstream gradients are skipped by the kernel: still exact
+    fast, fast_grads = values_and_grads(lambda q, c: native.pairwise("l1", (q,), (c,)), [query, candidates], weights)
+    slow, slow_grads = values_and_grads(kernels._l1, [query, candidates], weights)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    for a, b in zip(fast_grads, slow_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@needs_compiler
+@pytest.mark.parametrize("lead", [(), (4,)])
+@pytest.mark.parametrize("dim", [1, 5, 16, 50])
+def test_complex_l1_values_and_gradients_match_the_expression(lead, dim):
+    args = leaves(dim, (*lead, 6, dim), (*lead, 6, dim), (*lead, 11, dim), (*lead, 11, dim))
+    weights = torch.randn(*lead, 6, 11)
+    fast, fast_grads = values_and_grads(lambda *a: native.pairwise("complex_l1", a[:2], a[2:]), args, weights)
+    slow, slow_grads = values_and_grads(kernels._complex_l1, args, weights)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    for a, b in zip(fast_grads, slow_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@needs_compiler
+def test_equal_rows_give_zero_gradients_as_torch_does():
+    """|q - c| at q == c: torch.sgn(0) = 0 for L1; for RotatE the 1e-12 inside the root keeps it finite."""
+    query = torch.ones(2, 4, requires_grad=True)
+    candidates = torch.ones(3, 4, requires_grad=True)
+    native.pairwise("l1", (query,), (candidates,)).sum().backward()
+    assert query.grad.abs().max() == 0 and candidates.grad.abs().max() == 0
+    parts = [torch.ones(2, 4, requires_grad=True), torch.zeros(2, 4, requires_grad=True),
+             torch.ones(3, 4, requires_grad=True), torch.zeros(3, 4, requires_grad=True)]
+    out = native.pairwise("complex_l1", parts[:2], parts[2:])
+    out.sum().backward()
+    assert torch.isfinite(out).all() and float(out.abs().max()) < 1e-4
+    assert all(torch.isfinite(p.grad).all() for p in parts)
+
+
+@needs_compiler
+def test_only_the_gradients_asked_for_are_computed():
+    query = torch.randn(4, 8, requires_grad=True)
+    candidates = torch.randn(6, 8)  # a constant: no gradient wanted
+    native.pairwise("l1", (query,), (candidates,)).sum().backward()
+    expected = torch.sign(query.detach()[:, None] - candidates[None]).sum(1)
+    torch.testing.assert_close(query.grad, expected)
+
+
+@needs_compiler
+def test_non_contiguous_slices_as_rotate_passes_them():
+    rows = leaves(0, (3, 5, 20), (3, 7, 20))
+    q, c = rows
+    fast = native.pairwise("complex_l1", (q[..., :10], q[..., 10:]), (c[..., :10], c[..., 10:]))
+    slow = kernels._complex_l1(q[..., :10], q[..., 10:], c[..., :10], c[..., 10:])
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+
+
+def test_the_kernels_step_aside_where_they_do_not_apply(monkeypatch):
+    q32, c32 = torch.randn(3, 4, 8), torch.randn(3, 5, 8)
+    assert native.pairwise("l1", (q32.double(),), (c32.double(),)) is None  # float64
+    assert native.pairwise("l1", (q32,), (torch.randn(1, 5, 8),)) is None  # broadcast leading dims
+    assert native.pairwise("scaled_l1", (q32, q32), (c32,)) is None  # no kernel for PairRE
+    assert native.pairwise("l1", (q32[:, :0],), (c32,)) is None  # empty
+    monkeypatch.setenv("KBIT_DGL_NATIVE", "0")
+    assert native.pairwise("l1", (q32,), (c32,)) is None
+    torch.testing.assert_close(kernels.pairwise_l1(q32, c32), kernels._l1(q32, c32))
+
+
+def test_a_failed_build_warns_once_and_the_compiled_path_answers(monkeypatch):
+    monkeypatch.setattr(native, "_STATE", {})
+    monkeypatch.setattr(native, "SOURCE", native.SOURCE.with_name("missing.cpp"))
+    query, candidates = torch.randn(3, 8), torch.randn(5, 8)
+    with pytest.warns(UserWarning, match="could not be built"):
+        result = kernels.pairwise_l1(query, candidates)
+    torch.testing.assert_close(result, kernels._l1(query, candidates))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kernels.pairwise_l1(query, candidates)  # no second warning
