@@ -1,4 +1,5 @@
 """The hand-written CPU kernels (models/csrc/pairwise_cpu.cpp) against the Python expressions."""
+import copy
 import shutil
 import warnings
 
@@ -110,3 +111,43 @@ def test_a_failed_build_warns_once_and_the_compiled_path_answers(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         kernels.pairwise_l1(query, candidates)  # no second warning
+
+
+@needs_compiler
+def test_native_adam_follows_torch_adam_and_shares_its_state():
+    from kbit_dgl.train.optim import Adam
+
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(300, 7, generator=generator)
+    grads = [torch.randn(300, 7, generator=generator) for _ in range(6)]
+    ours, theirs = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    fast, slow = Adam([ours], lr=0.01), torch.optim.Adam([theirs], lr=0.01)
+    for index, grad in enumerate(grads):
+        ours.grad, theirs.grad = grad.clone(), grad.clone()
+        if index == 0:
+            assert fast._native_ok()
+        fast.step()
+        slow.step()
+    torch.testing.assert_close(ours.data, theirs.data, rtol=1e-5, atol=1e-6)
+    for key in ("exp_avg", "exp_avg_sq"):
+        torch.testing.assert_close(fast.state[ours][key], slow.state[theirs][key], rtol=1e-5, atol=1e-7)
+    assert float(fast.state[ours]["step"]) == float(slow.state[theirs]["step"]) == 6
+    # a checkpoint of either loads into the other, and they go on together
+    resumed = Adam([torch.nn.Parameter(theirs.data.clone())], lr=0.01)
+    resumed.load_state_dict(copy.deepcopy(slow.state_dict()))  # as from a checkpoint file, not shared
+    param = resumed.param_groups[0]["params"][0]
+    param.grad, theirs.grad = grads[0].clone(), grads[0].clone()
+    resumed.step()
+    slow.step()
+    torch.testing.assert_close(param.data, theirs.data, rtol=1e-5, atol=1e-6)
+
+
+def test_adam_takes_torchs_step_where_the_kernel_does_not_apply():
+    from kbit_dgl.train.optim import Adam
+
+    param = torch.nn.Parameter(torch.ones(4, 3, dtype=torch.float64))
+    optimizer = Adam([param], lr=0.1, weight_decay=0.01)
+    param.grad = torch.ones(4, 3, dtype=torch.float64)
+    assert not optimizer._native_ok()
+    optimizer.step()
+    assert torch.all(param.data < 1)

@@ -46,7 +46,19 @@ def _cpu_signature() -> str:
                 break
     except OSError:
         pass
-    return hashlib.sha1(f"{flags}|{torch.__version__}|{' '.join(FLAGS)}".encode()).hexdigest()[:10]
+    link = " ".join(_openmp_link_flags())
+    return hashlib.sha1(f"{flags}|{torch.__version__}|{' '.join(FLAGS)}|{link}".encode()).hexdigest()[:10]
+
+
+def _openmp_link_flags() -> list:
+    """Link the OpenMP runtime torch itself loaded (the PyPI wheel bundles its own libgomp): with the
+    system's libgomp the kernels would get a second thread pool, whose threads and torch's spin
+    against each other for the same cores (the kernels did not scale from 1 to 2 threads that way)."""
+    torch_lib = Path(torch.__file__).parent / "lib"
+    bundled = sorted(torch_lib.glob("libgomp*.so*"))
+    if not bundled:
+        return ["-fopenmp"]
+    return [f"-L{torch_lib}", f"-l:{bundled[0].name}", f"-Wl,-rpath,{torch_lib}"]
 
 
 def module():
@@ -59,7 +71,7 @@ def module():
         try:
             from torch.utils.cpp_extension import load
             _STATE["module"] = load(f"kbit_dgl_pairwise_{_cpu_signature()}", [str(SOURCE)],
-                                    extra_cflags=FLAGS, extra_ldflags=["-fopenmp"], verbose=False)
+                                    extra_cflags=FLAGS, extra_ldflags=_openmp_link_flags(), verbose=False)
         except Exception as error:  # no compiler, no ninja, a toolchain error: the compiled path still works
             _STATE["error"] = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error) else ''}"
             warnings.warn(f"the CPU kernels in {SOURCE.name} could not be built ({_STATE['error']}); L1 and RotatE "

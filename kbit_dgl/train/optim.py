@@ -1,7 +1,7 @@
 """Optimizers by name (``train.optimizer``): dense Adam, or sparse row updates of the tables.
 
-* ``adam``: ``torch.optim.Adam`` over every parameter; each step updates the whole of both
-  tables and their moment estimates, O(num_entities * dim) per step.
+* ``adam``: Adam over every parameter (:class:`Adam`: torch's, with a one-pass CPU update); each
+  step updates the whole of both tables and their moment estimates, O(num_entities * dim) per step.
 * ``sparse_adam``: ``torch.optim.SparseAdam`` (lazy Adam) on the embedding tables, which then
   need ``nn.Embedding(sparse=True)``; only the rows a batch looked up (positives and negatives)
   and their moments move, with one global step count for the bias correction. Dense parameters
@@ -124,6 +124,55 @@ class RowwiseAdagrad(_AdagradBase):
         param.index_add_(0, rows, values / std, alpha=-lr)
 
 
+class Adam(torch.optim.Adam):
+    """``torch.optim.Adam`` whose update of dense float32 CPU parameters is one pass of the native
+    kernel (``models/csrc``: ``adam_step``) instead of torch's six; the same state (``step``,
+    ``exp_avg``, ``exp_avg_sq``), so checkpoints load either way. Anything else (weight decay,
+    amsgrad, maximize, a GPU, other dtypes, the kernels unavailable) takes torch's own step.
+    The two agree to float32 rounding, not bit for bit (``tests/test_native_kernels.py``)."""
+
+    def __init__(self, params, lr: float = 1e-3, **kwargs):
+        kwargs.setdefault("foreach", True)  # torch's fallback: one multi-tensor op per term, not a loop
+        super().__init__(params, lr=lr, **kwargs)
+
+    def _native_ok(self) -> bool:
+        from ..models import native
+        for group in self.param_groups:
+            if group["weight_decay"] or group["amsgrad"] or group["maximize"] or group.get("capturable") \
+                    or group.get("differentiable") or torch.is_tensor(group["lr"]):
+                return False
+            for p in group["params"]:
+                g = p.grad
+                if g is not None and (g.is_sparse or g.device.type != "cpu" or g.dtype != torch.float32
+                                      or p.dtype != torch.float32 or not g.is_contiguous() or not p.is_contiguous()):
+                    return False
+        return native.module() is not None
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if not self._native_ok():
+            return super().step(closure)
+        from ..models import native
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if len(state) == 0:  # as torch.optim.Adam initialises it
+                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                native.module().adam_step(p, p.grad, state["exp_avg"], state["exp_avg_sq"], float(group["lr"]),
+                                          beta1, beta2, group["eps"], int(state["step"].item()))
+        return loss
+
+
 class OptimizerGroup:
     """Several optimizers stepped as one (sparse tables + dense rest), checkpointed together."""
 
@@ -183,9 +232,7 @@ def make_optimizer(model: nn.Module, name: str, lr: float):
     """
     needs_sparse_tables(name)  # refuses unknown names
     if name == "adam":
-        # foreach: one multi-tensor op per update term instead of a Python loop of them; the same
-        # numbers, 1.7x faster on a 14.5k x 200 table on the CPU (torch.optim's CPU default is the loop)
-        return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+        return Adam(model.parameters(), lr=lr)
     if name == "sparse_adagrad":
         table_parameters(model)  # fails clearly on dense tables
         return SparseAdagrad(model.parameters(), lr=lr)
@@ -201,4 +248,4 @@ def make_optimizer(model: nn.Module, name: str, lr: float):
     sparse_adam = torch.optim.SparseAdam(tables, lr=lr)
     if not dense:
         return sparse_adam
-    return OptimizerGroup([sparse_adam, torch.optim.Adam(dense, lr=lr)])
+    return OptimizerGroup([sparse_adam, Adam(dense, lr=lr)])
