@@ -2,6 +2,8 @@
 
     python pipelines/bench_kernels.py [--repeats 5]
 
+Cases: eager broadcasting, the torch.compile'd expression (``kernels``), and on the CPU the
+hand-written kernels (``native``, ``models/csrc/pairwise_cpu.cpp``) where they exist (L1, RotatE).
 Workload (the speed issue's): 1024 queries in chunks of 128, each chunk against its own 256
 shared negatives, dim 200 (RotatE: 100 complex). Forward + backward, fp32. Also the machine's
 fp32 matmul rate in the same run, for scale. Writes results/bench/kernels.json.
@@ -16,7 +18,7 @@ import torch
 
 from kbit_dgl.bench.timing import best_seconds, matmul_gflops
 from kbit_dgl.io import atomic_write_json
-from kbit_dgl.models import kernels
+from kbit_dgl.models import kernels, native
 from kbit_dgl.provenance import provenance
 
 WARMUP = 2  # untimed calls before each case: compilation, then one more
@@ -42,8 +44,10 @@ def main() -> None:
         "transe_l1/eager_broadcast": lambda: kernels._l1(query, candidates).sum().backward(),
         "transe_l1/torch_cdist": lambda: torch.cdist(query, candidates, p=1.0).sum().backward(),
         "transe_l1/fused_compiled": lambda: kernels._compiled("l1")(query, candidates).sum().backward(),
+        "transe_l1/native_cpu": lambda: native.pairwise("l1", (query,), (candidates,)).sum().backward(),
         "rotate/eager_broadcast": lambda: kernels._complex_l1(q_re, q_im, c_re, c_im).sum().backward(),
         "rotate/fused_compiled": lambda: kernels._compiled("complex_l1")(q_re, q_im, c_re, c_im).sum().backward(),
+        "rotate/native_cpu": lambda: native.pairwise("complex_l1", (q_re, q_im), (c_re, c_im)).sum().backward(),
         "pairre/eager_broadcast": lambda: kernels._scaled_l1(query, scale, candidates).sum().backward(),
         "pairre/fused_compiled": lambda: kernels._compiled("scaled_l1")(query, scale, candidates).sum().backward(),
     }
@@ -58,6 +62,9 @@ def main() -> None:
         eager = results["cases"][f"{model}/eager_broadcast"]["seconds_fwd_bwd"]
         fused = results["cases"][f"{model}/fused_compiled"]["seconds_fwd_bwd"]
         results[f"{model}_speedup_fused_vs_eager"] = round(eager / fused, 2)
+        if f"{model}/native_cpu" in results["cases"]:
+            results[f"{model}_speedup_native_vs_fused"] = round(
+                fused / results["cases"][f"{model}/native_cpu"]["seconds_fwd_bwd"], 2)
     results["provenance"] = provenance(started)
     out = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "bench", "kernels.json")
     atomic_write_json(out, results)

@@ -45,7 +45,8 @@ from kbit_dgl.bench.timing import LoadWatch, matmul_gflops
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-PEERS = ("kbit-dgl", "kbit-dgl-sparse_adam", "pykeen", "pyg")
+PEERS = ("kbit-dgl", "kbit-dgl-step", "kbit-dgl-sparse_adam", "pykeen", "pyg", "pykeen-defaults", "pyg-defaults")
+DEFAULT_PEERS = ("kbit-dgl", "kbit-dgl-step", "pykeen", "pyg", "pykeen-defaults", "pyg-defaults")
 MODELS = ("transe", "rotate")
 BATCH_SIZE, NUM_NEGATIVES, CHUNK, LR, GAMMA = 1024, 256, 128, 1e-3, 12.0
 DIMS = {"transe": 200, "rotate": 200}  # real numbers per entity row; RotatE: 100 complex
@@ -56,12 +57,25 @@ SCORING_FLOPS_PER_PAIR = {"transe": 3 * 200, "rotate": 7 * 100}
 ALLOCATOR_VARIABLES = ("LD_PRELOAD", "MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
                        "MALLOC_TOP_PAD_", "MALLOC_CONF", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "KBIT_DGL_COMPILE")
 PEER_NOTES = {
-    "kbit-dgl": "kbit_dgl.train.steps.train_step + dense torch.optim.Adam (train.optimizer=adam): 256 negatives "
-                "shared by each chunk of 128 queries, scored by the fused compiled kernels; heads and tails "
-                "corrupted on alternate steps. Evaluation: kbit_dgl.eval.filtered_ranks, both directions, filtered, "
-                "batch 256 queries.",
-    "kbit-dgl-sparse_adam": "as kbit-dgl with train.optimizer=sparse_adam (torch.optim.SparseAdam on "
+    "kbit-dgl": "the user's path: `kbit-dgl train --dataset fb15k-237 --model M --set model.dim=200 model.gamma=12 "
+                "model.reciprocal=false train.batch_size=1024 train.num_negatives=256 train.max_steps=...` "
+                "(kbit_dgl.cli.main in the worker process, its data loading, sampling, logging and checkpoint), "
+                "timed by the trainer's own steady-state rate (metrics.json train_triples_per_second_steady: "
+                "its first 10 steps, torch.compile's and the kernels' warm-up, left out). Dense Adam "
+                "(train.optimizer=adam, the default), 256 negatives shared by each chunk of 128 queries, heads and "
+                "tails corrupted on alternate steps. Evaluation: kbit_dgl.eval.filtered_ranks on the trained run, "
+                "both directions, filtered, batch 256 queries.",
+    "kbit-dgl-step": "the bare step in a loop: kbit_dgl.train.steps.train_step + backward + optimizer.step, the same "
+                     "config as kbit-dgl, none of the trainer around it; timed after --warmup-steps.",
+    "kbit-dgl-sparse_adam": "as kbit-dgl-step with train.optimizer=sparse_adam (torch.optim.SparseAdam on "
                             "nn.Embedding(sparse=True) tables: lazy Adam, only the rows of the step move).",
+    "pykeen-defaults": "PyKEEN's own defaults rather than the shared workload: the model class with no arguments "
+                       "(TransE: dim 50, L1; RotatE: 200 complex), its default loss, SLCWA with the basic sampler's "
+                       "1 negative per positive, batch 256 (its CPU default), Adam lr 1e-3. Less work per triple: "
+                       "a different workload, shown for what a user gets without tuning.",
+    "pyg-defaults": "PyG's own FB15k-237 example (examples/kge_fb15k_237.py): hidden_channels=50, batch 1000, "
+                    "model.loss (1 random corruption per positive), Adam lr 0.01 (TransE) / 1e-3 with margin 9 "
+                    "(RotatE). A different workload, shown for what a user of the example gets.",
     "pykeen": "pykeen SLCWATrainingLoop.train (its own data loader, BasicNegativeSampler with num_negs_per_pos=256, "
               "i.e. 256 negatives drawn per positive, head or tail corrupted, scored with score_hrt on a "
               "(B*256, d) gather), NSSALoss(margin=12), torch.optim.Adam; PyKEEN's default entity constraint "
@@ -84,6 +98,40 @@ def self_adversarial(positive, negative, temperature: float = 1.0):
 
     weights = torch.softmax(negative.detach() * temperature, dim=-1)
     return (-F.logsigmoid(positive).mean() - (weights * F.logsigmoid(-negative)).sum(-1).mean()) / 2
+
+
+def run_kbit_cli(data: Dict, model_name: str, args) -> Dict:
+    """``kbit-dgl train`` as a user runs it, in this process; its steady-state rate from metrics.json."""
+    import torch
+
+    from kbit_dgl import cli
+    from kbit_dgl.eval.ranking import filtered_ranks
+    from kbit_dgl.runs import load_run
+    from kbit_dgl.train.trainer import WARMUP_STEPS
+
+    run_dir = os.path.join(tempfile.mkdtemp(prefix="bench_peers_cli_"), "run")
+    settings = [f"model.dim={DIMS[model_name]}", f"model.gamma={GAMMA}", "model.reciprocal=false",
+                f"train.batch_size={BATCH_SIZE}", f"train.num_negatives={NUM_NEGATIVES}",
+                f"train.negative_chunk_size={CHUNK}", f"train.lr={LR}", "train.optimizer=adam",
+                f"train.max_steps={WARMUP_STEPS + args.steps}", f"train.num_threads={torch.get_num_threads()}"]
+    code = cli.main(["train", "--dataset", "fb15k-237", "--data-dir", args.data_dir, "--model", model_name,
+                     "--out", run_dir, "--no-progress", "--set", *settings])
+    if code:
+        raise RuntimeError(f"kbit-dgl train exited {code}")
+    with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as handle:
+        metrics = json.load(handle)
+    rate = metrics["train_triples_per_second_steady"]
+    _, kg, model = load_run(run_dir)
+    filtered_ranks(model, data["eval"][:2], kg.filter_index, batch_size=256)  # warm-up
+    start = time.perf_counter()
+    ranks = filtered_ranks(model, data["eval"], kg.filter_index, batch_size=256)
+    eval_seconds = time.perf_counter() - start
+    mrr = float((1.0 / torch.cat([ranks["tail"], ranks["head"]])).mean())
+    return {"train_seconds": args.steps * BATCH_SIZE / rate, "eval_seconds": eval_seconds, "eval_directions": 2,
+            "eval_filtered": True, "eval_mrr_after_warmup_training": mrr,
+            "cli_steps": metrics.get("steps"), "cli_train_triples_per_second_total": metrics.get(
+                "train_triples_per_second"), "cli_warmup_seconds": metrics.get("warmup_seconds"),
+            "cli_omp_wait_policy": metrics.get("omp_wait_policy")}
 
 
 def run_kbit(data: Dict, model_name: str, args, optimizer_name: str) -> Dict:
@@ -181,6 +229,61 @@ def run_pykeen(data: Dict, model_name: str, args) -> Dict:
             "eval_mrr_after_warmup_training": float(result.get_metric("both.realistic.inverse_harmonic_mean_rank"))}
 
 
+def run_pykeen_defaults(data: Dict, model_name: str, args) -> Dict:
+    """PyKEEN's own defaults (see PEER_NOTES), training only."""
+    import torch
+    from pykeen.models import RotatE, TransE
+    from pykeen.training import SLCWATrainingLoop
+    from pykeen.training.callbacks import TrainingCallback
+    from pykeen.triples import CoreTriplesFactory
+
+    num_entities, num_relations = data["num_entities"], data["num_relations"]
+    batch_size, steps = 256, args.warmup_steps + args.steps
+    order = torch.randperm(len(data["train"]), generator=torch.Generator().manual_seed(0))[:steps * batch_size]
+    subset = CoreTriplesFactory.create(data["train"][order], num_entities, num_relations)
+    torch.manual_seed(0)
+    model = (TransE if model_name == "transe" else RotatE)(triples_factory=subset, random_seed=0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    times: List[float] = []
+
+    class Stamps(TrainingCallback):
+        def post_batch(self, epoch, batch, **kwargs):
+            times.append(time.perf_counter())
+
+    SLCWATrainingLoop(model=model, triples_factory=subset, optimizer=optimizer).train(
+        triples_factory=subset, num_epochs=1, batch_size=batch_size, use_tqdm=False, use_tqdm_batch=False,
+        callbacks=[Stamps()])
+    return {"train_seconds": times[-1] - times[args.warmup_steps - 1], "batch_size": batch_size,
+            "negatives_per_positive": 1, "dim": model.entity_representations[0].shape[0],
+            "loss": type(model.loss).__name__}
+
+
+def run_pyg_defaults(data: Dict, model_name: str, args) -> Dict:
+    """PyG's FB15k-237 example's settings (see PEER_NOTES), training only."""
+    import torch
+    from torch_geometric.nn.kge import RotatE, TransE
+
+    torch.manual_seed(0)
+    if model_name == "transe":
+        model = TransE(data["num_entities"], data["num_relations"], hidden_channels=50)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    else:
+        model = RotatE(data["num_entities"], data["num_relations"], hidden_channels=50, margin=9.0)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    train, batch_size = data["train"], 1000
+    loader = model.loader(train[:, 0], train[:, 1], train[:, 2], batch_size=batch_size, shuffle=True)
+    stamps = []
+    for step, (head, relation, tail) in enumerate(loader):
+        if step == args.warmup_steps + args.steps:
+            break
+        optimizer.zero_grad(set_to_none=True)
+        model.loss(head, relation, tail).backward()
+        optimizer.step()
+        stamps.append(time.perf_counter())
+    return {"train_seconds": stamps[-1] - stamps[args.warmup_steps - 1], "batch_size": batch_size,
+            "negatives_per_positive": 1, "dim": 50}
+
+
 def run_pyg(data: Dict, model_name: str, args) -> Dict:
     import torch
     from torch_geometric.nn.kge import RotatE, TransE
@@ -228,17 +331,26 @@ def worker(args) -> None:
     data = torch.load(args.data)
     data["eval"] = data["eval"][:args.eval_triples]
     gflops = matmul_gflops(3)
-    if args.peer.startswith("kbit-dgl"):
-        optimizer_name = args.peer.split("-", 2)[2] if args.peer.count("-") >= 2 else "adam"
+    if args.peer == "kbit-dgl":
+        measured = run_kbit_cli(data, args.model, args)
+    elif args.peer.startswith("kbit-dgl"):
+        optimizer_name = "adam" if args.peer == "kbit-dgl-step" else args.peer.split("-", 2)[2]
         measured = run_kbit(data, args.model, args, optimizer_name)
+    elif args.peer == "pykeen-defaults":
+        measured = run_pykeen_defaults(data, args.model, args)
+    elif args.peer == "pyg-defaults":
+        measured = run_pyg_defaults(data, args.model, args)
     elif args.peer == "pykeen":
         measured = run_pykeen(data, args.model, args)
     elif args.peer == "pyg":
         measured = run_pyg(data, args.model, args)
     else:
         raise ValueError(f"unknown peer {args.peer!r}; expected one of {PEERS}")
-    rates = scoring_rates(measured, args.steps, BATCH_SIZE, NUM_NEGATIVES, len(data["eval"]), data["num_entities"],
-                          SCORING_FLOPS_PER_PAIR[args.model])
+    if args.peer.endswith("-defaults"):  # another workload: its own batch, 1 negative, its own dim
+        rates = {"train_triples_per_second": args.steps * measured["batch_size"] / measured["train_seconds"]}
+    else:
+        rates = scoring_rates(measured, args.steps, BATCH_SIZE, NUM_NEGATIVES, len(data["eval"]),
+                              data["num_entities"], SCORING_FLOPS_PER_PAIR[args.model])
     measured.update(peer=args.peer, model=args.model, repetition=args.repetition, steps=args.steps, **rates,
                     matmul_gflops=gflops, peak_rss_mib=peak_rss_mib(), torch_threads=torch.get_num_threads())
     matmul_after = matmul_gflops(3)  # the load on a shared machine can change during a worker
@@ -280,7 +392,7 @@ def orchestrate(args) -> None:
                 command = [sys.executable, os.path.abspath(__file__), "--worker", "--peer", peer, "--model", model,
                            "--data", data_path, "--result", result, "--repetition", str(repetition),
                            "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps),
-                           "--eval-triples", str(args.eval_triples),
+                           "--eval-triples", str(args.eval_triples), "--data-dir", args.data_dir,
                            "--pykeen-eval-batch-size", str(args.pykeen_eval_batch_size)]
                 start = time.perf_counter()
                 try:
@@ -294,10 +406,12 @@ def orchestrate(args) -> None:
                         run = json.load(handle)
                     run["worker_wall_seconds"] = round(wall, 1)
                     runs.append(run)
+                    evaluation = "(training only)"
+                    if "eval_seconds_per_1000_triples" in run:
+                        evaluation = (f"eval {run['eval_seconds_per_1000_triples']:8.2f} s/1k "
+                                      f"({run['eval_directions']} dir)")
                     print(f"rep {repetition} {model:6s} {peer:22s} train {run['train_triples_per_second']:9,.0f} "
-                          f"triples/s  eval {run['eval_seconds_per_1000_triples']:8.2f} s/1k "
-                          f"({run['eval_directions']} dir)  RSS {run['peak_rss_mib']:7,.0f} MiB  "
-                          f"[{wall:.0f} s]", flush=True)
+                          f"triples/s  {evaluation}  RSS {run['peak_rss_mib']:7,.0f} MiB  [{wall:.0f} s]", flush=True)
                 else:
                     errors.append(f"{peer}/{model}/rep {repetition}: {failure}")
                     runs.append({"peer": peer, "model": model, "repetition": repetition, "error": failure})
@@ -346,7 +460,7 @@ def main() -> None:
                              "step, 8 eval triples")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repetitions (default 3; quick 1)")
     parser.add_argument("--peers", nargs="+", default=None, choices=PEERS,
-                        help="default: all; quick: kbit-dgl pykeen pyg")
+                        help=f"default: {' '.join(DEFAULT_PEERS)}; quick: kbit-dgl pykeen pyg")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--steps", type=int, default=None, help="timed training steps (default 20; quick 1)")
     parser.add_argument("--warmup-steps", type=int, default=None, help="untimed first steps (default 3; quick 1)")
@@ -369,7 +483,7 @@ def main() -> None:
     args = parser.parse_args()
     quick = args.quick
     args.repeats = args.repeats if args.repeats is not None else (1 if quick else 3)
-    args.peers = args.peers or (["kbit-dgl", "pykeen", "pyg"] if quick else list(PEERS))
+    args.peers = args.peers or (["kbit-dgl", "pykeen", "pyg"] if quick else list(DEFAULT_PEERS))
     args.steps = args.steps if args.steps is not None else (1 if quick else 20)
     args.warmup_steps = args.warmup_steps if args.warmup_steps is not None else (1 if quick else 3)
     args.eval_triples = args.eval_triples if args.eval_triples is not None else (8 if quick else 1000)

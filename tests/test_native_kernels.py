@@ -91,7 +91,10 @@ def test_non_contiguous_slices_as_rotate_passes_them():
 
 
 def test_the_kernels_step_aside_where_they_do_not_apply(monkeypatch):
-    q32, c32 = torch.randn(3, 4, 8), torch.randn(3, 5, 8)
+    q32, c32 = torch.randn(3, 4, 8, requires_grad=True), torch.randn(3, 5, 8)
+    assert native.pairwise("l1", (q32.detach(),), (c32,)) is None  # no gradient wanted: the compiled forward
+    with torch.no_grad():
+        assert native.pairwise("l1", (q32,), (c32,)) is None
     assert native.pairwise("l1", (q32.double(),), (c32.double(),)) is None  # float64
     assert native.pairwise("l1", (q32,), (torch.randn(1, 5, 8),)) is None  # broadcast leading dims
     assert native.pairwise("scaled_l1", (q32, q32), (c32,)) is None  # no kernel for PairRE
@@ -99,12 +102,14 @@ def test_the_kernels_step_aside_where_they_do_not_apply(monkeypatch):
     monkeypatch.setenv("KBIT_DGL_NATIVE", "0")
     assert native.pairwise("l1", (q32,), (c32,)) is None
     torch.testing.assert_close(kernels.pairwise_l1(q32, c32), kernels._l1(q32, c32))
+    monkeypatch.setenv("KBIT_DGL_NATIVE", "1")
+    assert native.pairwise("l1", (q32,), (c32,)) is not None or native.module() is None
 
 
 def test_a_failed_build_warns_once_and_the_compiled_path_answers(monkeypatch):
     monkeypatch.setattr(native, "_STATE", {})
     monkeypatch.setattr(native, "SOURCE", native.SOURCE.with_name("missing.cpp"))
-    query, candidates = torch.randn(3, 8), torch.randn(5, 8)
+    query, candidates = torch.randn(3, 8, requires_grad=True), torch.randn(5, 8)
     with pytest.warns(UserWarning, match="could not be built"):
         result = kernels.pairwise_l1(query, candidates)
     torch.testing.assert_close(result, kernels._l1(query, candidates))
