@@ -2,10 +2,13 @@
 under several OpenMP (libgomp) wait settings.
 
     python pipelines/bench_load.py --data-dir ../shared/data --dataset fb15k-237 --repeats 2 \
-        --policies default PASSIVE spin10000
+        --policies auto default PASSIVE
 
-Policies: ``default`` (libgomp's own: spin a while, then sleep), ``ACTIVE`` / ``PASSIVE``
+Policies: ``auto`` (no OpenMP variable set: what ``import kbit_dgl`` chooses itself, the product's
+default), ``default`` (libgomp's own: spin a while, then sleep), ``ACTIVE`` / ``PASSIVE``
 (``OMP_WAIT_POLICY``), ``spinN`` (``GOMP_SPINCOUNT=N``: spin N iterations, then sleep).
+Loads: ``quiet``, ``busy`` (one busy-looping process beside the command: its fair share is 2/3 of
+a 2-core machine) and ``busy2`` (two: its share is 1/2).
 
 Each case runs the user's commands in a fresh process: `kbit-dgl train` for --steps steps of TransE
 (d=200, batch 1024, 256 shared negatives, Adam; the steady-state rate from metrics.json, compile
@@ -27,14 +30,18 @@ import time
 from kbit_dgl.io import atomic_write_json, atomic_write_text
 from kbit_dgl.provenance import project_root, provenance
 
-LOADS = ("quiet", "busy")
+LOADS = ("quiet", "busy", "busy2")
+BUSY_PROCESSES = {"quiet": 0, "busy": 1, "busy2": 2}
 
 
 def policy_env(policy: str) -> dict:
     """The environment of a case: OpenMP's variables as the policy says (an empty OMP_WAIT_POLICY is
     libgomp's default, and stops kbit_dgl from setting its own)."""
-    env = {key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    if policy == "default":
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KBIT_DGL_OMP_CHOICE")}
+    if policy == "auto":
+        pass
+    elif policy == "default":
         env["OMP_WAIT_POLICY"] = ""
     elif policy.startswith("spin"):
         env.update(OMP_WAIT_POLICY="", GOMP_SPINCOUNT=policy[len("spin"):])
@@ -66,8 +73,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="fb15k-237")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--policies", nargs="+", default=["default", "PASSIVE"],
-                        help="default | ACTIVE | PASSIVE | spinN (GOMP_SPINCOUNT=N)")
+    parser.add_argument("--policies", nargs="+", default=["auto", "default", "PASSIVE"],
+                        help="auto | default | ACTIVE | PASSIVE | spinN (GOMP_SPINCOUNT=N)")
     parser.add_argument("--out", default=os.path.join(project_root(), "results", "bench"))
     args = parser.parse_args()
     started, load_before = time.time(), os.getloadavg()
@@ -75,16 +82,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for repeat in range(args.repeats):
             for load in LOADS:
-                busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load == "busy" else None
+                busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                        for _ in range(BUSY_PROCESSES[load])]
                 try:
                     for policy in args.policies:
                         measured = run_case(policy, args.data_dir, args.dataset, args.steps, folder)
                         rows.append({"repeat": repeat, "load": load, "policy": policy, **measured})
                         print(rows[-1], flush=True)
                 finally:
-                    if busy is not None:
-                        busy.kill()
-                        busy.wait()
+                    for process in busy:
+                        process.kill()
+                        process.wait()
     summary = {}
     for policy in args.policies:
         for load in LOADS:
@@ -92,9 +100,11 @@ def main() -> None:
             summary[f"{policy}/{load}"] = {key: statistics.median(row[key] for row in picked)
                                            for key in ("train_triples_per_second", "eval_queries_per_second")}
     for policy in args.policies:
-        for key in ("train_triples_per_second", "eval_queries_per_second"):
-            summary[f"{policy}/busy"][f"{key}_vs_quiet"] = (summary[f"{policy}/busy"][key]
-                                                            / summary[f"{policy}/quiet"][key])
+        for load in LOADS[1:]:
+            for key in ("train_triples_per_second", "eval_queries_per_second"):
+                summary[f"{policy}/{load}"][f"{key}_vs_quiet"] = (summary[f"{policy}/{load}"][key]
+                                                                  / summary[f"{policy}/quiet"][key])
+            summary[f"{policy}/{load}"]["fair_share"] = 2 / (2 + BUSY_PROCESSES[load])
     record = {**provenance(started), "load_before": list(load_before), "load_after": list(os.getloadavg()),
               "dataset": args.dataset, "steps": args.steps, "repeats": args.repeats, "rows": rows, "summary": summary}
     record["policies"] = args.policies
@@ -104,14 +114,21 @@ def main() -> None:
              f"load before {load_before[0]:.2f}, after {record['load_after'][0]:.2f}; medians of {args.repeats} "
              f"interleaved repeats. Train: steady-state triples/s of `kbit-dgl train` (TransE d=200, batch 1024, "
              f"256 negatives); eval: test queries/s of `kbit-dgl evaluate`.", "",
-             "| policy | load | train triples/s | x quiet | eval queries/s | x quiet |", "|---|---|---|---|---|---|"]
+             "| policy | load | fair share of the CPU | train triples/s | x quiet | eval queries/s | x quiet |",
+             "|---|---|---|---|---|---|---|"]
     for policy in args.policies:
         for load in LOADS:
             cell = summary[f"{policy}/{load}"]
-            ratio = (lambda key: f"{cell[key + '_vs_quiet']:.2f}" if load == "busy" else "1")  # noqa: E731
-            lines.append(f"| {policy} | {load} | {cell['train_triples_per_second']:,.0f} | "
+            ratio = (lambda key: f"{cell[key + '_vs_quiet']:.2f}" if load != "quiet" else "1")  # noqa: E731
+            share = f"{2 / (2 + BUSY_PROCESSES[load]):.2f}" if load != "quiet" else "1"
+            lines.append(f"| {policy} | {load} | {share} | {cell['train_triples_per_second']:,.0f} | "
                          f"{ratio('train_triples_per_second')} | {cell['eval_queries_per_second']:,.0f} | "
                          f"{ratio('eval_queries_per_second')} |")
+    if "auto" in args.policies and "default" in args.policies:
+        quiet_cost = 1 - summary["auto/quiet"]["train_triples_per_second"] / summary["default/quiet"][
+            "train_triples_per_second"]
+        lines += ["", f"`auto` (the product default) on the quiet machine against libgomp's default: "
+                      f"{quiet_cost:+.1%} train time cost (negative: faster)."]
     atomic_write_text(os.path.join(args.out, "load.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
