@@ -6,19 +6,54 @@ _os.environ.setdefault("OUTDATED_IGNORE", "1")
 
 # OpenMP's default wait policy keeps idle threads spinning between parallel regions; beside another
 # busy process they fight it for the cores and every small op pays (results/bench/load.md, from
-# pipelines/bench_load.py: training keeps ~0.35x of its quiet rate beside one busy process with
-# libgomp's default, ~0.56-0.60x with PASSIVE, which costs 5-15 % on a quiet machine). So PASSIVE is
-# chosen only when the machine is already busy as the process starts (1-minute load average of at
-# least half the cores). It must be set before torch loads OpenMP: importing kbit_dgl (the CLI
-# does) before torch sets it; an OMP_WAIT_POLICY in the environment (even empty) always wins.
-if "OMP_WAIT_POLICY" not in _os.environ:
+# pipelines/bench_load.py). PASSIVE threads sleep instead, which costs a little on a quiet machine.
+# So PASSIVE is chosen when other processes are using at least half the cores as this process starts,
+# measured over a moment of /proc/stat (this process sleeps meanwhile, so what is busy is someone
+# else). Not the load average: it lags a minute behind and counts this user's own previous command.
+# It must be set before torch loads OpenMP: importing kbit_dgl (the CLI does) before torch sets it;
+# an OMP_WAIT_POLICY in the environment (even empty) always wins.
+SAMPLE_SECONDS = 0.1
+
+
+def _busy_cores_elsewhere(seconds: float = SAMPLE_SECONDS):
+    """Cores' worth of CPU time used by all processes over ``seconds`` while this one sleeps, from
+    /proc/stat; None where there is no /proc/stat."""
+    import time
+
+    def totals():
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = [int(x) for x in handle.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle  # user nice system idle iowait irq softirq steal (guest is in user)
+
     try:
-        _busy = _os.getloadavg()[0] >= 0.5 * (_os.cpu_count() or 1)
-    except OSError:  # no load average on this platform
-        _busy = False
-    if _busy:
+        total_before, idle_before = totals()
+        time.sleep(seconds)
+        total_after, idle_after = totals()
+    except (OSError, ValueError, IndexError):
+        return None
+    elapsed = total_after - total_before
+    if elapsed <= 0:
+        return None
+    return (elapsed - (idle_after - idle_before)) / elapsed * (_os.cpu_count() or 1)
+
+
+def _choose_wait_policy(busy_cores, cores: int):
+    """PASSIVE when ``busy_cores`` (others' use, or None: unknown) is at least half of ``cores``."""
+    if busy_cores is None:
+        try:  # no /proc/stat: the load average, which lags, is the best there is
+            busy_cores = _os.getloadavg()[0]
+        except OSError:
+            return None
+    return "PASSIVE" if busy_cores >= 0.5 * cores else None
+
+
+if "OMP_WAIT_POLICY" not in _os.environ:
+    _busy = _busy_cores_elsewhere()
+    if _choose_wait_policy(_busy, _os.cpu_count() or 1) == "PASSIVE":
         _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-        _os.environ["KBIT_DGL_OMP_CHOICE"] = "PASSIVE (machine busy at start)"
+        _os.environ["KBIT_DGL_OMP_CHOICE"] = ("PASSIVE (machine busy at start: load average)" if _busy is None else
+                                              f"PASSIVE (other processes busy on {_busy:.1f} cores at start)")
 
 # DGL prints a notice on its first import unless a backend is chosen; this project runs on pytorch.
 _os.environ.setdefault("DGLBACKEND", "pytorch")
