@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -100,12 +101,26 @@ def self_adversarial(positive, negative, temperature: float = 1.0):
     return (-F.logsigmoid(positive).mean() - (weights * F.logsigmoid(-negative)).sum(-1).mean()) / 2
 
 
+def timed_kbit_evaluation(model, kg, data: Dict) -> Dict:
+    """kbit-dgl's filtered ranking of the eval triples, both directions, timed after a warm-up."""
+    import torch
+
+    from kbit_dgl.eval.ranking import filtered_ranks
+
+    _ = kg.filter_index  # built once per KG and cached, like the trainer's validations reuse it
+    filtered_ranks(model, data["eval"][:2], kg.filter_index, batch_size=256)  # warm-up (compilation)
+    start = time.perf_counter()
+    ranks = filtered_ranks(model, data["eval"], kg.filter_index, batch_size=256)
+    eval_seconds = time.perf_counter() - start
+    return {"eval_seconds": eval_seconds, "eval_directions": 2, "eval_filtered": True,
+            "eval_mrr_after_warmup_training": float((1.0 / torch.cat([ranks["tail"], ranks["head"]])).mean())}
+
+
 def run_kbit_cli(data: Dict, model_name: str, args) -> Dict:
     """``kbit-dgl train`` as a user runs it, in this process; its steady-state rate from metrics.json."""
     import torch
 
     from kbit_dgl import cli
-    from kbit_dgl.eval.ranking import filtered_ranks
     from kbit_dgl.runs import load_run
     from kbit_dgl.train.trainer import WARMUP_STEPS
 
@@ -122,13 +137,8 @@ def run_kbit_cli(data: Dict, model_name: str, args) -> Dict:
         metrics = json.load(handle)
     rate = metrics["train_triples_per_second_steady"]
     _, kg, model = load_run(run_dir)
-    filtered_ranks(model, data["eval"][:2], kg.filter_index, batch_size=256)  # warm-up
-    start = time.perf_counter()
-    ranks = filtered_ranks(model, data["eval"], kg.filter_index, batch_size=256)
-    eval_seconds = time.perf_counter() - start
-    mrr = float((1.0 / torch.cat([ranks["tail"], ranks["head"]])).mean())
-    return {"train_seconds": args.steps * BATCH_SIZE / rate, "eval_seconds": eval_seconds, "eval_directions": 2,
-            "eval_filtered": True, "eval_mrr_after_warmup_training": mrr,
+    shutil.rmtree(os.path.dirname(run_dir), ignore_errors=True)
+    return {"train_seconds": args.steps * BATCH_SIZE / rate, **timed_kbit_evaluation(model, kg, data),
             "cli_steps": metrics.get("steps"), "cli_train_triples_per_second_total": metrics.get(
                 "train_triples_per_second"), "cli_warmup_seconds": metrics.get("warmup_seconds"),
             "cli_omp_wait_policy": metrics.get("omp_wait_policy")}
@@ -139,7 +149,6 @@ def run_kbit(data: Dict, model_name: str, args, optimizer_name: str) -> Dict:
 
     from kbit_dgl.config import Config
     from kbit_dgl.data import KG
-    from kbit_dgl.eval.ranking import filtered_ranks
     from kbit_dgl.runs import model_from_config
     from kbit_dgl.train.optim import make_optimizer
     from kbit_dgl.train.sampling import positive_batches
@@ -168,14 +177,7 @@ def run_kbit(data: Dict, model_name: str, args, optimizer_name: str) -> Dict:
         optimizer.step()
         stamps.append(time.perf_counter())
     train_seconds = stamps[-1] - stamps[args.warmup_steps - 1]
-    _ = kg.filter_index  # built once per KG and cached, like the trainer's validations reuse it
-    filtered_ranks(model, data["eval"][:2], kg.filter_index, batch_size=256)  # warm-up (compilation)
-    start = time.perf_counter()
-    ranks = filtered_ranks(model, data["eval"], kg.filter_index, batch_size=256)
-    eval_seconds = time.perf_counter() - start
-    mrr = float((1.0 / torch.cat([ranks["tail"], ranks["head"]])).mean())
-    return {"train_seconds": train_seconds, "eval_seconds": eval_seconds, "eval_directions": 2,
-            "eval_filtered": True, "eval_mrr_after_warmup_training": mrr}
+    return {"train_seconds": train_seconds, **timed_kbit_evaluation(model, kg, data)}
 
 
 def run_pykeen(data: Dict, model_name: str, args) -> Dict:

@@ -118,6 +118,21 @@ def test_peer_summary_takes_medians_and_ratios_to_kbit_dgl():
     assert "- **pyg**: its loop" in text and "- pyg/transe/rep 1: exit 1: boom" in text
 
 
+def test_a_peers_own_defaults_row_times_training_alone():
+    runs = [_run("kbit-dgl", 4000, 3.0, 950), {"peer": "pykeen-defaults", "model": "transe", "repetition": 0,
+                                               "train_triples_per_second": 2000.0, "peak_rss_mib": 600.0,
+                                               "matmul_gflops": 50.0, "train_seconds": 1.0}]
+    summary = summarize(runs, ["kbit-dgl", "pykeen-defaults"], ["transe"])
+    row = summary["table"]["transe"]["pykeen-defaults"]
+    assert row["train_triples_per_second_median"] == 2000 and "eval_seconds_per_1000_triples_median" not in row
+    assert summary["kbit_dgl_ratios"]["transe"] == {"train_speedup_vs_pykeen-defaults": 2.0}
+    provenance = {"command": "c", "commit": "abc", "finished": "now", "wall_seconds": 1.0,
+                  "machine": {"cpu_cores": "2", "torch": "2.2"}}
+    text = markdown(summary, {"provenance": provenance, "mode": "full", "threads": 2, "workload": {"eval_triples": 8},
+                              "load_average": {"before": [0.5], "after": [1.5]}, "peer_notes": {}})
+    assert "| transe | pykeen-defaults | 2,000 | - | (own workload, training only) | 600 | - | - | 50 | 1 |" in text
+
+
 def test_scoring_rates_count_nominal_flops_per_pair():
     measured = {"train_seconds": 2.0, "eval_seconds": 0.5, "eval_directions": 2}
     rates = scoring_rates(measured, steps=4, batch_size=10, num_negatives=9, num_eval=5, num_entities=100,
