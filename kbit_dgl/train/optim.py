@@ -135,24 +135,25 @@ class Adam(torch.optim.Adam):
         kwargs.setdefault("foreach", True)  # torch's fallback: one multi-tensor op per term, not a loop
         super().__init__(params, lr=lr, **kwargs)
 
-    def _native_ok(self) -> bool:
+    def _native_ok(self):
+        """The native kernels' module where this step can use it, else None (torch's step)."""
         from ..models import native
         for group in self.param_groups:
             if group["weight_decay"] or group["amsgrad"] or group["maximize"] or group.get("capturable") \
                     or group.get("differentiable") or torch.is_tensor(group["lr"]):
-                return False
+                return None
             for p in group["params"]:
                 g = p.grad
                 if g is not None and (g.is_sparse or g.device.type != "cpu" or g.dtype != torch.float32
                                       or p.dtype != torch.float32 or not g.is_contiguous() or not p.is_contiguous()):
-                    return False
-        return native.module() is not None
+                    return None
+        return native.module()
 
     @torch.no_grad()
     def step(self, closure=None):
-        if not self._native_ok():
+        kernels = self._native_ok()
+        if kernels is None:
             return super().step(closure)
-        from ..models import native
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -168,8 +169,8 @@ class Adam(torch.optim.Adam):
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
-                native.module().adam_step(p, p.grad, state["exp_avg"], state["exp_avg_sq"], float(group["lr"]),
-                                          beta1, beta2, group["eps"], int(state["step"].item()))
+                kernels.adam_step(p, p.grad, state["exp_avg"], state["exp_avg_sq"], float(group["lr"]),
+                                  beta1, beta2, group["eps"], int(state["step"].item()))
         return loss
 
 
