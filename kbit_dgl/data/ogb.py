@@ -1,7 +1,10 @@
 """Load the OGB knowledge graphs ``ogbl-wikikg2`` and ``ogbl-biokg`` as a :class:`KG`.
 
-Reading goes through the real ``ogb.linkproppred.LinkPropPredDataset`` and its
-``get_edge_split()``. The on-disk layout ogb expects under ``root`` is::
+Reading goes through the real ``ogb.linkproppred.LinkPropPredDataset`` (which checks the release,
+downloads when asked, and parses and processes the graph). The split files are the ones its
+``get_edge_split()`` reads, read here array by array (``torchfile.load_id_arrays``) so that the
+negatives of wikikg2's valid / test (8.2 GB as int64) never sit in memory whole. The on-disk layout
+ogb expects under ``root`` is::
 
     <root>/ogbl_wikikg2/                       (the zip's folder ``wikikg-v2``, renamed)
         RELEASE_v1.txt
@@ -33,6 +36,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import shutil
 import urllib.error
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -111,6 +115,8 @@ def load_ogb(name: str, root: str, download: bool = False, cache: bool = True) -
     the names), and later loads read that instead, with the negatives memory-mapped (resident only
     as evaluation reads them). The cache records the size and modification time of every source
     file (RELEASE, raw/, split/, mapping/) and is rebuilt through ogb when any of them changes.
+    Even the first load keeps memory near one negative array: each is narrowed to int32 as it is
+    read and written into the new cache at once (without a cache, held in memory as int32).
     """
     meta = _meta(name)
     base = ogb_dataset_dir(name, root)
@@ -150,23 +156,25 @@ def load_ogb(name: str, root: str, download: bool = False, cache: bool = True) -
     sources = {s: (os.path.join(split_dir, "split_dict.pt")
                    if os.path.isfile(os.path.join(split_dir, "split_dict.pt"))
                    else os.path.join(split_dir, f"{s}.pt")) for s in SPLITS}
+    # The split files are the ones ogb's get_edge_split() reads, read here array by array: the large
+    # negative arrays are narrowed to int32 as they arrive and, when caching, written straight into
+    # the new cache folder and memory-mapped, so that the first load peaks near one array's size.
+    temp = _new_cache_folder(base) if fingerprint is not None else None
+    narrow = _NarrowIds(temp)
     try:
-        split_dict = dataset.get_edge_split()
-    except MemoryError:
+        split_dict = _read_split_files(sources, narrow)
+        if meta["is hetero"] == "True":
+            kg = _build_hetero(name, base, graph, split_dict, sources)
+        else:
+            kg = _build_homo(name, base, graph, split_dict, sources)
+        del split_dict, graph, dataset
+        kg.check_splits()
+    except BaseException:
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
         raise
-    except Exception as error:  # torch.load of a truncated or foreign file: RuntimeError, EOFError, pickle errors
-        unreadable = _unreadable_split_file(sources)
-        if unreadable is None:
-            raise
-        raise unreadable from error
-    if meta["is hetero"] == "True":
-        kg = _build_hetero(name, base, graph, split_dict, sources)
-    else:
-        kg = _build_homo(name, base, graph, split_dict, sources)
-    del split_dict, graph, dataset
-    kg.check_splits()
-    if fingerprint is not None:
-        _write_cache(kg, base, fingerprint)
+    if temp is not None:
+        _write_cache(kg, base, fingerprint, temp, narrow.written)
     return kg
 
 
@@ -195,23 +203,44 @@ def _source_fingerprint(base: str) -> Dict[str, List[int]]:
     return files
 
 
-def _write_cache(kg: KG, base: str, fingerprint: Dict[str, List[int]]) -> None:
-    """Write the cache into a temporary folder and rename it into place (a reader never sees half)."""
-    import json
-    import shutil
+def _new_cache_folder(base: str) -> Optional[str]:
+    """A fresh temporary folder beside the cache (renamed into place when complete), or None if none can be made."""
     import tempfile
 
+    try:
+        os.makedirs(os.path.join(base, "processed"), exist_ok=True)
+        return tempfile.mkdtemp(dir=os.path.join(base, "processed"), prefix=".kbit_cache.")
+    except OSError as error:
+        log.warning("could not create a folder for the compact cache under %s (%s)", base, error)
+        return None
+
+
+def _write_cache(kg: KG, base: str, fingerprint: Dict[str, List[int]], temp: str,
+                 written: Sequence["_LargeIds"] = ()) -> None:
+    """Complete the cache in ``temp`` and rename it into place (a reader never sees half).
+
+    ``written``: negative arrays already narrowed into files of ``temp`` while reading; those the KG
+    holds unchanged are renamed into place instead of written again.
+    """
+    import json
+
     target = _cache_dir(base)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    temp = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=".kbit_cache.")
     try:
         for split in SPLITS:
             np.save(os.path.join(temp, f"{split}.npy"), kg.split(split).numpy())
         for split, arrays in kg.negatives.items():
             for key, value in arrays.items():
+                path = os.path.join(temp, f"{split}_{key}.npy")
+                same = next((ids for ids in written if ids.path is not None and ids.loaded is value), None)
+                if same is not None:
+                    os.replace(same.path, path)
+                    continue
                 if int(value.max()) >= 2 ** 31:
                     raise OverflowError("entity ids beyond int32")
-                np.save(os.path.join(temp, f"{split}_{key}.npy"), value.numpy().astype(np.int32))
+                np.save(path, value.numpy().astype(np.int32, copy=False))
+        for ids in written:  # narrowed while reading but not kept as they were (biokg's local ids)
+            if ids.path is not None and os.path.exists(ids.path):
+                os.remove(ids.path)
         if kg.entity_type is not None:
             np.save(os.path.join(temp, "entity_type.npy"), kg.entity_type.numpy())
         for what, names in (("entity", kg.entity_names), ("relation", kg.relation_names)):
@@ -231,6 +260,7 @@ def _write_cache(kg: KG, base: str, fingerprint: Dict[str, List[int]]) -> None:
     except (OSError, OverflowError, ValueError) as error:  # no cache is no error: the next load goes through ogb
         log.warning("%s: could not write the compact cache %s (%s)", kg.name, target, error)
         shutil.rmtree(temp, ignore_errors=True)
+        # The KG may hold memory maps of files in ``temp``: they stay readable after the unlink.
 
 
 def _read_cache(name: str, base: str, fingerprint: Dict[str, List[int]]) -> Optional[KG]:
@@ -348,8 +378,15 @@ def _no_ogb_prompts() -> Iterator[None]:
 _ABSENT = object()
 
 
-def _ids(value: Any, source: str, key: str, ndim: int) -> torch.Tensor:
-    """An integer id array (numpy, tensor or list) as an int64 tensor of ``ndim`` dimensions."""
+def _ids(value: Any, source: str, key: str, ndim: int) -> Any:
+    """An integer id array (numpy, tensor or list) as an int64 tensor of ``ndim`` dimensions.
+
+    A :class:`_LargeIds` (a large array narrowed while reading) is returned as it is, after the shape check.
+    """
+    if isinstance(value, _LargeIds):
+        if value.dim() != ndim:
+            raise KGFormatError(f"{source}: {key!r} must be {ndim}-dimensional, got shape {value.shape}")
+        return value
     if isinstance(value, torch.Tensor):
         tensor = value.detach().cpu()
     else:
@@ -378,29 +415,95 @@ def _field(split: Dict[str, Any], source: str, key: str) -> Any:
     return split[key]
 
 
-def _unreadable_split_file(sources: Dict[str, str]) -> Optional[KGFormatError]:
-    """After ogb's ``get_edge_split`` failed: the error for the first split file torch.load cannot read.
+class _LargeIds:
+    """A large id array of a split file, narrowed to int32 as it was read: in memory, or in an ``.npy`` file.
 
-    ogb loads all three files in one call and torch's error does not name the file, so each one is
-    loaded again (only on this failure path) to find it. None when every file loads on its own.
+    ``low`` / ``high`` are its smallest and largest ids, so range checks need not read it again.
     """
+
+    def __init__(self, shape: Tuple[int, ...], low: int, high: int, array: Optional[np.ndarray] = None,
+                 path: Optional[str] = None) -> None:
+        self.shape, self.low, self.high, self.path = tuple(shape), low, high, path
+        self._array = array
+        self.loaded: Optional[torch.Tensor] = None
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    def tensor(self) -> torch.Tensor:
+        """The ids as an int32 tensor; a file is memory-mapped copy-on-write (pages are read as used)."""
+        if self.loaded is None:
+            array = self._array if self._array is not None else np.load(self.path, mmap_mode="c")
+            self.loaded = torch.from_numpy(array)
+            self._array = None
+        return self.loaded
+
+
+class _NarrowIds:
+    """``on_array`` for :func:`torchfile.load_id_arrays`: (n, K) negatives become int32 copies, written to
+    ``folder`` when given; other arrays are copied as they are."""
+
+    def __init__(self, folder: Optional[str]) -> None:
+        self.folder = folder
+        self.written: List[_LargeIds] = []
+
+    def __call__(self, array: np.ndarray) -> Any:
+        if array.ndim != 2:  # triple columns: kept as int64 arrays (16M per column for wikikg2's train)
+            return array.copy()
+        low, high = int(array.min()), int(array.max())
+        if low < -2 ** 31 or high >= 2 ** 31:
+            return array.copy()  # not narrowable: kept as read, and the range check names the bad id
+        narrowed = array.astype(np.int32)
+        if self.folder is None:
+            return _LargeIds(array.shape, low, high, array=narrowed)
+        path = os.path.join(self.folder, f".read-{len(self.written)}.npy")
+        np.save(path, narrowed)
+        ids = _LargeIds(array.shape, low, high, path=path)
+        self.written.append(ids)
+        return ids
+
+
+def _read_split_files(sources: Dict[str, str], narrow: _NarrowIds) -> Dict[str, Any]:
+    """``{split: dict of arrays}`` from the files ogb's ``get_edge_split`` reads, large arrays narrowed.
+
+    ``split_dict.pt`` (when present) holds all three splits, as in ogb; otherwise one file per split.
+    """
+    from .torchfile import load_id_arrays
+
+    loaded: Dict[str, Any] = {}
     for path in dict.fromkeys(sources.values()):
         try:
-            torch.load(path, map_location="cpu", weights_only=False)  # the same trust as ogb's own load
+            loaded[path] = load_id_arrays(path, narrow)
         except MemoryError:
             raise
-        except Exception as error:
-            return KGFormatError(f"{path}: torch.load cannot read it ({type(error).__name__}: {error}); expected "
-                                 f"a torch.save'd dict of id arrays as in OGB's release. The file may be truncated "
-                                 f"or damaged: download or unpack it again")
-    return None
+        except Exception as error:  # a truncated or foreign file: pickle, zip, EOF or torch errors
+            raise KGFormatError(f"{path}: torch.load cannot read it ({type(error).__name__}: {error}); expected "
+                                f"a torch.save'd dict of id arrays as in OGB's release. The file may be truncated "
+                                f"or damaged: download or unpack it again") from error
+    split_dict = {}
+    for split, path in sources.items():
+        content = loaded[path]
+        if os.path.basename(path) == "split_dict.pt":
+            content = content.get(split) if isinstance(content, dict) else None
+        if content is not None:
+            split_dict[split] = content
+    return split_dict
+
+
+def _large_tensor(values: Any) -> torch.Tensor:
+    return values.tensor() if isinstance(values, _LargeIds) else values
 
 
 def _check_range(values: torch.Tensor, low: int, high: int, source: str, what: str, why: str = "") -> None:
     """KGFormatError naming file, row (and column for (n, K) arrays), the id and the allowed range.
 
     Runs before anything sized by the ids is allocated: it only builds a mask of ``values``' shape.
+    Narrowed arrays are checked by their recorded smallest and largest id, without reading them.
     """
+    if isinstance(values, _LargeIds):
+        if low <= values.low and values.high < high:
+            return
+        values = values.tensor()
     bad = (values < low) | (values >= high)
     if bool(bad.any()):
         index = tuple(int(i) for i in bad.nonzero()[0])
@@ -520,7 +623,7 @@ def _build_homo(name: str, base: str, graph: Dict[str, Any], split_dict: Dict[st
             _check_range(negs[0], 0, num_entities, sources[split], "head_neg id")
             _check_range(negs[1], 0, num_entities, sources[split], "tail_neg id")
             if split != "train":
-                negatives[split] = {"head_neg": negs[0], "tail_neg": negs[1]}
+                negatives[split] = {"head_neg": _large_tensor(negs[0]), "tail_neg": _large_tensor(negs[1])}
         relations[split] = relation
         triples[split] = torch.stack([head, relation, tail], dim=1)
     reltype = graph.get("edge_reltype")
@@ -570,6 +673,7 @@ def _build_hetero(name: str, base: str, graph: Dict[str, Any], split_dict: Dict[
         if negs is not None:
             converted = {}
             for key, neg, types in (("head_neg", negs[0], type_ids[0]), ("tail_neg", negs[1], type_ids[1])):
+                neg = _large_tensor(neg)
                 bad = (neg < 0) | (neg >= counts[types][:, None])
                 if bool(bad.any()):
                     row, col = (int(i) for i in bad.nonzero()[0])
