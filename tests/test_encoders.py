@@ -100,6 +100,30 @@ def test_grouped_relgraphconv_equals_dgl_relgraphconv(kg, regularizer, on_block)
         torch.testing.assert_close(p_grouped.grad, p_ref.grad, rtol=1e-5, atol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize("regularizer", ["basis", "bdd", None])
+def test_grouped_relgraphconv_with_many_relations_of_skewed_counts(regularizer):
+    """Relations of 1 to ~300 edge pairs (many buckets of the batched products), some absent."""
+    torch.manual_seed(1)
+    num_types, num_nodes = 40, 90
+    counts = (torch.rand(num_types) ** 4 * 300).long() * (torch.rand(num_types) > 0.2)
+    etypes = torch.repeat_interleave(torch.arange(num_types), counts)
+    src, dst = torch.randint(0, num_nodes, (2, len(etypes)))
+    graph = dgl.graph((src, dst), num_nodes=num_nodes)
+    kwargs = dict(regularizer=regularizer, num_bases=4 if regularizer else None, self_loop=False)
+    reference, grouped = RelGraphConv(8, 8, num_types, **kwargs), GroupedRelGraphConv(8, 8, num_types, **kwargs)
+    grouped.load_state_dict(reference.state_dict())
+    feats = [torch.randn(num_nodes, 8, requires_grad=True) for _ in range(2)]
+    with torch.no_grad():
+        feats[1].copy_(feats[0])
+    outputs = [conv(graph, feat, etypes, edge_norm(graph)) for conv, feat in zip((reference, grouped), feats)]
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
+    for out in outputs:
+        out.square().sum().backward()
+    torch.testing.assert_close(feats[1].grad, feats[0].grad, rtol=1e-4, atol=1e-5)
+    for (name, p_ref), (_, p_grouped) in zip(reference.named_parameters(), grouped.named_parameters()):
+        torch.testing.assert_close(p_grouped.grad, p_ref.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_bdd_needs_divisible_width(kg):
     with pytest.raises(ValueError, match="divisible"):
         model_from_config(encoder_config(regularizer="bdd", num_bases=5), kg)
