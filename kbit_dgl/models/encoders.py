@@ -194,22 +194,15 @@ class GroupedRelGraphConv(RelGraphConv):
     gradients against ``RelGraphConv``.
     """
 
-    def relation_weights(self, types: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(len(types), in, out) weights of relations ``types`` (default: all), as ``TypedLinear`` applies them.
-
-        Only the relations asked for are composed: a sampled block of wikikg2 (1,070 edge types) uses
-        a fraction of them, and composing all would cost 171 MB and its gradient per layer and step.
-        """
+    def relation_weights(self) -> torch.Tensor:
+        """(num_types, in, out) weight of every relation, as ``TypedLinear`` applies it."""
         linear = self.linear_r
         if linear.regularizer == "bdd":
-            W = linear.W if types is None else linear.W[types]
-            blocks = W.view(-1, linear.num_bases, linear.submat_in, linear.submat_out)
+            blocks = linear.W.view(linear.num_types, linear.num_bases, linear.submat_in, linear.submat_out)
             eye = torch.eye(linear.num_bases, dtype=blocks.dtype, device=blocks.device)
-            return torch.einsum("rbio,bc->rbico", blocks, eye).reshape(-1, linear.in_size, linear.out_size)
-        if linear.regularizer == "basis":
-            coeff = linear.coeff if types is None else linear.coeff[types]
-            return (coeff @ linear.W.view(linear.num_bases, -1)).view(-1, linear.in_size, linear.out_size)
-        return linear.W if types is None else linear.W[types]
+            return torch.einsum("rbio,bc->rbico", blocks, eye).reshape(linear.num_types, linear.in_size,
+                                                                        linear.out_size)
+        return linear.get_weight()
 
     def forward(self, g, feat, etypes, norm=None, *, presorted=False):
         src, dst = g.edges()
@@ -219,7 +212,10 @@ class GroupedRelGraphConv(RelGraphConv):
         to_pairs = dgl.heterograph({("node", "edge", "pair"): (src, pair_of_edge)},
                                    {"node": g.num_src_nodes(), "pair": len(pairs)})
         sums = dgl.ops.copy_u_sum(to_pairs, feat) if norm is None else dgl.ops.u_mul_e_sum(to_pairs, feat, norm)
-        messages = self._relation_products(sums, pairs // num_dst)
+        counts = torch.bincount(pairs // num_dst, minlength=self.linear_r.num_types).tolist()
+        parts = [part @ weight for part, weight in zip(torch.split(sums, counts), self.relation_weights().unbind(0))
+                 if part.shape[0]]
+        messages = torch.cat(parts) if parts else sums.new_zeros(0, self.linear_r.out_size)
         h = feat.new_zeros(num_dst, messages.shape[1]).index_add_(0, pairs % num_dst, messages)
         if self.layer_norm:
             h = self.layer_norm_weight(h)
@@ -231,33 +227,6 @@ class GroupedRelGraphConv(RelGraphConv):
             h = self.activation(h)
         return self.dropout(h)
 
-    def _relation_products(self, sums: torch.Tensor, relation: torch.Tensor) -> torch.Tensor:
-        """Row i of ``sums`` times the weight of relation ``relation[i]`` (rows sorted by relation).
-
-        Relations are bucketed by their row count (powers of two) and each bucket is one batched
-        product of its relations' rows, padded to the bucket's largest count (at most twice the
-        work), against their weights: ~20 products instead of one per relation, which cost a
-        Python round trip each (wikikg2's sampled blocks hold ~1,000 relations of a few rows).
-        """
-        num_rows = sums.shape[0]
-        out_size = self.linear_r.out_size
-        if num_rows == 0:
-            return sums.new_zeros(0, out_size)
-        types, counts = torch.unique_consecutive(relation, return_counts=True)
-        starts = torch.cumsum(counts, 0) - counts
-        buckets = torch.ceil(torch.log2(counts.double())).long()
-        padded = torch.cat([sums, sums.new_zeros(1, sums.shape[1])])  # row num_rows: the padding's zeros
-        weights = self.relation_weights(types)
-        sources, products = [], []
-        for bucket in torch.unique(buckets).tolist():
-            members = (buckets == bucket).nonzero().squeeze(1)
-            count = counts[members]
-            offsets = torch.arange(int(count.max()), device=sums.device)
-            rows = starts[members, None] + offsets
-            rows = torch.where(offsets < count[:, None], rows, num_rows)
-            products.append(torch.bmm(padded[rows], weights[members]).flatten(0, 1))
-            sources.append(rows.flatten())
-        return sums.new_zeros(num_rows + 1, out_size).index_add(0, torch.cat(sources), torch.cat(products))[:num_rows]
 
 @register_encoder("rgcn")
 class RGCNEncoder(GraphEncoder):
