@@ -156,3 +156,66 @@ def test_adam_takes_torchs_step_where_the_kernel_does_not_apply():
     assert not optimizer._native_ok()
     optimizer.step()
     assert torch.all(param.data < 1)
+
+
+# ------------------------------------------------------------------- distances from packed k-bit codes
+
+def _packed(name, spec, entities, dim, normal=False):
+    """The packed-code row source of a quantized random model (even where evaluation would decode it whole)."""
+    from kbit_dgl.models.model import build_model
+    from kbit_dgl.quant import quantize_model
+    from kbit_dgl.quant.embedding import PackedRows
+
+    model = build_model(name, entities, 3, dim, 6.0)
+    if normal:
+        with torch.no_grad():
+            model.entity.weight.normal_()
+    quantized = quantize_model(model, spec)
+    return PackedRows(quantized.entity, quantized.decoder.prepare_entities, name)
+
+
+PACKED_SPECS = [(4, "int", 8), (2, "int", 16), (8, "int", 8), (1, "int_asym", 4), (4, "int_asym", 8),
+                (4, "quantile", 8), (2, "quantile", 0), (8, "int_asym", 6), (2, "float", 16)]
+
+
+@pytest.mark.parametrize("bits,dtype,block", PACKED_SPECS)
+@pytest.mark.parametrize("name", ["l1", "l2", "dot"])
+def test_packed_ids_equal_the_decoded_rows_distances(bits, dtype, block, name):
+    """Byte-aligned codes with symmetric, asymmetric (offsets) and quantile codebooks, blocks that do
+    and do not divide the width (20 numbers, blocks of 6 / 8), and per-row scales (block 0)."""
+    from kbit_dgl.models.kernels import _ROWS
+    from kbit_dgl.quant import QuantSpec
+
+    torch.manual_seed(bits + block)
+    source = _packed("transe", QuantSpec(bits, dtype, block), 50, 20, normal=True)
+    assert source.native_layout() is not None
+    query, ids = torch.randn(7, 20), torch.randint(50, (7, 33))
+    got = native.packed_ids(name, (query,), ids, source)
+    expected = _ROWS[name](query, source[ids])
+    assert got is not None and got.shape == (7, 33)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_packed_ids_step_aside_where_they_do_not_apply():
+    from kbit_dgl.quant import QuantSpec
+
+    def source(name, spec):
+        return _packed(name, spec, 30, 16)
+    ids, query = torch.randint(30, (4, 5)), torch.randn(4, 16)
+    assert source("transe", QuantSpec(3, "int", 8)).native_layout() is None  # codes straddle bytes
+    assert source("transe", QuantSpec(16)).native_layout() is None  # stored as float16 numbers, not codes
+    assert source("pairre", QuantSpec(4, "int", 8)).native_layout() is None  # rows are normalised first
+    packed = source("transe", QuantSpec(4, "int", 8))
+    assert native.packed_ids("complex_l1", (query, query), ids, packed) is None
+    assert native.packed_ids("l1", (query.requires_grad_(),), ids, packed) is None
+    assert native.packed_ids("l1", (query.detach().double(),), ids, packed) is None
+
+
+def test_packed_ids_decode_a_code_beyond_the_codebook_to_nan():
+    from kbit_dgl.quant import QuantSpec
+
+    packed = _packed("transe", QuantSpec(4, "int", 8), 30, 16)
+    assert len(packed.tensors[1]) == 15  # symmetric 4-bit: codes 0..14
+    packed.tensors[0][2, 0] = 0xFF  # codes 15 and 15
+    distances = native.packed_ids("l1", (torch.randn(2, 16),), torch.tensor([[2, 3], [1, 2]]), packed)
+    assert torch.isnan(distances[0, 0]) and torch.isnan(distances[1, 1]) and torch.isfinite(distances[0, 1])

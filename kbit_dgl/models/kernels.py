@@ -227,6 +227,9 @@ def pairwise_ids(name: str, query_args, table, ids: torch.Tensor) -> torch.Tenso
     queries = len(query_args)
     step = max(1, CHUNK_ELEMENTS // max(ids.shape[1] * table.shape[1], 1))
     if isinstance(table, RowSource):
+        result = native.packed_ids(name, query_args, ids, table)  # byte-aligned k-bit codes on the CPU
+        if result is not None:
+            return result
         function = _source_kernel(_ROWS[name], queries, table)
         args = (*query_args, ids, *table.tensors)
 

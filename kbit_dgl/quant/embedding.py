@@ -117,6 +117,27 @@ class PackedRows(RowSource):
         self.tensors = tuple(tensors)
         self.key = ("packed", spec.bits, spec.is_float, self.width, self.dim, len(tensors), prepare_key)
 
+    def native_layout(self) -> Optional[dict]:
+        """The stored tensors for ``models.native.packed_ids`` (CPU, 1/2/4/8-bit codes, no ``prepare``), else None."""
+        from ..models.decoders import Decoder
+
+        identity = self.prepare is None or getattr(self.prepare, "__func__", None) is Decoder.prepare_entities
+        if self.spec.is_float or 8 % self.spec.bits or not identity:
+            return None
+        codes, codebook, *rest = self.tensors
+        if codes.dtype != torch.uint8 or codes.device.type != "cpu":
+            return None
+        # a codebook may have fewer entries than 2**bits (symmetric int: 2**bits - 1); codes beyond it
+        # (a damaged table) decode to NaN, which evaluation refuses, where the compiled path raises
+        missing = codebook.new_full((2 ** self.spec.bits - len(codebook),), float("nan"))
+        codebook = torch.cat([codebook.float(), missing])
+        layout = {"codes": codes.contiguous(), "codebook": codebook.contiguous(), "bits": self.spec.bits}
+        if rest:
+            layout.update(scales=rest[0].float().contiguous(), width=self.width)
+            if len(rest) > 1:
+                layout["offsets"] = rest[1].float().contiguous()
+        return layout
+
     def rows(self, ids: torch.Tensor, codes: torch.Tensor, codebook: Optional[torch.Tensor] = None,
              scales: Optional[torch.Tensor] = None, offsets: Optional[torch.Tensor] = None) -> torch.Tensor:
         flat = ids.reshape(-1)
