@@ -129,6 +129,25 @@ def test_filtered_ranks_from_packed_blocks_equal_the_dequantized_models(name, mo
         assert torch.equal(got[direction], expected[direction]), direction
 
 
+@pytest.mark.parametrize("name", ["transe", "transe_l2", "distmult", "complex"])
+def test_a_few_queries_score_packed_rows_by_id_with_the_dequantized_models_ranks(name, monkeypatch):
+    """Batches of up to BY_ID_QUERIES queries score the codes by id in the native kernel (targets too)."""
+    from kbit_dgl.eval import ranking
+    from kbit_dgl.models import native
+
+    calls = []
+    real = native.packed_ids
+    monkeypatch.setattr(native, "packed_ids", lambda *args: calls.append(args[0]) or real(*args))
+    monkeypatch.setattr(ranking, "BLOCK_ROWS", 7)
+    kg = filtered_kg()
+    quantized, reference = quantized_pair(name, QuantSpec(4, "int", 8))
+    got = ranking.filtered_ranks(quantized, kg.test, kg.filter_index, batch_size=ranking.BY_ID_QUERIES)
+    expected = ranking.filtered_ranks(reference, kg.test, kg.filter_index, batch_size=ranking.BY_ID_QUERIES)
+    assert calls and set(calls) == {quantized.decoder.candidate_kernel}
+    for direction in ("tail", "head"):
+        assert torch.equal(got[direction], expected[direction]), direction
+
+
 @pytest.mark.parametrize("name", ["transe", "rotate", "complex"])
 def test_top_k_from_packed_blocks_equals_the_dequantized_models(name, monkeypatch):
     from kbit_dgl.eval import ranking

@@ -16,12 +16,23 @@ import torch
 
 from ..data.kg import FilterIndex
 from ..errors import NonFiniteError
+from ..models import native
 from ..models.kernels import RowSource
 
 HITS_AT = (1, 3, 10)
 # rows of a k-bit table decoded at once when scoring against every entity (a RowSource's block):
 # with 256 queries the scores of a block take 64 MiB, the decoded block 256 KiB per number in a row
 BLOCK_ROWS = 1 << 16
+# up to this many queries score a k-bit table's rows by id in the native kernel instead of decoding
+# each block once for all of them: with few queries there is no decoding to share (one query against
+# 2.5M 4-bit rows: ~1 s instead of 3.8 s)
+BY_ID_QUERIES = 8
+
+
+def _by_id(model, rows, num_queries: int) -> bool:
+    return (isinstance(rows, RowSource) and num_queries <= BY_ID_QUERIES and native.enabled()
+            and getattr(model.decoder, "candidate_kernel", None) in native.PACKED_KINDS
+            and rows.native_layout() is not None)
 
 
 def rank_from_scores(scores: torch.Tensor, targets: torch.Tensor,
@@ -59,9 +70,14 @@ def score_blocks(model, anchors: torch.Tensor, relation_ids: torch.Tensor, rows,
     if not isinstance(rows, RowSource):
         yield 0, model.score_candidates(anchors, relation_ids, rows, direction)
         return
+    by_id = _by_id(model, rows, len(anchors))
     for start in range(0, len(rows), block_rows):
-        yield start, model.score_candidates(anchors, relation_ids, rows.block(start, min(start + block_rows,
-                                                                                          len(rows))), direction)
+        stop = min(start + block_rows, len(rows))
+        if by_id:  # a few queries: each candidate decoded where the kernel reads it (see BY_ID_QUERIES)
+            ids = torch.arange(start, stop, device=anchors.device).expand(len(anchors), -1).contiguous()
+            yield start, model.score_candidate_ids(anchors, relation_ids, rows, ids, direction)
+        else:
+            yield start, model.score_candidates(anchors, relation_ids, rows.block(start, stop), direction)
 
 
 def ranks_against_all(model, anchors: torch.Tensor, relation_ids: torch.Tensor, rows, targets: torch.Tensor,
@@ -75,7 +91,10 @@ def ranks_against_all(model, anchors: torch.Tensor, relation_ids: torch.Tensor, 
         return rank_from_scores(scores, targets, filter_rows, filter_entities)
     index = torch.arange(len(targets), device=targets.device)
     # the targets' own scores, through the same kernel as the blocks: queries against their targets' rows
-    target_scores = model.score_candidates(anchors, relation_ids, rows[targets], direction).diagonal()
+    if _by_id(model, rows, len(anchors)):
+        target_scores = model.score_candidate_ids(anchors, relation_ids, rows, targets[:, None], direction)[:, 0]
+    else:
+        target_scores = model.score_candidates(anchors, relation_ids, rows[targets], direction).diagonal()
     greater = torch.zeros(len(targets), dtype=torch.float64, device=targets.device)
     equal = torch.zeros_like(greater)
     for start, scores in score_blocks(model, anchors, relation_ids, rows, direction):

@@ -16,7 +16,7 @@ reference, which is also what the tests compare every fast path against.
 from __future__ import annotations
 
 import math
-from typing import Dict, Type
+from typing import Dict, Optional, Type
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,8 @@ class Decoder(nn.Module):
 
     name = "decoder"
     distance_based = True  # scores are gamma - distance (margins make sense)
+    #: the ``kernels`` distance ``score_candidate_ids`` uses (None: several, or none of them)
+    candidate_kernel: Optional[str] = None
 
     def __init__(self, dim: int, gamma: float = 12.0):
         super().__init__()
@@ -112,6 +114,7 @@ class TransE(Decoder):
         if p not in (1, 2):
             raise ValueError(f"TransE norm p must be 1 or 2, got {p}")
         self.p = p
+        self.candidate_kernel = "l1" if p == 1 else "l2"
 
     def _score(self, head, relation, tail):
         return self.gamma - torch.linalg.vector_norm(head + relation - tail, ord=self.p, dim=-1)
@@ -182,6 +185,7 @@ class DistMult(Decoder):
 
     name = "distmult"
     distance_based = False
+    candidate_kernel = "dot"
 
     def init_entities(self, weight):
         nn.init.xavier_uniform_(weight)
@@ -210,6 +214,7 @@ class ComplEx(Decoder):
 
     name = "complex"
     distance_based = False
+    candidate_kernel = "dot"
 
     def __init__(self, dim: int, gamma: float = 12.0):
         if dim % 2:

@@ -96,6 +96,10 @@ class RowSource:
     def rows(self, ids: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def native_layout(self) -> Optional[dict]:
+        """The stored tensors in the form ``native.packed_ids`` reads, or None (the default: it cannot)."""
+        return None
+
     @property
     def shape(self):
         return (self.num_rows, self.dim)
