@@ -24,8 +24,8 @@ HITS_AT = (1, 3, 10)
 # with 256 queries the scores of a block take 64 MiB, the decoded block 256 KiB per number in a row
 BLOCK_ROWS = 1 << 16
 # up to this many queries score a k-bit table's rows by id in the native kernel instead of decoding
-# each block once for all of them: with few queries there is no decoding to share (one query against
-# 2.5M 4-bit rows: ~1 s instead of 3.8 s)
+# each block once for all of them: with few queries there is no decoding to share (one query's top-10
+# over 2.5M 4-bit rows of dim 500: p50 656 ms instead of 3.8 s; results/bench/kbit_serving_topk.json)
 BY_ID_QUERIES = 8
 
 

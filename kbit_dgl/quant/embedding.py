@@ -118,7 +118,14 @@ class PackedRows(RowSource):
         self.key = ("packed", spec.bits, spec.is_float, self.width, self.dim, len(tensors), prepare_key)
 
     def native_layout(self) -> Optional[dict]:
-        """The stored tensors for ``models.native.packed_ids`` (CPU, 1/2/4/8-bit codes, no ``prepare``), else None."""
+        """The stored tensors for ``models.native.packed_ids`` (CPU, 1/2/4/8-bit codes, no ``prepare``), else None.
+
+        Built once: scoring asks for it per batch and per block of rows."""
+        if not hasattr(self, "_native_layout"):
+            self._native_layout = self._build_native_layout()
+        return self._native_layout
+
+    def _build_native_layout(self) -> Optional[dict]:
         from ..models.decoders import Decoder
 
         identity = self.prepare is None or getattr(self.prepare, "__func__", None) is Decoder.prepare_entities
