@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="fb15k-237")
     parser.add_argument("--models", nargs="+", default=["transe_l2", "distmult", "complex"])
     parser.add_argument("--bits", type=int, nargs="+", default=[8, 4, 2])
+    parser.add_argument("--dtypes", nargs="+", default=["quantile", "int"],
+                        help="our code types (kbit_dgl.quant.codebooks), each at every --bits")
     parser.add_argument("--set", nargs="*", default=[], help="training overrides (recorded)")
     parser.add_argument("--runs-dir", default=os.path.join(project_root(), "runs", "faiss"))
     parser.add_argument("--random-entities", type=int, help="compare on a random DistMult table of this many rows")
@@ -51,7 +53,7 @@ def main() -> None:
                                torch.randint(NUM_RELATIONS, (args.random_queries // 2,), generator=generator),
                                torch.randint(args.random_entities, (args.random_queries // 2,), generator=generator)],
                               1)
-        records = compare(model, triples, args.bits)
+        records = compare(model, triples, args.bits, dtypes=tuple(args.dtypes))
         key = f"random distmult {args.random_entities:,} x {args.random_dim}"
         results[key] = records
         sections.append(f"## {key} ({args.random_queries} queries, inner product)\n\n" + comparison_table(records))
@@ -65,7 +67,7 @@ def main() -> None:
             else:
                 run = api.train(args.dataset, name, out, data_dir=args.data_dir, overwrite=True, progress=False,
                                 **overrides)
-            records = compare(run.model, run.kg.test, args.bits, kg=run.kg)
+            records = compare(run.model, run.kg.test, args.bits, kg=run.kg, dtypes=tuple(args.dtypes))
             results[name] = records
             sections.append(f"## {args.dataset} {name} (dim {run.config.model.dim}; {2 * len(run.kg.test):,} test "
                             f"queries; run {out})\n\n" + comparison_table(records))
