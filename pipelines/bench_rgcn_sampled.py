@@ -1,12 +1,11 @@
 """Seconds per training step of an R-GCN encoder in sampled mode at wikikg2's size, by phase.
 
     python pipelines/bench_rgcn_sampled.py --root /tmp/standin-full --optimizers adam sparse_adam
-    PYTHONPATH=/path/to/an/older/checkout python pipelines/bench_rgcn_sampled.py ... --out before.json
 
 Loads the KG under --root (OGB's layout: the real ogbl-wikikg2 or pipelines/wikikg2_standin.py's
 stand-in), builds the model `kbit-dgl train` would build (default: DistMult on the default R-GCN,
 dim 200, `encoder.mode=sampled`), and runs the trainer's sampled step (DGL's edge DataLoader with
-shared negatives, `forward_blocks`, the loss, backward, the optimizer) for --warmup + --steps
+shared negatives, `encoder_training.sampled_batch_loss`, backward, the optimizer) for --warmup + --steps
 steps, timing sampling, forward, backward and the optimizer separately. Each optimizer runs in
 its own process. Writes results/bench/rgcn_sampled.json (or --out), with the kbit_dgl it imported.
 """
@@ -21,16 +20,13 @@ import time
 
 
 def time_steps(root: str, optimizer: str, overrides, steps: int, warmup: int) -> dict:
-    import dgl
     import torch
 
     from kbit_dgl.bench.memory import max_rss_mib
     from kbit_dgl.config import Config
     from kbit_dgl.data import load_dataset
     from kbit_dgl.train import encoder_training
-    from kbit_dgl.train import steps as train_steps
     from kbit_dgl.train.optim import make_optimizer
-    from kbit_dgl.train.sampling import chunk_layout
     from kbit_dgl.train.trainer import model_from_config
 
     kg = load_dataset("ogbl-wikikg2", root)
@@ -51,16 +47,9 @@ def time_steps(root: str, optimizer: str, overrides, steps: int, warmup: int) ->
     block_edges = []
     for step in range(warmup + steps):
         started = time.perf_counter()
-        input_nodes, pair_graph, negative_graph, blocks = next(loader)
+        batch = next(loader)
         sampled = time.perf_counter()
-        rows = model.decoder.prepare_entities(encoder.forward_blocks(blocks, model.entity(input_nodes),
-                                                                     model.relation.weight))
-        edge_ids = pair_graph.edata[dgl.EID]
-        heads, tails = pair_graph.edges()
-        num_chunks, _ = chunk_layout(len(edge_ids), cfg.negative_chunk_size)
-        loss = train_steps.batch_loss(model.decoder, rows[heads],
-                                      model.relations(encoder.graph.edata["etype"][edge_ids]), rows[tails],
-                                      rows[negative_graph.edges()[1].view(num_chunks, -1)], cfg, "tail", None)
+        loss, _ = encoder_training.sampled_batch_loss(model, batch, config, "tail")
         forward = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -71,7 +60,7 @@ def time_steps(root: str, optimizer: str, overrides, steps: int, warmup: int) ->
             for name, seconds in zip(phases, (sampled - started, forward - sampled, backward - forward,
                                               done - backward)):
                 phases[name] += seconds
-            block_edges.append([block.num_edges() for block in blocks])
+            block_edges.append([block.num_edges() for block in batch[3]])
     total = sum(phases.values())
     return {"optimizer": optimizer, "steps": steps, "seconds_per_step": round(total / steps, 4),
             "phases_seconds_per_step": {k: round(v / steps, 4) for k, v in phases.items()},

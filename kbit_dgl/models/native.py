@@ -150,7 +150,7 @@ def packed_ids(name: str, query_args: Sequence[torch.Tensor], ids: torch.Tensor,
     """
     if name not in PACKED_KINDS or len(query_args) != 1 or not enabled():
         return None
-    layout = getattr(source, "native_layout", lambda: None)()
+    layout = source.native_layout()
     query = query_args[0]
     if layout is None or (torch.is_grad_enabled() and query.requires_grad):
         return None

@@ -105,16 +105,24 @@ def _full_graph_losses(model, kg, config, generator, state, weights):
                          None if weights is None else weights[batch_ids], all_rows=all_rows), len(batch_ids)
 
 
-def _sampled_losses(model, loader, config, state, weights):
+def sampled_batch_loss(model, batch, config: Config, direction: str,
+                       weights: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, int]:
+    """``(loss, batch size)`` of one batch ``(input_nodes, pair_graph, negative_graph, blocks)`` of
+    :func:`edge_loader` with :class:`SharedUniformNegatives`: the encoder over the blocks, then the decoder."""
+    input_nodes, pair_graph, negative_graph, blocks = batch
     encoder = model.encoder
-    for input_nodes, pair_graph, negative_graph, blocks in loader:
-        rows = encoder.forward_blocks(blocks, model.entity(input_nodes), model.relation.weight)
-        rows = model.decoder.prepare_entities(rows)  # rows of the batch's nodes (pair graph's ids)
-        edge_ids = pair_graph.edata[dgl.EID]
-        heads, tails = pair_graph.edges()
-        relations = encoder.graph.edata["etype"][edge_ids]
-        num_chunks, _ = chunk_layout(len(edge_ids), config.train.negative_chunk_size)
-        negatives = negative_graph.edges()[1].view(num_chunks, -1)
-        yield steps.batch_loss(model.decoder, rows[heads], model.relations(relations), rows[tails], rows[negatives],
-                         config.train, _direction(state), None if weights is None else weights[edge_ids]), \
-            len(edge_ids)
+    rows = encoder.forward_blocks(blocks, model.entity(input_nodes), model.relation.weight)
+    rows = model.decoder.prepare_entities(rows)  # rows of the batch's nodes (pair graph's ids)
+    edge_ids = pair_graph.edata[dgl.EID]
+    heads, tails = pair_graph.edges()
+    relations = encoder.graph.edata["etype"][edge_ids]
+    num_chunks, _ = chunk_layout(len(edge_ids), config.train.negative_chunk_size)
+    negatives = negative_graph.edges()[1].view(num_chunks, -1)
+    loss = steps.batch_loss(model.decoder, rows[heads], model.relations(relations), rows[tails], rows[negatives],
+                            config.train, direction, None if weights is None else weights[edge_ids])
+    return loss, len(edge_ids)
+
+
+def _sampled_losses(model, loader, config, state, weights):
+    for batch in loader:
+        yield sampled_batch_loss(model, batch, config, _direction(state), weights)
