@@ -37,12 +37,15 @@ def cmd_train(args) -> int:
         config.apply_overrides(args.set or [])
     else:
         config = _load_config(args)
+    if args.num_procs:
+        config.train.num_procs = args.num_procs
     check_config(config)  # before the dataset is read and before anything is written
     kg = load_dataset(config.data.dataset, config.data.data_dir, config.data.seed)
     print(f"{kg.name}: {kg.summary()}", file=sys.stderr)
     metrics = train(config, kg, args.out, resume=args.resume, overwrite=args.overwrite,
                     progress=not args.no_progress)
-    print(json.dumps(_headline(metrics), indent=2))
+    if metrics is not None:  # under torchrun, rank 0 reports
+        print(json.dumps(_headline(metrics), indent=2))
     return 0
 
 
@@ -249,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--config", help="YAML file with data/model/train/eval/encoder sections")
     train_parser.add_argument("--out", required=True, help="run folder to write")
     train_parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train_parser.add_argument("--num-procs", type=int, help="training processes on this machine (train.num_procs; "
+                              "DGL's shared-memory sparse embeddings); or launch with torchrun")
     train_parser.set_defaults(func=cmd_train)
 
     def quant_options(p, required):

@@ -74,6 +74,9 @@ class TrainConfig:
     checkpoint_every_minutes: float = 0.0  # also when this many minutes passed since the last one (0 = off)
     num_threads: int = 0            # 0 = torch's default
     device: str = "auto"            # auto (cuda when a GPU is visible, else cpu) | cpu | cuda | cuda:N
+    num_procs: int = 1              # training processes on this machine (DGL's shared-memory sparse embeddings),
+                                    # see kbit_dgl/train/distributed.py; a resume needs the same number
+    dist_timeout_minutes: float = 30.0  # how long a process waits for the others (rank 0 validating) before failing
     qat_bits: int = 0               # quantisation-aware training at this many bits (0 = off), see kbit_dgl/quant
     qat_dtype: str = "int"          # int | int_asym | float | quantile (as `kbit-dgl quantize --dtype`)
     qat_block: int = 64             # numbers per scale along a row (0 = whole row); scales in fp16
@@ -209,7 +212,7 @@ class Config:
              f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {train.optimizer!r}")
         need(math.isfinite(train.lr) and train.lr > 0, f"train.lr must be finite and > 0, got {train.lr}")
         for key in ("batch_size", "num_negatives", "negative_chunk_size", "valid_every", "patience",
-                    "checkpoint_every", "lr_decay_patience"):
+                    "checkpoint_every", "lr_decay_patience", "num_procs"):
             need(getattr(train, key) >= 1, f"train.{key} must be >= 1, got {getattr(train, key)}")
         for key in ("max_epochs", "max_steps", "valid_every_steps", "checkpoint_every_steps", "num_threads",
                     "lr_decays", "qat_block"):
@@ -239,6 +242,11 @@ class Config:
              "shallow models; with model.encoder checkpoints are written at epoch ends")
         need(str(train.device).lower() in ("auto", "cpu", "cuda") or str(train.device).lower().startswith("cuda:"),
              f"train.device must be auto, cpu, cuda or cuda:N, got {train.device!r}")
+        need(math.isfinite(train.dist_timeout_minutes) and train.dist_timeout_minutes > 0,
+             f"train.dist_timeout_minutes must be finite and > 0, got {train.dist_timeout_minutes}")
+        need(train.num_procs == 1 or (not self.model.encoder and not train.qat_bits),
+             "train.num_procs > 1 trains shallow float models so far: set train.num_procs=1 with model.encoder "
+             "or train.qat_bits")
         need(evaluation.valid_sample >= 0, f"eval.valid_sample must be >= 0, got {evaluation.valid_sample}")
         need(evaluation.batch_size >= 1, f"eval.batch_size must be >= 1, got {evaluation.batch_size}")
         need(evaluation.protocol in PROTOCOLS,

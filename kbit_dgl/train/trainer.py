@@ -10,6 +10,7 @@ from encoder_training.py (full-graph or sampled message passing) and the loop is
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -44,7 +45,7 @@ from ..runs import (
     run_lock,
     write_id_maps,
 )
-from . import steps
+from . import distributed, steps
 from .optim import make_optimizer, param_groups, scale_lr
 from .sampling import epoch_permutation, subsampling_weights
 
@@ -100,6 +101,8 @@ def train(config: Config, kg: KG, run_dir: str, resume: bool = False, overwrite:
     tuner's pruning). Returns the metrics dict.
     """
     check_config(config)
+    if distributed.launched_by_torchrun():  # torchrun started this process as one of N
+        return _train_as_torchrun_rank(config, kg, run_dir, resume, overwrite, progress)
     created = not os.path.isdir(run_dir)
     try:
         with run_lock(run_dir):
@@ -116,6 +119,39 @@ def train(config: Config, kg: KG, run_dir: str, resume: bool = False, overwrite:
         if created and os.listdir(run_dir) == [".lock"]:  # refused before anything was written
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+
+
+def _train_as_torchrun_rank(config: Config, kg: KG, run_dir: str, resume: bool, overwrite: bool,
+                            progress: bool) -> Optional[Dict]:
+    """One of the N processes ``torchrun`` started: rank 0 locks and prepares the run folder as
+    :func:`train` does, every rank trains; rank 0 returns the metrics, the others None."""
+    group = distributed.join_torchrun(config.train.device, config.train.dist_timeout_minutes)
+    try:
+        if not group.is_main:
+            group.broadcast(None)  # rank 0 prepared the folder (or failed: then its error ends the job)
+            metrics = _train(config, kg, run_dir, resume, False, {}, None)
+        else:
+            with run_lock(run_dir):
+                try:
+                    prepare_run_folder(run_dir, resume, overwrite)
+                    changes = resume_changes(run_config(run_dir), config) if resume else {}
+                    kg = align_kg(run_dir, kg) if resume else kg
+                finally:
+                    group.broadcast(None)
+                handler = _attach_log(run_dir)
+                try:
+                    metrics = _train(config, kg, run_dir, resume, progress, changes, None)
+                finally:
+                    log.removeHandler(handler)
+                    handler.close()
+    except BaseException:
+        distributed._leave(together=False)  # torchrun ends the others
+        raise
+    run_name = group.run_name
+    distributed._leave()
+    if metrics is not None:
+        distributed.remove_shared_memory(run_name)
+    return metrics
 
 
 def all_finite(tensor: torch.Tensor, chunk: int = 1 << 22) -> bool:
@@ -138,9 +174,17 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
            changes: Dict[str, Tuple[object, object]],
            on_validation: Optional[Callable[[int, float], None]] = None) -> Dict:
     cfg = config.train
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    group = distributed.current()
     checkpoint_path = os.path.join(run_dir, CHECKPOINT)
+    if group is None and cfg.num_procs > 1:  # fork the N processes; each runs _train in the group
+        distributed.spawn(cfg.num_procs, cfg.device, cfg.dist_timeout_minutes,
+                          lambda: _train(config, kg, run_dir, resume, progress, changes, None), checkpoint_path)
+        with open(os.path.join(run_dir, METRICS), encoding="utf-8") as handle:
+            return json.load(handle)
+    main = group is None or group.is_main
+    progress = progress and main
+    if cfg.num_threads or group is not None:
+        torch.set_num_threads(cfg.num_threads or group.threads())
     best_path = os.path.join(run_dir, BEST_MODEL)
     checkpoint = load_torch_file(checkpoint_path, ("model", "optimizer", "generator", "state"),
                                  "checkpoint") if resume else None
@@ -150,9 +194,14 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
         if saved_optimizer != cfg.optimizer:
             raise ConfigError(f"{checkpoint_path} was written with train.optimizer={saved_optimizer}, "
                               f"the config asks for {cfg.optimizer}; resume with the same optimizer")
-    atomic_write_text(os.path.join(run_dir, CONFIG), config.to_yaml())
-    if not resume:
-        write_id_maps(run_dir, kg)
+        saved_procs = checkpoint.get("num_procs", 1)
+        if saved_procs != cfg.num_procs:
+            raise ConfigError(f"{checkpoint_path} was written by {saved_procs} training process(es), the config asks "
+                              f"for train.num_procs={cfg.num_procs}; resume with train.num_procs={saved_procs}")
+    if main:
+        atomic_write_text(os.path.join(run_dir, CONFIG), config.to_yaml())
+        if not resume:
+            write_id_maps(run_dir, kg)
     for warning in getattr(kg, "warnings", []):
         log.warning("data: %s", warning)
     fingerprint = kg_fingerprint(kg)
@@ -162,15 +211,26 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
         raise ConfigError(f"train.device={cfg.device}: runs with a GNN encoder train on the CPU here (DGL's PyPI "
                           f"wheel is CPU-only); use train.device=cpu")
     model = model_from_config(config, kg).to(device)
-    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
+    order_generator = generator  # draws each epoch's order of the training triples
+    if group is None:
+        optimizer = make_optimizer(model, cfg.optimizer, cfg.lr)
+    else:  # the entity table in shared memory, DGL's sparse optimizer; each rank draws its own negatives
+        distributed.share_tables(model, group)
+        optimizer = distributed.make_optimizer(model, cfg.optimizer, cfg.lr, group)
+        order_generator = torch.Generator().manual_seed(cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed + 1_000_003 * (group.rank + 1))
     state = {"epoch": 0, "step": 0, "best_valid_mrr": -1.0, "best_epoch": 0, "bad_validations": 0,
              "train_seconds": 0.0, "warmup_seconds": 0.0, "warmup_triples": 0, "history": [],
              "stopped_early": False}
     if resume:
         load_state(model, checkpoint["model"], checkpoint_path)
         optimizer.load_state_dict(checkpoint["optimizer"])
-        generator.set_state(checkpoint["generator"])
+        if group is None:
+            generator.set_state(checkpoint["generator"])
+        else:
+            generator.set_state(checkpoint["generators"][group.rank])
+            order_generator.set_state(checkpoint["order_generator"])
         if "torch_rng" in checkpoint:  # encoder runs: dropout and DGL's shuffles draw from torch's generator
             torch.set_rng_state(checkpoint["torch_rng"])
         state = {"warmup_seconds": 0.0, "warmup_triples": 0, **checkpoint["state"]}
@@ -183,15 +243,22 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
             record = {key: [old, new] for key, (old, new) in changes.items()}
             state.setdefault("resume_changes", []).append({"epoch": state["epoch"], "step": state["step"], **record})
         if "train.lr" in changes:  # the optimizer state restored the old rate: set the asked one
-            for group in param_groups(optimizer):
-                group["lr"] = cfg.lr
+            for param_group in param_groups(optimizer):
+                param_group["lr"] = cfg.lr
             state.setdefault("lr_decays", []).append({"epoch": state["epoch"], "lr": cfg.lr, "reason": "resume"})
         del checkpoint
 
     def save_checkpoint():
+        """Every rank calls this; rank 0 writes (with every rank's negative generator)."""
+        generators = None if group is None else group.gather(generator.get_state())
+        if not main:
+            return
         checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "optimizer_name": cfg.optimizer, "generator": generator.get_state(), "state": state,
                       "id_maps": fingerprint}
+        if group is not None:
+            checkpoint.update(num_procs=group.world_size, generators=generators,
+                              order_generator=order_generator.get_state())
         if model.encoder is not None:
             checkpoint["torch_rng"] = torch.get_rng_state()
         atomic_torch_save(checkpoint_path, checkpoint)
@@ -206,18 +273,24 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
         """One epoch's (loss, batch size) steps; ``skip`` batches already ran (a mid-epoch resume):
         the epoch's order is drawn again from the generator state it was drawn from."""
         if skip:
-            current = generator.get_state()
-            generator.set_state(state["epoch_generator"])
+            current = order_generator.get_state()
+            order_generator.set_state(state["epoch_generator"])
         else:
-            state["epoch_generator"] = generator.get_state()
-        order = epoch_permutation(len(train_triples), generator)
+            state["epoch_generator"] = order_generator.get_state()
+        order = epoch_permutation(len(train_triples), order_generator)
         if skip:
-            generator.set_state(current)
+            order_generator.set_state(current)
         for batch_ids in order.split(cfg.batch_size)[skip:]:
+            size = len(batch_ids)
+            if group is not None:  # this rank's share of the batch
+                batch_ids = batch_ids.tensor_split(group.world_size)[group.rank]
+                if not len(batch_ids):
+                    yield None, size
+                    continue
             batch_ids = batch_ids.to(device)
             direction = "tail" if state["step"] % 2 == 0 else "head"
             yield steps.train_step(model, train_triples[batch_ids], config, generator, direction,
-                                   None if weights is None else weights[batch_ids]), len(batch_ids)
+                                   None if weights is None else weights[batch_ids]), size
 
     if model.encoder is None:
         epoch_losses = shallow_losses
@@ -243,7 +316,19 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
     last_checkpoint_time = time.perf_counter()
 
     def validate(label: str) -> Dict:
-        """Validate, keep the best model, count plateaus; returns the valid metrics."""
+        """Validate, keep the best model, count plateaus; returns the valid metrics. With N processes
+        rank 0 validates and the others take its state and learning rates."""
+        valid = validate_here(label) if main else None
+        if group is not None:
+            synced, valid, rates = group.broadcast((state, valid, [g["lr"] for g in param_groups(optimizer)]))
+            if not main:
+                state.clear()
+                state.update(synced)
+                for param_group, rate in zip(param_groups(optimizer), rates):
+                    param_group["lr"] = rate
+        return valid
+
+    def validate_here(label: str) -> Dict:
         _check_finite(model, f"at {label}", checkpoint_path)
         valid = evaluate_model(model, valid_kg, "valid", config)
         loss = state["epoch_loss"] / max(state["epoch_triples"], 1)
@@ -264,7 +349,8 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
 
     def checkpoint(label: str) -> None:
         nonlocal last_checkpoint_time
-        _check_finite(model, f"at {label}", checkpoint_path)
+        if main:
+            _check_finite(model, f"at {label}", checkpoint_path)
         save_checkpoint()
         last_checkpoint_time = time.perf_counter()
 
@@ -276,12 +362,15 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
     while not finished():
         last = time.perf_counter()
         for loss, batch_size in epoch_losses(state["batch_in_epoch"]):
-            if not torch.isfinite(loss):
+            if loss is None:  # this rank's share of a last batch smaller than the number of processes
+                loss = torch.zeros(())
+            elif not torch.isfinite(loss):
                 raise TrainingDivergedError(
                     f"loss became {float(loss)} at epoch {state['epoch'] + 1}, step {state['step']}; "
                     f"the last good checkpoint is {checkpoint_path} (try a smaller train.lr)")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if loss.requires_grad:
+                loss.backward()
             optimizer.step()
             state["step"] += 1
             state["batch_in_epoch"] += 1
@@ -305,13 +394,14 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
             label = f"step {state['step']} (epoch {state['epoch'] + 1})"
             if cfg.valid_every_steps and state["step"] % cfg.valid_every_steps == 0:
                 valid = validate(label)
-                if on_validation is not None:
+                if on_validation is not None and main:
                     on_validation(state["step"], valid["mrr"])
                 if state["stopped_early"]:
                     break
-            if ((cfg.checkpoint_every_steps and state["step"] % cfg.checkpoint_every_steps == 0)
-                    or (cfg.checkpoint_every_minutes
-                        and now - last_checkpoint_time >= 60 * cfg.checkpoint_every_minutes)):
+            due = bool(cfg.checkpoint_every_minutes and now - last_checkpoint_time >= 60 * cfg.checkpoint_every_minutes)
+            if group is not None and cfg.checkpoint_every_minutes:
+                due = group.broadcast(due)  # rank 0's clock decides for all
+            if due or (cfg.checkpoint_every_steps and state["step"] % cfg.checkpoint_every_steps == 0):
                 checkpoint(label)
             last = time.perf_counter()
         else:  # the epoch ran to its end
@@ -323,7 +413,7 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
                 _decay_lr(state, cfg, optimizer, "scheduled decay")
             if state["epoch"] % cfg.checkpoint_every == 0 or finished():
                 checkpoint(f"epoch {state['epoch']}")
-            if valid is not None and on_validation is not None:
+            if valid is not None and on_validation is not None and main:
                 on_validation(state["epoch"], valid["mrr"])
             continue
         # stopped inside an epoch (max_steps, or early stopping at a step validation)
@@ -334,6 +424,8 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
             validate(f"step {state['step']} (the last)")
         checkpoint(f"step {state['step']}")
     bar.close()
+    if not main:
+        return None
     if not os.path.exists(best_path):  # e.g. max_epochs == 0
         _check_finite(model, "before the first validation", checkpoint_path)
         atomic_torch_save(best_path, {"model": model.state_dict(), "epoch": state["epoch"], "id_maps": fingerprint})

@@ -1,0 +1,359 @@
+"""Training in N processes on one machine (``train.num_procs``, or launched by ``torchrun``).
+
+DGL's engine, not one of our own: the entity table is one ``dgl.nn.NodeEmbedding`` in shared
+memory, updated by DGL's sparse optimizer (``dgl.optim.SparseAdam`` for ``adam`` / ``sparse_adam``,
+``dgl.optim.SparseAdagrad`` for ``sparse_adagrad``, and row-wise Adagrad as a subclass of it for
+``rowwise_adagrad``). In DGL's CPU path each process owns the rows ``id % N``: after a step it hands
+every other process the gradients of that process's rows through shared memory, and updates its
+own rows with everything it received. The rest of the model (relation table, decoder and encoder
+weights) is replicated, and its gradients are averaged with one ``all_reduce`` per step, which is
+what ``DistributedDataParallel`` does (the training step does not run through one module's
+``forward``, so the reduction is called directly on the flattened gradients).
+
+Each process trains on its 1/N share of every batch of ``train.batch_size`` (the batches of the
+single-process run, split), with its own negatives. Rank 0 validates, checkpoints and writes the
+run folder; the others wait for it and take its decisions (early stop, learning-rate decay).
+Checkpoints hold every rank's generator, so a resume needs the same ``train.num_procs``.
+
+Differences from one process, by design: DGL's sparse optimizers update only the rows a step
+looked up (lazy Adam where one process runs dense Adam), and average a row's gradients over its
+occurrences in a step.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import socket
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..errors import ConfigError, KbitError
+
+log = logging.getLogger("kbit_dgl")
+
+_GROUP: Optional["Group"] = None
+
+
+class DistributedTrainingError(KbitError, RuntimeError):
+    """A training process failed or died; the message names it and the last checkpoint."""
+
+
+class Group:
+    """This process's place among the N: rank, world size, device, and the collectives the trainer uses."""
+
+    def __init__(self, rank: int, world_size: int, device: torch.device, run_name: str):
+        self.rank, self.world_size, self.device = rank, world_size, device
+        self.run_name = run_name  # unique per run: names the shared-memory arrays
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj``, on every rank."""
+        box = [obj if self.rank == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, obj: Any) -> List[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        boxes: List[Any] = [None] * self.world_size
+        dist.all_gather_object(boxes, obj)
+        return boxes
+
+    def threads(self) -> int:
+        """Threads per process when ``train.num_threads`` is 0: the cores this process may use, shared out."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, cores // self.world_size)
+
+
+def current() -> Optional[Group]:
+    """The group this process trains in, or None (one process)."""
+    return _GROUP
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ and _GROUP is None
+
+
+def _device_for(name: str, local_rank: int) -> torch.device:
+    from ..config import resolve_device
+
+    device = resolve_device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    return device
+
+
+def _join(rank: int, world_size: int, init_method: str, device_name: str, timeout_minutes: float,
+          run_name: str, local_rank: int) -> Group:
+    """Join the process group (gloo: DGL's CPU path exchanges the sparse gradients in shared memory,
+    and gloo reduces CPU and CUDA tensors alike) and point DGL's embedding store at its store."""
+    global _GROUP
+    try:
+        dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world_size,
+                                timeout=datetime.timedelta(minutes=timeout_minutes))
+    except (RuntimeError, ValueError) as error:
+        raise DistributedTrainingError(f"rank {rank} of {world_size} could not join the process group at "
+                                       f"{init_method}: {error} (a port in use? choose another MASTER_PORT)") from None
+    # DGL's NodeEmbedding opens its own TCPStore on the fixed port 12346 unless one is set: two runs on
+    # one machine would collide there; the process group's store serves the same purpose
+    from dgl.nn.pytorch import sparse_emb
+
+    sparse_emb._STORE = dist.distributed_c10d._get_default_store()
+    device = _device_for(device_name, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    # one compiler process per training process: torch.compile's default pool (one per core) forked
+    # inside a forked process took 40 s to warm up on 2 cores, against 0.2 s with one
+    from torch._inductor import config as inductor_config
+
+    inductor_config.compile_threads = 1
+    if rank:
+        log.setLevel(logging.WARNING)  # rank 0 reports
+    _GROUP = Group(rank, world_size, device, run_name)
+    return _GROUP
+
+
+def remove_shared_memory(run_name: str) -> None:
+    """Unlink the shared-memory arrays of a run (DGL's: the table, optimizer state, gradient buffers),
+    which outlive processes that exit without tearing them down."""
+    import glob
+
+    for path in glob.glob(f"/dev/shm/*{glob.escape(run_name)}*"):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _leave(together: bool = True) -> None:
+    """Leave the group: with ``together``, once every rank got here (rank 0 may still be testing the
+    model; a rank tearing down alone leaves the others' gloo teardown waiting for it)."""
+    global _GROUP
+    _GROUP = None
+    if dist.is_initialized():
+        if together:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _worker(rank: int, world_size: int, port: int, device_name: str, timeout_minutes: float, run_name: str,
+            target: Callable[[], Any]) -> None:
+    _join(rank, world_size, f"tcp://127.0.0.1:{port}", device_name, timeout_minutes, run_name, rank)
+    target()
+    _leave()  # a failure skips the goodbye: torch.multiprocessing ends the other processes
+
+
+def spawn(num_procs: int, device_name: str, timeout_minutes: float, target: Callable[[], Any],
+          checkpoint_path: str) -> None:
+    """Run ``target()`` in ``num_procs`` forked processes joined in a process group; returns when all
+    finished. A process that fails or dies ends the others (``torch.multiprocessing``'s watch) and
+    raises :class:`DistributedTrainingError` naming it and the last checkpoint."""
+    import torch.multiprocessing as mp
+
+    port = int(os.environ.get("MASTER_PORT") or free_port())
+    run_name = f"kbit{os.getpid()}p{port}"
+    try:
+        mp.start_processes(_worker, args=(num_procs, port, device_name, timeout_minutes, run_name, target),
+                           nprocs=num_procs, join=True, start_method="fork")
+    except mp.ProcessRaisedException as error:
+        message = str(error).strip().splitlines()
+        last = message[-1] if message else str(error)
+        raise DistributedTrainingError(f"training process {error.error_index} of {num_procs} failed: {last}; "
+                                       f"the others were stopped; the last checkpoint is {checkpoint_path}\n"
+                                       f"{error}") from None
+    except mp.ProcessExitedException as error:
+        raise DistributedTrainingError(f"training process {error.error_index} of {num_procs} died ({error}); "
+                                       f"the others were stopped; the last checkpoint is {checkpoint_path}") from None
+    finally:
+        remove_shared_memory(run_name)
+
+
+def join_torchrun(device_name: str, timeout_minutes: float) -> Group:
+    """Join the group ``torchrun`` set up in the environment (RANK, WORLD_SIZE, MASTER_ADDR/PORT)."""
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    run_name = f"kbit{os.environ.get('TORCHELASTIC_RUN_ID', 'run')}p{os.environ.get('MASTER_PORT', '0')}"
+    return _join(rank, world_size, "env://", device_name, timeout_minutes, run_name,
+                 int(os.environ.get("LOCAL_RANK", rank)))
+
+
+# --- the entity table in shared memory --------------------------------------------------------------
+
+class SharedTable(nn.Module):
+    """An embedding table as a ``dgl.nn.NodeEmbedding``: lookups record their rows for DGL's optimizer,
+    and ``weight`` is the shared tensor itself, so evaluation and checkpoints read it in place."""
+
+    def __init__(self, embedding):
+        super().__init__()
+        self.embedding = embedding
+        self.weight = nn.Parameter(embedding.weight, requires_grad=False)  # the same memory, no copy
+        self.num_embeddings, self.embedding_dim = embedding.weight.shape
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(ids, ids.device)
+
+
+def share_tables(model: nn.Module, group: Group) -> List[SharedTable]:
+    """Move ``model``'s entity and relation tables into ``NodeEmbedding`` s in shared memory (rank 0's
+    initial rows), replacing ``model.entity`` and ``model.relation``; every rank calls this."""
+    import dgl
+
+    if getattr(model, "qat", None) is not None or not all(
+            isinstance(table, nn.Embedding) for table in (model.entity, model.relation)):
+        raise ConfigError("train.num_procs > 1 trains plain float tables: quantisation-aware training "
+                          "(train.qat_bits) runs in one process")
+    shared = []
+    for name in ("entity", "relation"):
+        initial = getattr(model, name).weight.detach()
+
+        def init(table: torch.Tensor, initial=initial) -> torch.Tensor:
+            table.copy_(initial)
+            return table
+
+        embedding = dgl.nn.NodeEmbedding(initial.shape[0], initial.shape[1], f"{group.run_name}_{name}",
+                                         init_func=init)
+        setattr(model, name, SharedTable(embedding))
+        shared.append(getattr(model, name))
+    group.barrier()  # every rank attached before any update
+    return shared
+
+
+# --- optimizers --------------------------------------------------------------------------------------
+
+def _rowwise_adagrad_class():
+    import dgl
+
+    class RowwiseSparseAdagrad(dgl.optim.SparseAdagrad):
+        """DGL's SparseAdagrad (shared state, DGL's gradient exchange) with one accumulator per row,
+        as :class:`~kbit_dgl.train.optim.RowwiseAdagrad` (DGL-KE's Adagrad): state is num_entities floats."""
+
+        def setup(self, params):
+            from dgl.utils import create_shared_mem_array, get_shared_mem_array
+
+            for emb in params:
+                name, rows = emb.name, emb.weight.shape[0]
+                if self._rank < 0:
+                    state = torch.zeros(rows)
+                elif self._rank == 0:
+                    state = create_shared_mem_array(name + "_state", (rows,), torch.float32).zero_()
+                    if self._world_size > 1:
+                        emb.store.set(name + "_opt", name)
+                else:
+                    emb.store.wait([name + "_opt"])
+                    state = get_shared_mem_array(name + "_state", (rows,), torch.float32)
+                emb.set_optm_state((state,))
+
+        def update(self, idx, grad, emb):
+            rows, inverse = torch.unique(idx, return_inverse=True)
+            values = torch.zeros((len(rows), grad.shape[1]), dtype=grad.dtype, device=grad.device)
+            values.index_add_(0, inverse, grad)  # a row's gradients summed, as one process does
+            (state,) = emb.optm_state
+            state_rows = rows.to(state.device)
+            row_sum = state[state_rows].to(grad.device) + values.pow(2).mean(1)
+            state[state_rows] = row_sum.to(state.device)
+            step = values / (row_sum.sqrt_().add_(self._eps)).unsqueeze(1)
+            emb.weight.index_add_(0, state_rows, step.to(emb.weight.device), alpha=-self._lr)
+
+    return RowwiseSparseAdagrad
+
+
+class DistributedOptimizer:
+    """DGL's sparse optimizer for the shared entity table, and a replicated optimizer for the rest,
+    whose gradients are averaged across processes before each step. The learning rate lives in
+    :attr:`param_groups` (the trainer's decays change it there) and reaches DGL's optimizer at each step."""
+
+    def __init__(self, sparse, dense: Optional[torch.optim.Optimizer], dense_params: List[nn.Parameter],
+                 group: Group, lr: float):
+        self.sparse, self.dense, self.dense_params, self.group = sparse, dense, dense_params, group
+        self.sparse_group = {"lr": lr}
+
+    @property
+    def param_groups(self) -> List[Dict[str, Any]]:
+        return [self.sparse_group] + (self.dense.param_groups if self.dense is not None else [])
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.sparse.zero_grad()
+        if self.dense is not None:
+            self.dense.zero_grad(set_to_none=set_to_none)
+
+    def _average_dense_gradients(self) -> None:
+        if not self.dense_params:
+            return
+        grads = []
+        for param in self.dense_params:
+            grad = param.grad
+            if grad is None:
+                grad = torch.zeros_like(param)
+            elif grad.is_sparse:
+                grad = grad.to_dense()
+            grads.append(grad.reshape(-1))
+        flat = torch.cat(grads)
+        dist.all_reduce(flat)
+        flat /= self.group.world_size
+        for param, piece in zip(self.dense_params, flat.split([p.numel() for p in self.dense_params])):
+            param.grad = piece.view_as(param)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self._average_dense_gradients()
+        if self.dense is not None:
+            self.dense.step()
+        self.sparse._lr = self.sparse_group["lr"]
+        self.sparse.step()
+
+    def state_dict(self) -> Dict[str, Any]:
+        sparse = self.sparse.state_dict()  # the shared tensors themselves (on the CPU); rank 0 saves them
+        states = [sparse["state"][emb.name] for emb in self.sparse._params]  # by table: names differ per run
+        return {"sparse": {"states": states, "lr": self.sparse_group["lr"]},
+                "dense": self.dense.state_dict() if self.dense is not None else None,
+                "world_size": self.group.world_size}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Every rank calls this (DGL's load ends in a barrier)."""
+        sparse_state = {"state": {emb.name: tuple(saved) for emb, saved in zip(self.sparse._params,
+                                                                                state["sparse"]["states"])},
+                        "param_groups": self.sparse.param_groups}
+        self.sparse.load_state_dict(sparse_state)
+        self.sparse_group["lr"] = state["sparse"]["lr"]
+        if self.dense is not None:
+            self.dense.load_state_dict(state["dense"])
+
+
+def make_optimizer(model: nn.Module, name: str, lr: float, group: Group) -> DistributedOptimizer:
+    """The optimizer for ``train.optimizer`` ``name`` in a process group: the entity table (a
+    :class:`SharedEntityTable`) through DGL's sparse optimizer, the rest replicated."""
+    import dgl
+
+    from .optim import Adam, SparseAdagrad
+
+    tables = [model.entity, model.relation]
+    if not all(isinstance(table, SharedTable) for table in tables):
+        raise ValueError("make_optimizer needs the tables shared first (share_tables)")
+    embeddings = [table.embedding for table in tables]
+    if name in ("adam", "sparse_adam"):
+        sparse = dgl.optim.SparseAdam(embeddings, lr=lr)
+    elif name == "sparse_adagrad":
+        sparse = dgl.optim.SparseAdagrad(embeddings, lr=lr)
+    elif name == "rowwise_adagrad":
+        sparse = _rowwise_adagrad_class()(embeddings, lr=lr)
+    else:
+        raise ConfigError(f"train.optimizer={name!r} has no multi-process form")
+    dense_params = [p for p in model.parameters() if all(p is not table.weight for table in tables)]
+    dense = None
+    if dense_params:
+        dense = Adam(dense_params, lr=lr) if name in ("adam", "sparse_adam") else SparseAdagrad(dense_params, lr=lr)
+    return DistributedOptimizer(sparse, dense, dense_params, group, lr)
