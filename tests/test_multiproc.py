@@ -150,3 +150,26 @@ def test_rowwise_adagrad_on_dgl_equals_ours_for_the_same_gradient():
         (reference(ids) * upstream).sum().backward()
         ours.step()
     assert torch.allclose(embedding.weight, reference.weight, atol=1e-6)
+
+
+def test_torchrun_launches_the_cli_as_n_ranks(tsv_folder, tmp_path):
+    """``torchrun --nproc_per_node 2 -m kbit_dgl.cli train ...``: rank 0 writes the run, the other trains beside it."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(distributed.free_port()), "-m", "kbit_dgl.cli", "train", "--dataset", str(tsv_folder),
+               "--model", "transe", "--out", str(out), "--no-progress", "--set", "model.dim=16",
+               "train.max_epochs=2", "train.valid_every=1", "train.batch_size=128", "train.dist_timeout_minutes=2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count('"test"') == 1  # rank 0 reports once
+    assert torch.load(out / "checkpoint.pt")["num_procs"] == 2
+    assert (out / "metrics.json").exists() and not _leftover_shared_memory()
+    resume = command[:command.index("--dataset")] + ["--out", str(out), "--resume", "--no-progress", "--set",
+                                                     "train.max_epochs=3"]
+    resume[resume.index("--master_port") + 1] = str(distributed.free_port())
+    done = subprocess.run(resume, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert torch.load(out / "checkpoint.pt")["state"]["epoch"] == 3

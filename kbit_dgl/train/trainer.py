@@ -126,6 +126,7 @@ def _train_as_torchrun_rank(config: Config, kg: KG, run_dir: str, resume: bool, 
     """One of the N processes ``torchrun`` started: rank 0 locks and prepares the run folder as
     :func:`train` does, every rank trains; rank 0 returns the metrics, the others None."""
     group = distributed.join_torchrun(config.train.device, config.train.dist_timeout_minutes)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, num_procs=group.world_size))
     try:
         if not group.is_main:
             group.broadcast(None)  # rank 0 prepared the folder (or failed: then its error ends the job)
