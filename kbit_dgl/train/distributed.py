@@ -204,7 +204,9 @@ class SharedTable(nn.Module):
         self.num_embeddings, self.embedding_dim = embedding.weight.shape
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.embedding(ids, ids.device)
+        # the rows live in CPU shared memory; they (and, in the backward, their gradients) travel to the
+        # device of the batch (DGL's "embeddings on the CPU, compute on the GPU" mode)
+        return self.embedding(ids.to(self.weight.device), ids.device)
 
 
 def share_tables(model: nn.Module, group: Group) -> List[SharedTable]:
