@@ -244,9 +244,11 @@ class Config:
              f"train.device must be auto, cpu, cuda or cuda:N, got {train.device!r}")
         need(math.isfinite(train.dist_timeout_minutes) and train.dist_timeout_minutes > 0,
              f"train.dist_timeout_minutes must be finite and > 0, got {train.dist_timeout_minutes}")
-        need(train.num_procs == 1 or (not self.model.encoder and not train.qat_bits),
-             "train.num_procs > 1 trains shallow float models so far: set train.num_procs=1 with model.encoder "
-             "or train.qat_bits")
+        need(train.num_procs == 1 or not train.qat_bits,
+             "train.num_procs > 1 trains float tables: set train.num_procs=1 with train.qat_bits")
+        need(train.num_procs == 1 or not self.model.encoder or encoder.mode == "sampled",
+             f"train.num_procs > 1 with model.encoder needs encoder.mode=sampled (each process samples its "
+             f"share of the batches with DGL's DataLoader(use_ddp=True)), got encoder.mode={encoder.mode}")
         need(evaluation.valid_sample >= 0, f"eval.valid_sample must be >= 0, got {evaluation.valid_sample}")
         need(evaluation.batch_size >= 1, f"eval.batch_size must be >= 1, got {evaluation.batch_size}")
         need(evaluation.protocol in PROTOCOLS,

@@ -115,9 +115,21 @@ def test_a_port_in_use_is_a_clear_error_not_a_hang(small_kg, tmp_path, monkeypat
             train(_config(max_epochs=1), small_kg, str(tmp_path / "run"), progress=False)
 
 
+def test_two_processes_train_an_rgcn_encoder_on_sampled_blocks(small_kg, tmp_path):
+    config = _config(max_epochs=2, valid_every=2)
+    config.model.name = "distmult"
+    config.model.encoder = "rgcn"
+    config.encoder.mode = "sampled"
+    config.encoder.layers = 1
+    metrics = train(config, small_kg, str(tmp_path / "run"), progress=False)
+    assert metrics["epochs"] == 2 and metrics["test"]["mrr"] > 0.05
+    assert metrics["steps"] == 2 * -(-len(small_kg.train) // 128)  # each process: its half of every batch
+
+
 def test_configs_that_cannot_run_in_several_processes_are_refused():
     config = _config()
     config.model.encoder = "rgcn"
+    config.encoder.mode = "full"
     with pytest.raises(ConfigError, match="num_procs"):
         check_config(config)
     config = _config(qat_bits=4)

@@ -211,15 +211,20 @@ class SharedTable(nn.Module):
 
 def share_tables(model: nn.Module, group: Group) -> List[SharedTable]:
     """Move ``model``'s entity and relation tables into ``NodeEmbedding`` s in shared memory (rank 0's
-    initial rows), replacing ``model.entity`` and ``model.relation``; every rank calls this."""
+    initial rows), replacing ``model.entity`` and ``model.relation``; every rank calls this. An
+    encoder that reads the whole relation table each step keeps that table replicated (its gradient
+    is dense, and averaged like the encoder's weights)."""
     import dgl
 
     if getattr(model, "qat", None) is not None or not all(
             isinstance(table, nn.Embedding) for table in (model.entity, model.relation)):
         raise ConfigError("train.num_procs > 1 trains plain float tables: quantisation-aware training "
                           "(train.qat_bits) runs in one process")
+    names = ["entity", "relation"]
+    if model.encoder is not None and getattr(model.encoder, "uses_relation_table", True):
+        names = ["entity"]
     shared = []
-    for name in ("entity", "relation"):
+    for name in names:
         initial = getattr(model, name).weight.detach()
 
         def init(table: torch.Tensor, initial=initial) -> torch.Tensor:
@@ -342,8 +347,8 @@ def make_optimizer(model: nn.Module, name: str, lr: float, group: Group) -> Dist
 
     from .optim import Adam, SparseAdagrad
 
-    tables = [model.entity, model.relation]
-    if not all(isinstance(table, SharedTable) for table in tables):
+    tables = [table for table in (model.entity, model.relation) if isinstance(table, SharedTable)]
+    if not isinstance(model.entity, SharedTable):
         raise ValueError("make_optimizer needs the tables shared first (share_tables)")
     embeddings = [table.embedding for table in tables]
     if name in ("adam", "sparse_adam"):

@@ -29,7 +29,7 @@ from ..data.kg import KG
 from ..errors import ConfigError
 from ..models.encoders import GraphEncoder
 from ..models.model import KGEModel
-from . import steps
+from . import distributed, steps
 from .sampling import chunk_layout, positive_batches, uniform_negatives
 
 resolve_mode = encoder_mode  # ``full`` or ``sampled`` for ``encoder.mode`` (kbit_dgl.config)
@@ -62,16 +62,18 @@ class SharedUniformNegatives:
         return ids, ids
 
 
-def edge_loader(graph, num_train: int, fanouts, batch_size: int, negative_sampler=None, shuffle: bool = True):
+def edge_loader(graph, num_train: int, fanouts, batch_size: int, negative_sampler=None, shuffle: bool = True,
+                use_ddp: bool = False):
     """DGL DataLoader over training edges ``0 .. num_train - 1`` of ``graph`` (with inverse edges
     ``num_train ..``): yields ``(input_nodes, pair_graph, [negative_graph,] blocks)`` whose blocks
-    exclude the batch's edges and their inverses."""
+    exclude the batch's edges and their inverses. ``use_ddp``: this process's share of the edges
+    (DGL's ``DataLoader(use_ddp=True)``, in a ``torch.distributed`` group)."""
     reverse_eids = torch.cat([torch.arange(num_train, 2 * num_train), torch.arange(num_train)])
     sampler = dgl.dataloading.as_edge_prediction_sampler(
         dgl.dataloading.MultiLayerNeighborSampler(fanouts), exclude="reverse_id", reverse_eids=reverse_eids,
         negative_sampler=negative_sampler)
     return dgl.dataloading.DataLoader(graph, torch.arange(num_train), sampler, batch_size=batch_size,
-                                      shuffle=shuffle, drop_last=False)
+                                      shuffle=shuffle, drop_last=False, use_ddp=use_ddp)
 
 
 def encoder_epoch_losses(model: KGEModel, kg: KG, config: Config, generator: torch.Generator, state: dict,
@@ -89,8 +91,10 @@ def encoder_epoch_losses(model: KGEModel, kg: KG, config: Config, generator: tor
     dgl.seed(config.train.seed)
     negatives = SharedUniformNegatives(kg.num_entities, config.train.num_negatives,
                                        config.train.negative_chunk_size, generator)
+    group = distributed.current()  # N processes: each takes its share of every epoch's batches
+    batch_size = config.train.batch_size if group is None else max(1, config.train.batch_size // group.world_size)
     loader = edge_loader(model.encoder.graph, len(kg.train), layer_fanouts(config, model.encoder.num_layers),
-                         config.train.batch_size, negatives)
+                         batch_size, negatives, use_ddp=group is not None)
     return lambda: _sampled_losses(model, loader, config, state, weights)
 
 
@@ -124,5 +128,7 @@ def sampled_batch_loss(model, batch, config: Config, direction: str,
 
 
 def _sampled_losses(model, loader, config, state, weights):
+    share = distributed.current().world_size if getattr(loader, "use_ddp", False) else 1
     for batch in loader:
-        yield sampled_batch_loss(model, batch, config, _direction(state), weights)
+        loss, size = sampled_batch_loss(model, batch, config, _direction(state), weights)
+        yield loss, size * share  # counted for all processes, as the shallow path counts whole batches

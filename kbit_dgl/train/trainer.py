@@ -211,6 +211,8 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
     if device.type != "cpu" and config.model.encoder:
         raise ConfigError(f"train.device={cfg.device}: runs with a GNN encoder train on the CPU here (DGL's PyPI "
                           f"wheel is CPU-only); use train.device=cpu")
+    if group is not None and device.type == "cuda":
+        device = group.device  # one GPU per process
     model = model_from_config(config, kg).to(device)
     generator = torch.Generator().manual_seed(cfg.seed)
     order_generator = generator  # draws each epoch's order of the training triples
