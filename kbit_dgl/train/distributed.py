@@ -1,19 +1,21 @@
 """Training in N processes on one machine (``train.num_procs``, or launched by ``torchrun``).
 
-DGL's engine, not one of our own: the entity table is one ``dgl.nn.NodeEmbedding`` in shared
-memory, updated by DGL's sparse optimizer (``dgl.optim.SparseAdam`` for ``adam`` / ``sparse_adam``,
-``dgl.optim.SparseAdagrad`` for ``sparse_adagrad``, and row-wise Adagrad as a subclass of it for
-``rowwise_adagrad``). In DGL's CPU path each process owns the rows ``id % N``: after a step it hands
-every other process the gradients of that process's rows through shared memory, and updates its
-own rows with everything it received. The rest of the model (relation table, decoder and encoder
-weights) is replicated, and its gradients are averaged with one ``all_reduce`` per step, which is
-what ``DistributedDataParallel`` does (the training step does not run through one module's
-``forward``, so the reduction is called directly on the flattened gradients).
+DGL's engine, not one of our own: the entity and relation tables are ``dgl.nn.NodeEmbedding`` s in
+shared memory, updated by DGL's sparse optimizer (``dgl.optim.SparseAdam`` for ``adam`` /
+``sparse_adam``, ``dgl.optim.SparseAdagrad`` for ``sparse_adagrad``, and row-wise Adagrad as a
+subclass of it for ``rowwise_adagrad``). In DGL's CPU path each process owns the rows ``id % N``:
+after a step it hands every other process the gradients of that process's rows through shared
+memory, and updates its own rows with everything it received. The rest of the model (decoder and
+encoder weights, and the relation table when an encoder reads it whole) is replicated, and its
+gradients are averaged with one ``all_reduce`` per step, which is what ``DistributedDataParallel``
+does (the training step does not run through one module's ``forward``, so the reduction is called
+directly on the flattened gradients).
 
 Each process trains on its 1/N share of every batch of ``train.batch_size`` (the batches of the
-single-process run, split), with its own negatives. Rank 0 validates, checkpoints and writes the
-run folder; the others wait for it and take its decisions (early stop, learning-rate decay).
-Checkpoints hold every rank's generator, so a resume needs the same ``train.num_procs``.
+single-process run, split; with an encoder, DGL's ``DataLoader(use_ddp=True)`` deals the sampled
+batches), with its own negatives. Rank 0 validates, checkpoints and writes the run folder; the
+others wait for it and take its decisions (early stop, learning-rate decay). Checkpoints hold every
+rank's generator, so a resume needs the same ``train.num_procs``.
 
 Differences from one process, by design: DGL's sparse optimizers update only the rows a step
 looked up (lazy Adam where one process runs dense Adam), and average a row's gradients over its
@@ -191,7 +193,7 @@ def join_torchrun(device_name: str, timeout_minutes: float) -> Group:
                  int(os.environ.get("LOCAL_RANK", rank)))
 
 
-# --- the entity table in shared memory --------------------------------------------------------------
+# --- the tables in shared memory --------------------------------------------------------------------
 
 class SharedTable(nn.Module):
     """An embedding table as a ``dgl.nn.NodeEmbedding``: lookups record their rows for DGL's optimizer,
@@ -279,7 +281,7 @@ def _rowwise_adagrad_class():
 
 
 class DistributedOptimizer:
-    """DGL's sparse optimizer for the shared entity table, and a replicated optimizer for the rest,
+    """DGL's sparse optimizer for the shared tables, and a replicated optimizer for the rest,
     whose gradients are averaged across processes before each step. The learning rate lives in
     :attr:`param_groups` (the trainer's decays change it there) and reaches DGL's optimizer at each step."""
 
@@ -341,8 +343,8 @@ class DistributedOptimizer:
 
 
 def make_optimizer(model: nn.Module, name: str, lr: float, group: Group) -> DistributedOptimizer:
-    """The optimizer for ``train.optimizer`` ``name`` in a process group: the entity table (a
-    :class:`SharedEntityTable`) through DGL's sparse optimizer, the rest replicated."""
+    """The optimizer for ``train.optimizer`` ``name`` in a process group: the shared tables
+    (:class:`SharedTable`) through DGL's sparse optimizer, the rest replicated."""
     import dgl
 
     from .optim import Adam, SparseAdagrad
