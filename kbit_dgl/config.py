@@ -76,6 +76,8 @@ class TrainConfig:
     device: str = "auto"            # auto (cuda when a GPU is visible, else cpu) | cpu | cuda | cuda:N
     num_procs: int = 1              # training processes on this machine (DGL's shared-memory sparse embeddings),
                                     # see kbit_dgl/train/distributed.py; a resume needs the same number
+    dist_update: str = "sync"       # with num_procs > 1: sync (DGL's exchange: each process updates the rows it
+                                    # owns) | hogwild (each updates the rows it touched, no waiting; DGL-KE's way)
     dist_timeout_minutes: float = 30.0  # how long a process waits for the others (rank 0 validating) before failing
     qat_bits: int = 0               # quantisation-aware training at this many bits (0 = off), see kbit_dgl/quant
     qat_dtype: str = "int"          # int | int_asym | float | quantile (as `kbit-dgl quantize --dtype`)
@@ -244,6 +246,8 @@ class Config:
              f"train.device must be auto, cpu, cuda or cuda:N, got {train.device!r}")
         need(math.isfinite(train.dist_timeout_minutes) and train.dist_timeout_minutes > 0,
              f"train.dist_timeout_minutes must be finite and > 0, got {train.dist_timeout_minutes}")
+        need(train.dist_update in ("sync", "hogwild"),
+             f"train.dist_update must be sync or hogwild, got {train.dist_update!r}")
         need(train.num_procs == 1 or not train.qat_bits,
              "train.num_procs > 1 trains float tables: set train.num_procs=1 with train.qat_bits")
         need(train.num_procs == 1 or not self.model.encoder or encoder.mode == "sampled",

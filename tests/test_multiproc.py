@@ -49,6 +49,17 @@ def test_two_processes_with_each_sparse_optimizer(small_kg, tmp_path, optimizer)
     assert metrics["test"]["mrr"] > 0.1
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "rowwise_adagrad"])
+def test_two_processes_with_hogwild_updates(small_kg, tmp_path, optimizer):
+    """DGL-KE's way: each process updates the rows it touched itself, without the exchange."""
+    config = _config(optimizer=optimizer, lr=0.1 if optimizer == "rowwise_adagrad" else 0.01, max_epochs=4,
+                     dist_update="hogwild")
+    metrics = train(config, small_kg, str(tmp_path / "run"), progress=False)
+    one = train(small_config("transe", epochs=4, batch_size=128, valid_every=2, optimizer=optimizer,
+                             lr=config.train.lr), small_kg, str(tmp_path / "one"), progress=False)
+    assert metrics["test"]["mrr"] > 0.8 * one["test"]["mrr"]
+
+
 def test_a_two_process_run_resumes_exactly_inside_an_epoch(small_kg, tmp_path):
     config = _config(max_epochs=3, valid_every=3)
     config.train.checkpoint_every_steps = 4
@@ -137,6 +148,8 @@ def test_configs_that_cannot_run_in_several_processes_are_refused():
         check_config(config)
     with pytest.raises(ConfigError, match="num_procs"):
         check_config(_config(num_procs=0))
+    with pytest.raises(ConfigError, match="dist_update"):
+        check_config(_config(dist_update="async"))
 
 
 def test_rowwise_adagrad_on_dgl_equals_ours_for_the_same_gradient():

@@ -280,6 +280,27 @@ def _rowwise_adagrad_class():
     return RowwiseSparseAdagrad
 
 
+class _HogwildStep:
+    """DGL-KE's multi-process update (Hogwild): each process applies its own gradients to the shared
+    rows at once, with DGL's update rule and shared optimizer state, and no exchange or barrier. Two
+    processes touching one row in the same instant may lose part of one update, as in DGL-KE; runs
+    are then not reproducible bit for bit."""
+
+    @torch.no_grad()
+    def step(self):
+        for emb in self._params:
+            if emb.trace:
+                rows = torch.cat([ids for ids, _ in emb.trace])
+                grads = torch.cat([rows_.grad for _, rows_ in emb.trace])
+                self.update(rows, grads, emb)
+            emb.reset_trace()
+        self._clean_grad = False
+
+
+def _hogwild(optimizer_class):
+    return type(f"Hogwild{optimizer_class.__name__}", (_HogwildStep, optimizer_class), {})
+
+
 class DistributedOptimizer:
     """DGL's sparse optimizer for the shared tables, and a replicated optimizer for the rest,
     whose gradients are averaged across processes before each step. The learning rate lives in
@@ -342,9 +363,10 @@ class DistributedOptimizer:
             self.dense.load_state_dict(state["dense"])
 
 
-def make_optimizer(model: nn.Module, name: str, lr: float, group: Group) -> DistributedOptimizer:
+def make_optimizer(model: nn.Module, name: str, lr: float, group: Group, hogwild: bool = False) -> DistributedOptimizer:
     """The optimizer for ``train.optimizer`` ``name`` in a process group: the shared tables
-    (:class:`SharedTable`) through DGL's sparse optimizer, the rest replicated."""
+    (:class:`SharedTable`) through DGL's sparse optimizer, the rest replicated. ``hogwild``: each
+    process updates the rows it touched itself, without DGL's exchange (``train.dist_update=hogwild``)."""
     import dgl
 
     from .optim import Adam, SparseAdagrad
@@ -353,14 +375,12 @@ def make_optimizer(model: nn.Module, name: str, lr: float, group: Group) -> Dist
     if not isinstance(model.entity, SharedTable):
         raise ValueError("make_optimizer needs the tables shared first (share_tables)")
     embeddings = [table.embedding for table in tables]
-    if name in ("adam", "sparse_adam"):
-        sparse = dgl.optim.SparseAdam(embeddings, lr=lr)
-    elif name == "sparse_adagrad":
-        sparse = dgl.optim.SparseAdagrad(embeddings, lr=lr)
-    elif name == "rowwise_adagrad":
-        sparse = _rowwise_adagrad_class()(embeddings, lr=lr)
-    else:
+    classes = {"adam": dgl.optim.SparseAdam, "sparse_adam": dgl.optim.SparseAdam,
+               "sparse_adagrad": dgl.optim.SparseAdagrad}
+    optimizer_class = _rowwise_adagrad_class() if name == "rowwise_adagrad" else classes.get(name)
+    if optimizer_class is None:
         raise ConfigError(f"train.optimizer={name!r} has no multi-process form")
+    sparse = (_hogwild(optimizer_class) if hogwild else optimizer_class)(embeddings, lr=lr)
     dense_params = [p for p in model.parameters() if all(p is not table.weight for table in tables)]
     dense = None
     if dense_params:

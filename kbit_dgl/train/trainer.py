@@ -220,7 +220,7 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
         optimizer = make_optimizer(model, cfg.optimizer, cfg.lr)
     else:  # the entity table in shared memory, DGL's sparse optimizer; each rank draws its own negatives
         distributed.share_tables(model, group)
-        optimizer = distributed.make_optimizer(model, cfg.optimizer, cfg.lr, group)
+        optimizer = distributed.make_optimizer(model, cfg.optimizer, cfg.lr, group, cfg.dist_update == "hogwild")
         order_generator = torch.Generator().manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed + 1_000_003 * (group.rank + 1))
     state = {"epoch": 0, "step": 0, "best_valid_mrr": -1.0, "best_epoch": 0, "bad_validations": 0,
