@@ -76,8 +76,9 @@ class TrainConfig:
     device: str = "auto"            # auto (cuda when a GPU is visible, else cpu) | cpu | cuda | cuda:N
     num_procs: int = 1              # training processes on this machine (DGL's shared-memory sparse embeddings),
                                     # see kbit_dgl/train/distributed.py; a resume needs the same number
-    dist_update: str = "sync"       # with num_procs > 1: sync (DGL's exchange: each process updates the rows it
-                                    # owns) | hogwild (each updates the rows it touched, no waiting; DGL-KE's way)
+    dist_update: str = "hogwild"    # with num_procs > 1: hogwild (each process updates the rows it touched, no
+                                    # waiting; DGL-KE's way) | sync (DGL's exchange: each updates the rows it owns;
+                                    # bit-for-bit reproducible)
     dist_timeout_minutes: float = 30.0  # how long a process waits for the others (rank 0 validating) before failing
     qat_bits: int = 0               # quantisation-aware training at this many bits (0 = off), see kbit_dgl/quant
     qat_dtype: str = "int"          # int | int_asym | float | quantile (as `kbit-dgl quantize --dtype`)

@@ -17,6 +17,10 @@ batches), with its own negatives. Rank 0 validates, checkpoints and writes the r
 others wait for it and take its decisions (early stop, learning-rate decay). Checkpoints hold every
 rank's generator, so a resume needs the same ``train.num_procs``.
 
+``train.dist_update=hogwild`` (the default, DGL-KE's way) skips the exchange: each process applies
+its own gradients to the rows it touched, with DGL's update rule and shared optimizer state
+(:class:`_HogwildStep`); ``sync`` keeps DGL's exchange and is reproducible bit for bit.
+
 Differences from one process, by design: DGL's sparse optimizers update only the rows a step
 looked up (lazy Adam where one process runs dense Adam), and average a row's gradients over its
 occurrences in a step.
