@@ -193,8 +193,10 @@ def test_torchrun_launches_the_cli_as_n_ranks(tsv_folder, tmp_path):
     assert torch.load(out / "checkpoint.pt")["num_procs"] == 2
     assert (out / "metrics.json").exists() and not _leftover_shared_memory()
     resume = command[:command.index("--dataset")] + ["--out", str(out), "--resume", "--no-progress", "--set",
-                                                     "train.max_epochs=3"]
+                                                     "train.max_epochs=3", "train.lr=0.005"]
     resume[resume.index("--master_port") + 1] = str(distributed.free_port())
     done = subprocess.run(resume, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert torch.load(out / "checkpoint.pt")["state"]["epoch"] == 3
+    saved = torch.load(out / "checkpoint.pt")
+    assert saved["state"]["epoch"] == 3
+    assert saved["state"]["lr_decays"][-1]["lr"] == 0.005  # rank 0 hands the resume's changes to the others

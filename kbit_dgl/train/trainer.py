@@ -129,16 +129,19 @@ def _train_as_torchrun_rank(config: Config, kg: KG, run_dir: str, resume: bool, 
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, num_procs=group.world_size))
     try:
         if not group.is_main:
-            group.broadcast(None)  # rank 0 prepared the folder (or failed: then its error ends the job)
-            metrics = _train(config, kg, run_dir, resume, False, {}, None)
+            changes = group.broadcast(None)  # rank 0 prepared the folder and read the resume's changes
+            if changes is None:
+                raise distributed.DistributedTrainingError(f"rank 0 could not prepare {run_dir}; see its error")
+            metrics = _train(config, kg, run_dir, resume, False, changes, None)
         else:
             with run_lock(run_dir):
+                changes = None
                 try:
                     prepare_run_folder(run_dir, resume, overwrite)
                     changes = resume_changes(run_config(run_dir), config) if resume else {}
                     kg = align_kg(run_dir, kg) if resume else kg
                 finally:
-                    group.broadcast(None)
+                    group.broadcast(changes)  # None: rank 0 failed, and says why
                 handler = _attach_log(run_dir)
                 try:
                     metrics = _train(config, kg, run_dir, resume, progress, changes, None)
@@ -218,7 +221,7 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
     order_generator = generator  # draws each epoch's order of the training triples
     if group is None:
         optimizer = make_optimizer(model, cfg.optimizer, cfg.lr)
-    else:  # the entity table in shared memory, DGL's sparse optimizer; each rank draws its own negatives
+    else:  # the tables in shared memory, DGL's sparse optimizers; each rank draws its own negatives
         distributed.share_tables(model, group)
         optimizer = distributed.make_optimizer(model, cfg.optimizer, cfg.lr, group, cfg.dist_update == "hogwild")
         order_generator = torch.Generator().manual_seed(cfg.seed)
