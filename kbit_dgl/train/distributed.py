@@ -353,8 +353,7 @@ class DistributedOptimizer:
         sparse = self.sparse.state_dict()  # the shared tensors themselves (on the CPU); rank 0 saves them
         states = [sparse["state"][emb.name] for emb in self.sparse._params]  # by table: names differ per run
         return {"sparse": {"states": states, "lr": self.sparse_group["lr"]},
-                "dense": self.dense.state_dict() if self.dense is not None else None,
-                "world_size": self.group.world_size}
+                "dense": self.dense.state_dict() if self.dense is not None else None}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Every rank calls this (DGL's load ends in a barrier)."""

@@ -105,20 +105,33 @@ def train(config: Config, kg: KG, run_dir: str, resume: bool = False, overwrite:
         return _train_as_torchrun_rank(config, kg, run_dir, resume, overwrite, progress)
     created = not os.path.isdir(run_dir)
     try:
-        with run_lock(run_dir):
-            prepare_run_folder(run_dir, resume, overwrite)
-            changes = resume_changes(run_config(run_dir), config) if resume else {}
-            kg = align_kg(run_dir, kg) if resume else kg
-            handler = _attach_log(run_dir)
-            try:
-                return _train(config, kg, run_dir, resume, progress, changes, on_validation)
-            finally:
-                log.removeHandler(handler)
-                handler.close()
+        return _train_in_folder(config, kg, run_dir, resume, overwrite, progress, on_validation)
     except BaseException:
         if created and os.listdir(run_dir) == [".lock"]:  # refused before anything was written
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+
+
+def _train_in_folder(config: Config, kg: KG, run_dir: str, resume: bool, overwrite: bool, progress: bool,
+                     on_validation: Optional[Callable[[int, float], None]] = None,
+                     announce: Optional[Callable[[Optional[Dict]], object]] = None) -> Optional[Dict]:
+    """Lock and prepare ``run_dir``, attach its log, and train. ``announce`` (rank 0 under torchrun)
+    gets the resume's config changes once the folder is ready, or None when preparing it failed."""
+    with run_lock(run_dir):
+        changes = None
+        try:
+            prepare_run_folder(run_dir, resume, overwrite)
+            changes = resume_changes(run_config(run_dir), config) if resume else {}
+            kg = align_kg(run_dir, kg) if resume else kg
+        finally:
+            if announce is not None:
+                announce(changes)
+        handler = _attach_log(run_dir)
+        try:
+            return _train(config, kg, run_dir, resume, progress, changes, on_validation)
+        finally:
+            log.removeHandler(handler)
+            handler.close()
 
 
 def _train_as_torchrun_rank(config: Config, kg: KG, run_dir: str, resume: bool, overwrite: bool,
@@ -133,21 +146,8 @@ def _train_as_torchrun_rank(config: Config, kg: KG, run_dir: str, resume: bool, 
             if changes is None:
                 raise distributed.DistributedTrainingError(f"rank 0 could not prepare {run_dir}; see its error")
             metrics = _train(config, kg, run_dir, resume, False, changes, None)
-        else:
-            with run_lock(run_dir):
-                changes = None
-                try:
-                    prepare_run_folder(run_dir, resume, overwrite)
-                    changes = resume_changes(run_config(run_dir), config) if resume else {}
-                    kg = align_kg(run_dir, kg) if resume else kg
-                finally:
-                    group.broadcast(changes)  # None: rank 0 failed, and says why
-                handler = _attach_log(run_dir)
-                try:
-                    metrics = _train(config, kg, run_dir, resume, progress, changes, None)
-                finally:
-                    log.removeHandler(handler)
-                    handler.close()
+        else:  # None announced: rank 0 failed, and says why
+            metrics = _train_in_folder(config, kg, run_dir, resume, overwrite, progress, announce=group.broadcast)
     except BaseException:
         distributed._leave(together=False)  # torchrun ends the others
         raise
