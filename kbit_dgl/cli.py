@@ -30,8 +30,12 @@ def _load_config(args) -> Config:
 def cmd_train(args) -> int:
     from .data import load_dataset
     from .runs import check_config, run_config
+    from .train import distdgl
     from .train.trainer import train
 
+    if distdgl.launched_by_dgl() and os.environ["DGL_ROLE"] == "server":  # DistDGL: this machine's server
+        distdgl.serve()
+        return 0
     if args.resume:
         config = run_config(args.out)
         config.apply_overrides(args.set or [])
@@ -40,12 +44,28 @@ def cmd_train(args) -> int:
     if args.num_procs:
         config.train.num_procs = args.num_procs
     check_config(config)  # before the dataset is read and before anything is written
+    if args.partitions and not distdgl.launched_by_dgl():  # DistDGL on this host: one machine per partition
+        distdgl.launch_local(args.partitions, args.argv, config.train.dist_timeout_minutes)
+        with open(os.path.join(args.out, "metrics.json"), encoding="utf-8") as handle:
+            print(json.dumps(_headline(json.load(handle)), indent=2))
+        return 0
     kg = load_dataset(config.data.dataset, config.data.data_dir, config.data.seed)
     print(f"{kg.name}: {kg.summary()}", file=sys.stderr)
     metrics = train(config, kg, args.out, resume=args.resume, overwrite=args.overwrite,
                     progress=not args.no_progress)
     if metrics is not None:  # under torchrun, rank 0 reports
         print(json.dumps(_headline(metrics), indent=2))
+    return 0
+
+
+def cmd_partition(args) -> int:
+    from .data import load_dataset
+    from .train import distdgl
+
+    config = _load_config(args)
+    kg = load_dataset(config.data.dataset, config.data.data_dir, config.data.seed)
+    summary = distdgl.partition(kg, args.out, args.parts, args.method, overwrite=args.overwrite)
+    print(json.dumps({**summary, "out": args.out}, indent=2))
     return 0
 
 
@@ -254,7 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     train_parser.add_argument("--num-procs", type=int, help="training processes on this machine (train.num_procs; "
                               "DGL's shared-memory sparse embeddings); or launch with torchrun")
+    train_parser.add_argument("--partitions", help="DistDGL: a folder written by `kbit-dgl partition`; starts one "
+                              "server and one trainer per partition on this host (machines on 127.0.0.x); "
+                              "across machines, start this command with DGL's launch.py instead")
     train_parser.set_defaults(func=cmd_train)
+
+    partition_parser = commands.add_parser("partition", help="partition a dataset's training triples for DistDGL "
+                                           "(dgl.distributed.partition_graph)")
+    common(partition_parser)
+    partition_parser.add_argument("--parts", type=int, required=True, help="partitions (one per machine)")
+    partition_parser.add_argument("--method", default="random", choices=["random", "metis"])
+    partition_parser.add_argument("--out", required=True, help="folder to write (DGL's kg.json, part*/)")
+    partition_parser.set_defaults(func=cmd_partition)
 
     def quant_options(p, required):
         p.add_argument("--bits", type=int, required=required,
@@ -334,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except (KbitError, OSError) as error:

@@ -27,6 +27,7 @@ occurrences in a step.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -78,6 +79,22 @@ class Group:
         """Threads per process when ``train.num_threads`` is 0: the cores this process may use, shared out."""
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         return max(1, cores // self.world_size)
+
+    # what the training loop asks of its group; DistDGL's group (distdgl.py) answers differently
+
+    def train_rows(self, kg) -> Optional[torch.Tensor]:
+        """The rows of ``kg.train`` this process trains on, or None: all, each batch split N ways."""
+        return None
+
+    def share_tables(self, model: nn.Module) -> List[nn.Module]:
+        return share_tables(model, self)
+
+    def make_optimizer(self, model: nn.Module, name: str, lr: float, hogwild: bool = False) -> "DistributedOptimizer":
+        return make_optimizer(model, name, lr, self, hogwild)
+
+    def local_copy(self, model: nn.Module):
+        """Within: rank 0 reads ``model``'s tables in place (shared memory here)."""
+        return contextlib.nullcontext()
 
 
 def current() -> Optional[Group]:

@@ -9,6 +9,7 @@ from encoder_training.py (full-graph or sampled message passing) and the loop is
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -45,7 +46,7 @@ from ..runs import (
     run_lock,
     write_id_maps,
 )
-from . import distributed, steps
+from . import distdgl, distributed, steps
 from .optim import make_optimizer, param_groups, scale_lr
 from .sampling import epoch_permutation, subsampling_weights
 
@@ -101,7 +102,7 @@ def train(config: Config, kg: KG, run_dir: str, resume: bool = False, overwrite:
     tuner's pruning). Returns the metrics dict.
     """
     check_config(config)
-    if distributed.launched_by_torchrun():  # torchrun started this process as one of N
+    if distributed.launched_by_torchrun() or distdgl.launched_by_dgl():  # one of N, started by torchrun / DGL
         return _train_as_torchrun_rank(config, kg, run_dir, resume, overwrite, progress)
     created = not os.path.isdir(run_dir)
     try:
@@ -136,9 +137,15 @@ def _train_in_folder(config: Config, kg: KG, run_dir: str, resume: bool, overwri
 
 def _train_as_torchrun_rank(config: Config, kg: KG, run_dir: str, resume: bool, overwrite: bool,
                             progress: bool) -> Optional[Dict]:
-    """One of the N processes ``torchrun`` started: rank 0 locks and prepares the run folder as
-    :func:`train` does, every rank trains; rank 0 returns the metrics, the others None."""
-    group = distributed.join_torchrun(config.train.device, config.train.dist_timeout_minutes)
+    """One of the N processes ``torchrun`` (or DGL's launch, a DistDGL trainer) started: rank 0 locks
+    and prepares the run folder as :func:`train` does, every rank trains; rank 0 returns the
+    metrics, the others None."""
+    dgl_trainer = distdgl.launched_by_dgl()
+    if dgl_trainer:
+        group = distdgl.join(config.train.device, config.train.dist_timeout_minutes, kg)
+    else:
+        group = distributed.join_torchrun(config.train.device, config.train.dist_timeout_minutes)
+    leave = distdgl.leave if dgl_trainer else distributed._leave
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, num_procs=group.world_size))
     try:
         if not group.is_main:
@@ -149,10 +156,10 @@ def _train_as_torchrun_rank(config: Config, kg: KG, run_dir: str, resume: bool, 
         else:  # None announced: rank 0 failed, and says why
             metrics = _train_in_folder(config, kg, run_dir, resume, overwrite, progress, announce=group.broadcast)
     except BaseException:
-        distributed._leave(together=False)  # torchrun ends the others
+        leave(together=False)  # torchrun (DGL's launch) ends the others
         raise
     run_name = group.run_name
-    distributed._leave()
+    leave()
     if metrics is not None:
         distributed.remove_shared_memory(run_name)
     return metrics
@@ -222,8 +229,8 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
     if group is None:
         optimizer = make_optimizer(model, cfg.optimizer, cfg.lr)
     else:  # the tables in shared memory, DGL's sparse optimizers; each rank draws its own negatives
-        distributed.share_tables(model, group)
-        optimizer = distributed.make_optimizer(model, cfg.optimizer, cfg.lr, group, cfg.dist_update == "hogwild")
+        group.share_tables(model)
+        optimizer = group.make_optimizer(model, cfg.optimizer, cfg.lr, cfg.dist_update == "hogwild")
         order_generator = torch.Generator().manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed + 1_000_003 * (group.rank + 1))
     state = {"epoch": 0, "step": 0, "best_valid_mrr": -1.0, "best_epoch": 0, "bad_validations": 0,
@@ -254,14 +261,19 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
             state.setdefault("lr_decays", []).append({"epoch": state["epoch"], "lr": cfg.lr, "reason": "resume"})
         del checkpoint
 
+    def local_copy():
+        """Rank 0 reads the tables within (DistDGL: a copy pulled from DGL's servers)."""
+        return contextlib.nullcontext() if group is None else group.local_copy(model)
+
     def save_checkpoint():
         """Every rank calls this; rank 0 writes (with every rank's negative generator)."""
         generators = None if group is None else group.gather(generator.get_state())
         if not main:
             return
-        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        with local_copy():
+            checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "optimizer_name": cfg.optimizer, "generator": generator.get_state(), "state": state,
-                      "id_maps": fingerprint}
+                          "id_maps": fingerprint}
         if group is not None:
             checkpoint.update(num_procs=group.world_size, generators=generators,
                               order_generator=order_generator.get_state())
@@ -270,6 +282,9 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
         atomic_torch_save(checkpoint_path, checkpoint)
 
     train_triples = kg.train.to(device)
+    # DistDGL: the rows of this trainer's partition, each epoch in the same number of batches on every
+    # trainer; otherwise every rank takes its share of each batch of the whole split
+    own_rows = None if group is None else group.train_rows(kg)
     weights = subsampling_weights(kg.train, kg.num_entities, kg.num_relations) if cfg.subsampling else None
     weights = None if weights is None else weights.to(device)
     steps_per_epoch = math.ceil(len(train_triples) / cfg.batch_size)
@@ -283,12 +298,22 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
             order_generator.set_state(state["epoch_generator"])
         else:
             state["epoch_generator"] = order_generator.get_state()
-        order = epoch_permutation(len(train_triples), order_generator)
+        if own_rows is None:
+            order = epoch_permutation(len(train_triples), order_generator)
+            batches = order.split(cfg.batch_size)
+        else:
+            order = own_rows[epoch_permutation(len(own_rows), order_generator)]
+            batches = order.tensor_split(steps_per_epoch)
         if skip:
             order_generator.set_state(current)
-        for batch_ids in order.split(cfg.batch_size)[skip:]:
+        for batch_ids in batches[skip:]:
             size = len(batch_ids)
-            if group is not None:  # this rank's share of the batch
+            if own_rows is not None:
+                size *= group.world_size  # about the triples of the step on all trainers
+                if not size:
+                    yield None, 0
+                    continue
+            elif group is not None:  # this rank's share of the batch
                 batch_ids = batch_ids.tensor_split(group.world_size)[group.rank]
                 if not len(batch_ids):
                     yield None, size
@@ -324,7 +349,10 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
     def validate(label: str) -> Dict:
         """Validate, keep the best model, count plateaus; returns the valid metrics. With N processes
         rank 0 validates and the others take its state and learning rates."""
-        valid = validate_here(label) if main else None
+        valid = None
+        if main:
+            with local_copy():
+                valid = validate_here(label)
         if group is not None:
             synced, valid, rates = group.broadcast((state, valid, [g["lr"] for g in param_groups(optimizer)]))
             if not main:
@@ -356,7 +384,8 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
     def checkpoint(label: str) -> None:
         nonlocal last_checkpoint_time
         if main:
-            _check_finite(model, f"at {label}", checkpoint_path)
+            with local_copy():
+                _check_finite(model, f"at {label}", checkpoint_path)
         save_checkpoint()
         last_checkpoint_time = time.perf_counter()
 
@@ -432,6 +461,13 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
     bar.close()
     if not main:
         return None
+    with local_copy():
+        return _finish(model, kg, config, state, progress, run_dir, best_path, checkpoint_path, fingerprint)
+
+
+def _finish(model: KGEModel, kg: KG, config: Config, state: Dict, progress: bool, run_dir: str, best_path: str,
+            checkpoint_path: str, fingerprint: str) -> Dict:
+    """Test the best model and write the run's metrics."""
     if not os.path.exists(best_path):  # e.g. max_epochs == 0
         _check_finite(model, "before the first validation", checkpoint_path)
         atomic_torch_save(best_path, {"model": model.state_dict(), "epoch": state["epoch"], "id_maps": fingerprint})

@@ -1,0 +1,518 @@
+"""Training across machines with DistDGL: the KG partitioned by ``dgl.distributed.partition_graph``,
+the entity table a ``dgl.distributed.DistEmbedding`` served by DGL's servers, updated by DGL's
+distributed sparse optimizer.
+
+The flow, DGL's own:
+
+1. :func:`partition` (``kbit-dgl partition``) writes DGL's partition folder for the training triples:
+   a heterograph with one node type ``entity`` and one edge type per relation, split by
+   ``partition_graph`` (``random`` or ``metis``). Next to DGL's files, ``kbit_partition.pt`` keeps
+   the dataset's fingerprint and the maps from DGL's shuffled node and edge ids back to entity ids
+   and training-triple rows.
+2. DGL's launch tool (``tools/launch.py``) or :func:`launch_local` starts, per machine, one server
+   (``DGL_ROLE=server``: :func:`serve`) and the trainers (``DGL_ROLE=client``) with DGL's documented
+   environment variables, each running the same ``kbit-dgl train`` command.
+3. Each trainer (:func:`join`) trains on the triples of its machine's partition. The entity table
+   is a ``DistEmbedding`` (rows pulled from the server that owns them; a partition's own rows from
+   shared memory), updated by ``dgl.distributed.optim.SparseAdam`` / ``SparseAdagrad`` (row-wise
+   Adagrad as a subclass), which hands each row's gradients to the trainer of the machine that owns
+   it. The small relation table and any other weights are replicated, their gradients averaged
+   across trainers (gloo ``all_reduce``), as with ``train.num_procs``.
+4. Rank 0 validates, checkpoints and writes the run folder with a local copy of the table pulled
+   from the servers, in entity order: the run's ``model.pt`` is an ordinary model file, evaluated by
+   the same filtered / OGB code as any run.
+
+The training loop is :mod:`kbit_dgl.train.trainer`'s; this module supplies its :class:`DistDGLGroup`.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, Iterator, List, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, KbitError
+from . import distributed
+from .distributed import DistributedOptimizer, DistributedTrainingError, Group
+
+log = logging.getLogger("kbit_dgl")
+
+MAPS = "kbit_partition.pt"
+NTYPE = "entity"
+GRAPH_NAME = "kg"
+_CHUNK = 1 << 20  # rows per pull / push of a whole table
+
+
+class PartitionMismatchError(KbitError, ValueError):
+    """A partition folder that was not written for this dataset."""
+
+
+# --- partitioning ------------------------------------------------------------------------------------
+
+def _train_hash(kg) -> str:
+    digest = hashlib.sha256(kg.train.to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _etype(relation: int, width: int) -> str:
+    return f"r{relation:0{width}d}"
+
+
+def partition(kg, out_dir: str, num_parts: int, method: str = "random", overwrite: bool = False) -> Dict:
+    """Partition ``kg``'s training triples into ``num_parts`` parts with DGL's ``partition_graph``;
+    writes DGL's folder (``kg.json``, ``part0/`` ...) and ``kbit_partition.pt`` into ``out_dir``.
+    Returns the summary that ``kbit_partition.pt`` records."""
+    import dgl
+
+    from ..runs import kg_fingerprint
+
+    if method not in ("random", "metis"):
+        raise ConfigError(f"partition method must be random or metis, got {method!r}")
+    if num_parts < 1:
+        raise ConfigError(f"the number of partitions must be >= 1, got {num_parts}")
+    if os.path.exists(os.path.join(out_dir, MAPS)) and not overwrite:
+        raise ConfigError(f"{out_dir} already holds a partition; pass overwrite=True (--overwrite) to replace it")
+    width = len(str(max(kg.num_relations - 1, 0)))
+    train = kg.train.to(torch.int64)
+    order = torch.argsort(train[:, 1], stable=True)  # the rows of each relation, in train order
+    counts = torch.bincount(train[:, 1], minlength=kg.num_relations)
+    offsets = torch.cumsum(counts, 0) - counts
+    data = {}
+    for relation, (start, count) in enumerate(zip(offsets.tolist(), counts.tolist())):
+        rows = order[start:start + count]
+        data[(NTYPE, _etype(relation, width), NTYPE)] = (train[rows, 0], train[rows, 2])
+    graph = dgl.heterograph(data, num_nodes_dict={NTYPE: kg.num_entities})
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # DGL reports its progress on stdout
+        node_map, edge_map = dgl.distributed.partition_graph(
+            graph, GRAPH_NAME, num_parts, out_dir, part_method=method, return_mapping=True, balance_edges=True)
+    part_config = os.path.join(out_dir, GRAPH_NAME + ".json")
+    book = dgl.distributed.load_partition_book(part_config, 0)[0]
+    # DGL's shuffled (homogeneous) ids -> entity ids and training-triple rows
+    node_types, node_local = book.map_to_per_ntype(torch.arange(kg.num_entities))
+    if bool((node_types != 0).any()):
+        raise AssertionError("one node type expected")
+    node_map = node_map[NTYPE] if isinstance(node_map, dict) else node_map
+    entity_of_node = node_map[node_local]
+    edge_types, edge_local = book.map_to_per_etype(torch.arange(len(train)))
+    train_of_edge = torch.empty(len(train), dtype=torch.int64)
+    for type_id, canonical in enumerate(book.canonical_etypes):
+        members = (edge_types == type_id).nonzero().flatten()
+        original = edge_map[canonical] if canonical in edge_map else edge_map[canonical[1]]
+        relation = int(canonical[1][1:])
+        train_of_edge[members] = order[offsets[relation] + original[edge_local[members]]]
+    summary = {"format": 1, "dataset": kg.name, "id_maps": kg_fingerprint(kg), "train_hash": _train_hash(kg),
+               "num_entities": kg.num_entities, "num_relations": kg.num_relations, "num_train": len(train),
+               "num_parts": num_parts, "method": method, "seconds": round(time.perf_counter() - started, 2),
+               "part_edges": [int(m["num_edges"]) for m in book.metadata()],
+               "part_entities": [int(m["num_nodes"]) for m in book.metadata()]}
+    torch.save({**summary, "entity_of_node": entity_of_node, "train_of_edge": train_of_edge},
+               os.path.join(out_dir, MAPS))
+    return summary
+
+
+def load_maps(part_config: str, kg) -> Dict[str, Any]:
+    """``kbit_partition.pt`` next to DGL's ``part_config``, checked against ``kg``."""
+    from ..runs import kg_fingerprint
+
+    folder = os.path.dirname(os.path.abspath(part_config))
+    path = os.path.join(folder, MAPS)
+    if not os.path.exists(path):
+        raise PartitionMismatchError(f"{folder}: no {MAPS}; partition the dataset with `kbit-dgl partition`")
+    maps = torch.load(path)
+    checks = [("id_maps", kg_fingerprint(kg), "entity and relation ids"), ("train_hash", _train_hash(kg),
+                                                                            "training triples")]
+    for key, wanted, what in checks:
+        if maps.get(key) != wanted:
+            raise PartitionMismatchError(
+                f"{folder} was partitioned from {maps.get('dataset')!r} ({maps.get('num_entities')} entities, "
+                f"{maps.get('num_train')} training triples), and its {what} differ from {kg.name!r} "
+                f"({kg.num_entities} entities, {len(kg.train)} training triples); partition this dataset again")
+    return maps
+
+
+# --- processes: servers, trainers, and machines simulated on one host ------------------------------
+
+def launched_by_dgl() -> bool:
+    return os.environ.get("DGL_ROLE") in ("server", "client") and "DGL_IP_CONFIG" in os.environ
+
+
+def _simulate_machine() -> None:
+    """With ``KBIT_DGL_MACHINE=m`` (set by :func:`launch_local`), this process acts as machine ``m``
+    of several on one host: it answers to the loopback address 127.0.0.(m+1), and prefixes the names
+    of the shared-memory arrays it creates or opens, which DGL names by graph and table only (two
+    machines' servers on one host would otherwise write the same arrays)."""
+    machine = os.environ.get("KBIT_DGL_MACHINE")
+    if machine is None:
+        return
+    import importlib
+
+    from dgl import heterograph_index
+    from dgl.distributed import dist_graph, graph_partition_book, kvstore, rpc_client, shared_mem_utils
+
+    address = f"127.0.0.{int(machine) + 1}"
+    rpc_client.local_ip4_addr_list = lambda: {address}
+    prefix = f"kbitm{machine}_"
+
+    def named(name: str) -> str:
+        return "/" + prefix + name[1:] if name.startswith("/") else prefix + name
+
+    def wrap(function):
+        return lambda name, *args, **kwargs: function(named(name), *args, **kwargs)
+
+    for module in (kvstore, dist_graph, graph_partition_book, shared_mem_utils):
+        for attribute in ("empty_shared_mem", "exist_shared_mem_array"):
+            if hasattr(module, attribute):
+                setattr(module, attribute, wrap(getattr(module, attribute)))
+    heterograph_index.create_heterograph_from_shared_memory = wrap(
+        heterograph_index.create_heterograph_from_shared_memory)
+    graph_class = importlib.import_module("dgl.heterograph").DGLGraph
+    to_shared = graph_class.shared_memory
+    graph_class.shared_memory = lambda self, name, formats=("coo", "csr", "csc"): to_shared(self, named(name), formats)
+
+
+def serve() -> None:
+    """Run this process as DGL's server (``DGL_ROLE=server``); returns when the trainers are done."""
+    import dgl
+
+    _simulate_machine()
+    try:
+        dgl.distributed.initialize(os.environ["DGL_IP_CONFIG"])  # serves, then exits the process
+    except SystemExit:
+        pass
+
+
+def launch_local(partitions: str, argv: Sequence[str], timeout_minutes: float = 30.0,
+                 trainers_per_machine: int = 1) -> None:
+    """Start DistDGL on this host: one machine per partition, each with one server and
+    ``trainers_per_machine`` trainers, all running ``kbit-dgl <argv>`` with DGL's documented
+    environment variables (as DGL's ``launch.py`` sets them). Machines are told apart by loopback
+    address (127.0.0.1, 127.0.0.2, ...). Waits for the trainers; a trainer that fails or dies stops
+    the rest and raises :class:`DistributedTrainingError` naming it."""
+    part_config = os.path.join(partitions, GRAPH_NAME + ".json")
+    if not os.path.exists(part_config):
+        raise ConfigError(f"{partitions}: no {GRAPH_NAME}.json; write it with `kbit-dgl partition --out {partitions}`")
+    with open(part_config, encoding="utf-8") as handle:
+        machines = int(json.load(handle)["num_parts"])
+    workdir = tempfile.mkdtemp(prefix="kbit-distdgl-")
+    ip_config = os.path.join(workdir, "ip_config.txt")
+    with open(ip_config, "w", encoding="utf-8") as handle:
+        handle.writelines(f"127.0.0.{m + 1} {distributed.free_port()}\n" for m in range(machines))
+    trainers = machines * trainers_per_machine
+    common = {"DGL_DIST_MODE": "distributed", "DGL_NUM_SAMPLER": "0", "DGL_NUM_CLIENT": str(trainers),
+              "DGL_CONF_PATH": os.path.abspath(part_config), "DGL_IP_CONFIG": ip_config, "DGL_NUM_SERVER": "1",
+              "DGL_GRAPH_FORMAT": "csc", "DGL_KEEP_ALIVE": "0", "KBIT_DGL_LOCAL_PROCS": str(2 * trainers)}
+    command = [sys.executable, "-m", "kbit_dgl.cli", *argv]
+    processes: List[subprocess.Popen] = []
+    names: List[str] = []
+    quiet = {} if os.environ.get("KBIT_DGL_DEBUG") else {"stdout": subprocess.DEVNULL}
+    try:
+        for m in range(machines):
+            env = {**os.environ, **common, "DGL_ROLE": "server", "DGL_SERVER_ID": str(m), "KBIT_DGL_MACHINE": str(m),
+                   "OMP_NUM_THREADS": "1"}
+            processes.append(subprocess.Popen(command, env=env, **quiet))
+            names.append(f"server of machine {m}")
+        master_port = str(distributed.free_port())
+        for rank in range(trainers):
+            m = rank // trainers_per_machine
+            env = {**os.environ, **common, "DGL_ROLE": "client", "DGL_GROUP_ID": "0", "KBIT_DGL_MACHINE": str(m),
+                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": master_port, "RANK": str(rank),
+                   "WORLD_SIZE": str(trainers), "LOCAL_RANK": str(rank % trainers_per_machine),
+                   "LOCAL_WORLD_SIZE": str(trainers_per_machine)}
+            processes.append(subprocess.Popen(command, env=env, **quiet))
+            names.append(f"trainer {rank} (machine {m})")
+        _wait(processes, names, timeout_minutes)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+        for process in processes:
+            process.wait()
+        for path in (ip_config,):
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(workdir)
+        for m in range(machines):
+            distributed.remove_shared_memory(f"kbitm{m}_")
+
+
+def _wait(processes: List[subprocess.Popen], names: List[str], timeout_minutes: float) -> None:
+    """Until the trainers ended well (servers stop once every trainer left); the first process to
+    fail, or trainers still running long after a server stopped, is reported."""
+    grace = 60.0
+    server_done_at = None
+    while True:
+        codes = [process.poll() for process in processes]
+        for name, code in zip(names, codes):
+            if code not in (None, 0):
+                how = f"signal {-code}" if code < 0 else f"exit code {code}"
+                raise DistributedTrainingError(f"DistDGL {name} failed ({how}); its error is above")
+        trainers = [code for name, code in zip(names, codes) if name.startswith("trainer")]
+        if all(code is not None for code in trainers):
+            return  # servers still up are stopped by the caller
+        if server_done_at is None and any(code is not None for name, code in zip(names, codes)
+                                          if name.startswith("server")):
+            server_done_at = time.monotonic()
+        if server_done_at is not None and time.monotonic() - server_done_at > grace:
+            raise DistributedTrainingError(f"a DistDGL server stopped and trainers were still running {grace:.0f} s "
+                                           f"later; their errors are above")
+        time.sleep(0.2)
+
+
+# --- the trainer's side ------------------------------------------------------------------------------
+
+class DistTable(nn.Module):
+    """The entity table as a ``dgl.distributed.DistEmbedding``, indexed by entity id (the model's
+    ids; DGL's shuffled ids stay inside). Lookups record their rows for DGL's optimizer."""
+
+    def __init__(self, embedding, node_of_entity: torch.Tensor, group: "DistDGLGroup"):
+        super().__init__()
+        self.embedding, self.node_of_entity, self.group = embedding, node_of_entity, group
+        self.num_embeddings, self.embedding_dim = embedding.num_embeddings, embedding.embedding_dim
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(self.node_of_entity[ids.cpu()], ids.device)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        destination[prefix + "weight"] = self.group.pull_entities(self.embedding._tensor)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key = prefix + "weight"
+        if key not in state_dict:
+            missing_keys.append(key)
+            return
+        weight = state_dict[key]
+        if tuple(weight.shape) != (self.num_embeddings, self.embedding_dim):
+            error_msgs.append(f"size mismatch for {key}: {tuple(weight.shape)} in the file, "
+                              f"{(self.num_embeddings, self.embedding_dim)} in the model")
+            return
+        self.group.push_owned(self.embedding._tensor, weight, entity_order=True)
+
+
+def _rowwise_adagrad_class():
+    from dgl.distributed import DistTensor
+    from dgl.distributed.optim.pytorch.sparse_optim import DistSparseGradOptimizer, initializer
+
+    class RowwiseSparseAdagrad(DistSparseGradOptimizer):
+        """DGL's distributed sparse Adagrad with one accumulator per row (DGL-KE's Adagrad; state is
+        one float per entity, kept by DGL's servers beside the table)."""
+
+        def __init__(self, params, lr, eps=1e-10):
+            super().__init__(params, lr)
+            self._eps = eps
+            self._defaults = {"_lr": lr, "_eps": eps}
+            for emb in params:
+                self._state[emb.name] = DistTensor((emb.num_embeddings, 1), torch.float32, emb.name + "_rowsum",
+                                                   init_func=initializer, part_policy=emb.part_policy,
+                                                   is_gdata=False)
+
+        def update(self, idx, grad, emb):
+            rows, inverse, count = torch.unique(idx, return_inverse=True, return_counts=True)
+            values = torch.zeros((len(rows), grad.shape[1]), dtype=grad.dtype, device=grad.device)
+            values.index_add_(0, inverse, grad)
+            values = values / count.unsqueeze(1)  # DGL's convention: a row's gradients averaged
+            state = self._state[emb.name]
+            row_sum = state[rows].to(grad.device) + values.pow(2).mean(1, keepdim=True)
+            state[rows] = row_sum.cpu()
+            step = self._lr * values / row_sum.sqrt_().add_(self._eps)
+            emb._tensor[rows] -= step.cpu()
+
+    return RowwiseSparseAdagrad
+
+
+class DistDGLOptimizer(DistributedOptimizer):
+    """:class:`DistributedOptimizer` over DGL's distributed sparse optimizer: its state lives on
+    DGL's servers; rank 0 pulls it into the checkpoint (in DGL's node order, which the checkpoint's
+    partition fingerprint pins) and every trainer pushes its machine's rows back on resume."""
+
+    def _states(self) -> List:
+        states = []
+        for emb in self.sparse._params:
+            state = self.sparse._state[emb.name]
+            states.extend(state if isinstance(state, (tuple, list)) else [state])
+        return states
+
+    def state_dict(self) -> Dict[str, Any]:
+        states = [self.group.pull_entities(state, entity_order=False) for state in self._states()]
+        return {"sparse": {"states": states, "lr": self.sparse_group["lr"],
+                           "partition": self.group.partition_id},
+                "dense": self.dense.state_dict() if self.dense is not None else None}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        saved = state["sparse"].get("partition")
+        if saved != self.group.partition_id:
+            raise ConfigError(f"the checkpoint was written with partitions {saved}, this run trains on "
+                              f"{self.group.partition_id}; resume with the same partition folder")
+        for target, values in zip(self._states(), state["sparse"]["states"]):
+            self.group.push_owned(target, values, entity_order=False)
+        self.sparse_group["lr"] = state["sparse"]["lr"]
+        if self.dense is not None:
+            self.dense.load_state_dict(state["dense"])
+        self.group.barrier()
+
+
+class DistDGLGroup(Group):
+    """A DistDGL trainer's place: its rank, its machine's partition and the maps between DGL's node
+    ids and entity ids."""
+
+    def __init__(self, rank: int, world_size: int, device: torch.device, run_name: str, graph, maps: Dict,
+                 part_config: str):
+        super().__init__(rank, world_size, device, run_name)
+        self.graph, self.part_config = graph, part_config
+        self.entity_of_node = maps["entity_of_node"]
+        self.node_of_entity = torch.empty_like(self.entity_of_node)
+        self.node_of_entity[self.entity_of_node] = torch.arange(len(self.entity_of_node))
+        self.train_of_edge = maps["train_of_edge"]
+        self.partition_id = f"{maps['method']}:{maps['num_parts']}:{maps['train_hash']}"
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        self.local_size = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        local = graph.local_partition
+        inner = local.ndata["inner_node"].bool()
+        owned = local.ndata["_ID"][inner]
+        self.owned_nodes = owned.tensor_split(self.local_size)[self.local_rank]  # this trainer's share to push
+
+    def threads(self) -> int:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        sharing = int(os.environ.get("KBIT_DGL_LOCAL_PROCS", self.local_size))  # simulated machines share cores
+        return max(1, cores // sharing)
+
+    def train_rows(self, kg) -> torch.Tensor:
+        """The rows of ``kg.train`` in this machine's partition (this trainer's share of them),
+        checked triple by triple against the partition's graph."""
+        import dgl
+
+        local = self.graph.local_partition
+        inner = local.edata["inner_edge"].bool()
+        heads, tails = local.edges()
+        nodes = local.ndata[dgl.NID]
+        rows = self.train_of_edge[local.edata[dgl.EID][inner]]
+        relation_of_type = torch.tensor([int(c[1][1:]) for c in self.graph.canonical_etypes])
+        found = torch.stack([self.entity_of_node[nodes[heads[inner]]],
+                             relation_of_type[local.edata[dgl.ETYPE][inner]],
+                             self.entity_of_node[nodes[tails[inner]]]], 1)
+        if len(rows) and not torch.equal(found, kg.train[rows].to(torch.int64)):
+            raise PartitionMismatchError(f"{os.path.dirname(self.part_config)}: partition {self.rank}'s triples "
+                                         f"differ from {kg.name!r}'s; partition this dataset again")
+        return rows.tensor_split(self.local_size)[self.local_rank]
+
+    def share_tables(self, model: nn.Module) -> List[DistTable]:
+        import dgl
+
+        if model.encoder is not None:
+            raise ConfigError("DistDGL trains shallow models (an entity table and a decoder); runs with "
+                              "model.encoder scale out with train.num_procs and encoder.mode=sampled")
+        if getattr(model, "qat", None) is not None or not isinstance(model.entity, nn.Embedding):
+            raise ConfigError("DistDGL trains plain float tables: quantisation-aware training (train.qat_bits) "
+                              "runs in one process")
+        initial = model.entity.weight.detach().cpu()  # every rank built the same model from the seed
+        if initial.shape[0] != len(self.entity_of_node):
+            raise PartitionMismatchError(f"the partitions hold {len(self.entity_of_node)} entities, the model "
+                                         f"{initial.shape[0]}")
+        policy = self.graph.get_node_partition_policy(NTYPE)
+        embedding = dgl.distributed.DistEmbedding(initial.shape[0], initial.shape[1], "entity",
+                                                  init_func=_zeros, part_policy=policy)
+        table = DistTable(embedding, self.node_of_entity, self)
+        self.push_owned(embedding._tensor, initial, entity_order=True)
+        model.entity = table
+        self.barrier()
+        return [table]
+
+    def make_optimizer(self, model: nn.Module, name: str, lr: float, hogwild: bool = False) -> DistDGLOptimizer:
+        import dgl
+
+        from .optim import Adam, SparseAdagrad
+
+        classes = {"adam": dgl.distributed.optim.SparseAdam, "sparse_adam": dgl.distributed.optim.SparseAdam,
+                   "sparse_adagrad": dgl.distributed.optim.SparseAdagrad}
+        optimizer_class = _rowwise_adagrad_class() if name == "rowwise_adagrad" else classes.get(name)
+        if optimizer_class is None:
+            raise ConfigError(f"train.optimizer={name!r} has no DistDGL form")
+        sparse = optimizer_class([model.entity.embedding], lr=lr)
+        dense_params = [p for p in model.parameters()]
+        dense = None
+        if dense_params:
+            dense = Adam(dense_params, lr=lr) if name in ("adam", "sparse_adam") else SparseAdagrad(dense_params, lr=lr)
+        return DistDGLOptimizer(sparse, dense, dense_params, self, lr)
+
+    @contextlib.contextmanager
+    def local_copy(self, model: nn.Module) -> Iterator[None]:
+        """Within: ``model.entity`` is a plain table pulled from the servers, in entity order (rank 0
+        validates, checkpoints and tests with it); the distributed table is back afterwards."""
+        table = model.entity
+        if not isinstance(table, DistTable):
+            yield
+            return
+        model.entity = nn.Embedding.from_pretrained(self.pull_entities(table.embedding._tensor), freeze=True,
+                                                    sparse=True)
+        try:
+            yield
+        finally:
+            model.entity = table
+
+    def pull_entities(self, tensor, entity_order: bool = True) -> torch.Tensor:
+        """A whole ``DistTensor`` from the servers, in chunks; rows in entity order, or DGL's."""
+        rows = tensor.shape[0]
+        pulled = torch.cat([tensor[start:min(start + _CHUNK, rows)] for start in range(0, rows, _CHUNK)])
+        if not entity_order:
+            return pulled
+        ordered = torch.empty_like(pulled)
+        ordered[self.entity_of_node] = pulled
+        return ordered
+
+    def push_owned(self, tensor, values: torch.Tensor, entity_order: bool) -> None:
+        """Write this trainer's share of its machine's rows of ``tensor`` from ``values`` (rows in
+        entity order, or DGL's); local to the machine, so done when it returns."""
+        nodes = self.owned_nodes
+        for piece in nodes.split(_CHUNK):
+            source = self.entity_of_node[piece] if entity_order else piece
+            tensor[piece] = values[source].reshape((len(piece),) + tuple(tensor.shape[1:])).to(torch.float32)
+
+
+def _zeros(shape, dtype):
+    return torch.zeros(shape, dtype=dtype)
+
+
+def join(device_name: str, timeout_minutes: float, kg) -> DistDGLGroup:
+    """Join DistDGL as the trainer DGL's environment describes: connect to the servers, join the
+    trainers' process group, open the ``DistGraph`` and the partition maps (checked against ``kg``)."""
+    import dgl
+
+    if os.environ.get("DGL_ROLE") != "client":
+        raise ConfigError("join() runs in a DistDGL trainer (DGL_ROLE=client)")
+    part_config = os.environ.get("DGL_CONF_PATH")
+    if not part_config or not os.path.exists(part_config):
+        raise ConfigError(f"DGL_CONF_PATH={part_config!r} names no partition config")
+    maps = load_maps(part_config, kg)  # before connecting: a wrong folder fails fast
+    _simulate_machine()
+    dgl.distributed.initialize(os.environ["DGL_IP_CONFIG"])
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    run_name = f"kbitdist{os.environ.get('MASTER_PORT', '0')}"
+    group = distributed._join(rank, world_size, "env://", device_name, timeout_minutes, run_name,
+                              int(os.environ.get("LOCAL_RANK", 0)))
+    graph = dgl.distributed.DistGraph(GRAPH_NAME, part_config=part_config)
+    if graph.num_nodes() != kg.num_entities or graph.num_edges() != len(kg.train):
+        raise PartitionMismatchError(f"{part_config}: {graph.num_nodes()} entities and {graph.num_edges()} triples, "
+                                     f"{kg.name!r} has {kg.num_entities} and {len(kg.train)}")
+    distdgl_group = DistDGLGroup(group.rank, group.world_size, group.device, run_name, graph, maps, part_config)
+    distributed._GROUP = distdgl_group
+    return distdgl_group
+
+
+def leave(together: bool = True) -> None:
+    """Leave the trainers' group and tell DGL's servers this trainer is done."""
+    import dgl
+
+    distributed._leave(together)
+    if together:
+        dgl.distributed.exit_client()
