@@ -140,6 +140,19 @@ def load_maps(part_config: str, kg) -> Dict[str, Any]:
     return maps
 
 
+def check_config(config, trainers: int) -> None:
+    """Refuse what DistDGL does not train, before any process starts (``trainers``: their number)."""
+    if config.model.encoder:
+        raise ConfigError("DistDGL trains shallow models (an entity table and a decoder); runs with "
+                          "model.encoder scale out with train.num_procs and encoder.mode=sampled")
+    if config.train.qat_bits not in (0, 32):
+        raise ConfigError("DistDGL trains float tables: quantisation-aware training (train.qat_bits) runs in "
+                          "one process")
+    if config.train.num_procs not in (1, trainers):  # a DistDGL run's config records its trainers
+        raise ConfigError(f"train.num_procs={config.train.num_procs}: DistDGL runs one trainer per partition "
+                          f"({trainers} here)")
+
+
 # --- processes: servers, trainers, and machines simulated on one host ------------------------------
 
 def launched_by_dgl() -> bool:
@@ -191,6 +204,15 @@ def serve() -> None:
         pass
 
 
+def num_parts(partitions: str) -> int:
+    """The number of partitions (machines) in a folder written by :func:`partition`."""
+    part_config = os.path.join(partitions, GRAPH_NAME + ".json")
+    if not os.path.exists(part_config):
+        raise ConfigError(f"{partitions}: no {GRAPH_NAME}.json; write it with `kbit-dgl partition --out {partitions}`")
+    with open(part_config, encoding="utf-8") as handle:
+        return int(json.load(handle)["num_parts"])
+
+
 def launch_local(partitions: str, argv: Sequence[str], timeout_minutes: float = 30.0,
                  trainers_per_machine: int = 1) -> None:
     """Start DistDGL on this host: one machine per partition, each with one server and
@@ -198,11 +220,8 @@ def launch_local(partitions: str, argv: Sequence[str], timeout_minutes: float = 
     environment variables (as DGL's ``launch.py`` sets them). Machines are told apart by loopback
     address (127.0.0.1, 127.0.0.2, ...). Waits for the trainers; a trainer that fails or dies stops
     the rest and raises :class:`DistributedTrainingError` naming it."""
+    machines = num_parts(partitions)
     part_config = os.path.join(partitions, GRAPH_NAME + ".json")
-    if not os.path.exists(part_config):
-        raise ConfigError(f"{partitions}: no {GRAPH_NAME}.json; write it with `kbit-dgl partition --out {partitions}`")
-    with open(part_config, encoding="utf-8") as handle:
-        machines = int(json.load(handle)["num_parts"])
     workdir = tempfile.mkdtemp(prefix="kbit-distdgl-")
     ip_config = os.path.join(workdir, "ip_config.txt")
     with open(ip_config, "w", encoding="utf-8") as handle:
@@ -409,12 +428,10 @@ class DistDGLGroup(Group):
     def share_tables(self, model: nn.Module) -> List[DistTable]:
         import dgl
 
-        if model.encoder is not None:
-            raise ConfigError("DistDGL trains shallow models (an entity table and a decoder); runs with "
-                              "model.encoder scale out with train.num_procs and encoder.mode=sampled")
-        if getattr(model, "qat", None) is not None or not isinstance(model.entity, nn.Embedding):
-            raise ConfigError("DistDGL trains plain float tables: quantisation-aware training (train.qat_bits) "
-                              "runs in one process")
+        if model.encoder is not None or getattr(model, "qat", None) is not None \
+                or not isinstance(model.entity, nn.Embedding):
+            raise ConfigError("DistDGL trains shallow models with float tables (no model.encoder, no "
+                              "train.qat_bits)")
         initial = model.entity.weight.detach().cpu()  # every rank built the same model from the seed
         if initial.shape[0] != len(self.entity_of_node):
             raise PartitionMismatchError(f"the partitions hold {len(self.entity_of_node)} entities, the model "

@@ -293,19 +293,19 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
     def shallow_losses(skip: int = 0):
         """One epoch's (loss, batch size) steps; ``skip`` batches already ran (a mid-epoch resume):
         the epoch's order is drawn again from the generator state it was drawn from."""
-        if skip:
-            current = order_generator.get_state()
-            order_generator.set_state(state["epoch_generator"])
+        if own_rows is not None:  # DistDGL: this trainer's rows, in an order drawn from (seed, rank, epoch)
+            epoch_generator = torch.Generator().manual_seed(cfg.seed + 1_000_003 * (group.rank + 1)
+                                                            + 7_919 * state["epoch"])
+            batches = own_rows[epoch_permutation(len(own_rows), epoch_generator)].tensor_split(steps_per_epoch)
         else:
-            state["epoch_generator"] = order_generator.get_state()
-        if own_rows is None:
-            order = epoch_permutation(len(train_triples), order_generator)
-            batches = order.split(cfg.batch_size)
-        else:
-            order = own_rows[epoch_permutation(len(own_rows), order_generator)]
-            batches = order.tensor_split(steps_per_epoch)
-        if skip:
-            order_generator.set_state(current)
+            if skip:
+                current = order_generator.get_state()
+                order_generator.set_state(state["epoch_generator"])
+            else:
+                state["epoch_generator"] = order_generator.get_state()
+            batches = epoch_permutation(len(train_triples), order_generator).split(cfg.batch_size)
+            if skip:
+                order_generator.set_state(current)
         for batch_ids in batches[skip:]:
             size = len(batch_ids)
             if own_rows is not None:
