@@ -5,10 +5,13 @@ distributed sparse optimizer.
 The flow, DGL's own:
 
 1. :func:`partition` (``kbit-dgl partition``) writes DGL's partition folder for the training triples:
-   a heterograph with one node type ``entity`` and one edge type per relation, split by
-   ``partition_graph`` (``random`` or ``metis``). Next to DGL's files, ``kbit_partition.pt`` keeps
-   the dataset's fingerprint and the maps from DGL's shuffled node and edge ids back to entity ids
-   and training-triple rows.
+   a graph over the entities with one edge per triple and its relation id in ``edata["relation"]``,
+   split by ``partition_graph`` (``random`` or ``metis``; edges go with their tail's partition).
+   Next to DGL's files, ``kbit_partition.pt`` keeps the dataset's fingerprint and the maps from
+   DGL's shuffled node and edge ids back to entity ids and training-triple rows. (One edge type
+   per relation was the first design: DGL 2.1's ``partition_graph`` fails an assertion when a
+   partition holds no edge of some type, partition.py:1084, which random partitions of KGs with
+   rare relations hit; DGL's own examples keep edge types as a feature of a homogeneous graph.)
 2. DGL's launch tool (``tools/launch.py``) or :func:`launch_local` starts, per machine, one server
    (``DGL_ROLE=server``: :func:`serve`) and the trainers (``DGL_ROLE=client``) with DGL's documented
    environment variables, each running the same ``kbit-dgl train`` command.
@@ -47,7 +50,6 @@ from .distributed import DistributedOptimizer, DistributedTrainingError, Group
 log = logging.getLogger("kbit_dgl")
 
 MAPS = "kbit_partition.pt"
-NTYPE = "entity"
 GRAPH_NAME = "kg"
 _CHUNK = 1 << 20  # rows per pull / push of a whole table
 
@@ -61,10 +63,6 @@ class PartitionMismatchError(KbitError, ValueError):
 def _train_hash(kg) -> str:
     digest = hashlib.sha256(kg.train.to(torch.int64).contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def _etype(relation: int, width: int) -> str:
-    return f"r{relation:0{width}d}"
 
 
 def partition(kg, out_dir: str, num_parts: int, method: str = "random", overwrite: bool = False) -> Dict:
@@ -81,35 +79,14 @@ def partition(kg, out_dir: str, num_parts: int, method: str = "random", overwrit
         raise ConfigError(f"the number of partitions must be >= 1, got {num_parts}")
     if os.path.exists(os.path.join(out_dir, MAPS)) and not overwrite:
         raise ConfigError(f"{out_dir} already holds a partition; pass overwrite=True (--overwrite) to replace it")
-    width = len(str(max(kg.num_relations - 1, 0)))
     train = kg.train.to(torch.int64)
-    order = torch.argsort(train[:, 1], stable=True)  # the rows of each relation, in train order
-    counts = torch.bincount(train[:, 1], minlength=kg.num_relations)
-    offsets = torch.cumsum(counts, 0) - counts
-    data = {}
-    for relation, (start, count) in enumerate(zip(offsets.tolist(), counts.tolist())):
-        rows = order[start:start + count]
-        data[(NTYPE, _etype(relation, width), NTYPE)] = (train[rows, 0], train[rows, 2])
-    graph = dgl.heterograph(data, num_nodes_dict={NTYPE: kg.num_entities})
+    graph = dgl.graph((train[:, 0], train[:, 2]), num_nodes=kg.num_entities)
+    graph.edata["relation"] = train[:, 1]
     started = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # DGL reports its progress on stdout
-        node_map, edge_map = dgl.distributed.partition_graph(
+        entity_of_node, train_of_edge = dgl.distributed.partition_graph(
             graph, GRAPH_NAME, num_parts, out_dir, part_method=method, return_mapping=True, balance_edges=True)
-    part_config = os.path.join(out_dir, GRAPH_NAME + ".json")
-    book = dgl.distributed.load_partition_book(part_config, 0)[0]
-    # DGL's shuffled (homogeneous) ids -> entity ids and training-triple rows
-    node_types, node_local = book.map_to_per_ntype(torch.arange(kg.num_entities))
-    if bool((node_types != 0).any()):
-        raise AssertionError("one node type expected")
-    node_map = node_map[NTYPE] if isinstance(node_map, dict) else node_map
-    entity_of_node = node_map[node_local]
-    edge_types, edge_local = book.map_to_per_etype(torch.arange(len(train)))
-    train_of_edge = torch.empty(len(train), dtype=torch.int64)
-    for type_id, canonical in enumerate(book.canonical_etypes):
-        members = (edge_types == type_id).nonzero().flatten()
-        original = edge_map[canonical] if canonical in edge_map else edge_map[canonical[1]]
-        relation = int(canonical[1][1:])
-        train_of_edge[members] = order[offsets[relation] + original[edge_local[members]]]
+    book = dgl.distributed.load_partition_book(os.path.join(out_dir, GRAPH_NAME + ".json"), 0)[0]
     summary = {"format": 1, "dataset": kg.name, "id_maps": kg_fingerprint(kg), "train_hash": _train_hash(kg),
                "num_entities": kg.num_entities, "num_relations": kg.num_relations, "num_train": len(train),
                "num_parts": num_parts, "method": method, "seconds": round(time.perf_counter() - started, 2),
@@ -415,10 +392,9 @@ class DistDGLGroup(Group):
         inner = local.edata["inner_edge"].bool()
         heads, tails = local.edges()
         nodes = local.ndata[dgl.NID]
-        rows = self.train_of_edge[local.edata[dgl.EID][inner]]
-        relation_of_type = torch.tensor([int(c[1][1:]) for c in self.graph.canonical_etypes])
-        found = torch.stack([self.entity_of_node[nodes[heads[inner]]],
-                             relation_of_type[local.edata[dgl.ETYPE][inner]],
+        edges = local.edata[dgl.EID][inner]
+        rows = self.train_of_edge[edges]
+        found = torch.stack([self.entity_of_node[nodes[heads[inner]]], self.graph.edata["relation"][edges],
                              self.entity_of_node[nodes[tails[inner]]]], 1)
         if len(rows) and not torch.equal(found, kg.train[rows].to(torch.int64)):
             raise PartitionMismatchError(f"{os.path.dirname(self.part_config)}: partition {self.rank}'s triples "
@@ -436,7 +412,7 @@ class DistDGLGroup(Group):
         if initial.shape[0] != len(self.entity_of_node):
             raise PartitionMismatchError(f"the partitions hold {len(self.entity_of_node)} entities, the model "
                                          f"{initial.shape[0]}")
-        policy = self.graph.get_node_partition_policy(NTYPE)
+        policy = self.graph.get_node_partition_policy(self.graph.ntypes[0])
         embedding = dgl.distributed.DistEmbedding(initial.shape[0], initial.shape[1], "entity",
                                                   init_func=_zeros, part_policy=policy)
         table = DistTable(embedding, self.node_of_entity, self)

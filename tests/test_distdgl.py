@@ -1,0 +1,121 @@
+"""DistDGL (issue #14): the KG partitioned by ``dgl.distributed.partition_graph`` with maps back to
+entity ids and training rows, servers and trainers started from one command on loopback machines,
+the entity table a ``DistEmbedding`` updated by DGL's distributed sparse optimizer, rank 0's run
+folder an ordinary run; a partition of another dataset, a failing trainer and configs DistDGL does
+not train give clear errors."""
+from __future__ import annotations
+
+import glob
+import json
+import time
+
+import pytest
+import torch
+
+from kbit_dgl.cli import main
+from kbit_dgl.data import load_dataset
+from kbit_dgl.errors import ConfigError
+from kbit_dgl.train import distdgl
+from kbit_dgl.train.distributed import DistributedTrainingError
+
+SET = ["model.dim=24", "train.batch_size=128", "train.num_negatives=32", "train.valid_every=5",
+       "train.dist_timeout_minutes=3"]
+
+
+@pytest.fixture(scope="module")
+def kg(tsv_folder):
+    return load_dataset(str(tsv_folder))
+
+
+@pytest.fixture(scope="module")
+def parts(kg, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("parts")
+    distdgl.partition(kg, str(folder), 2)
+    return folder
+
+
+def _train(tsv_folder, out, *extra, sets=()):
+    code = main(["train", "--dataset", str(tsv_folder), "--model", "transe", "--out", str(out), "--no-progress",
+                 *extra, "--set", *SET, *sets])
+    assert code == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("method", ["random", "metis"])
+def test_partitions_map_back_to_every_training_triple_once(kg, tmp_path, method):
+    import dgl
+
+    summary = distdgl.partition(kg, str(tmp_path), 2, method)
+    assert summary["num_parts"] == 2 and sum(summary["part_edges"]) == len(kg.train)
+    maps = distdgl.load_maps(str(tmp_path / "kg.json"), kg)
+    assert torch.equal(maps["entity_of_node"].sort().values, torch.arange(kg.num_entities))
+    rows = []
+    for part in range(2):
+        local, _, edge_feats, _, _, _, _ = dgl.distributed.load_partition(str(tmp_path / "kg.json"), part)
+        inner = local.edata["inner_edge"].bool()
+        heads, tails = local.edges()
+        nodes = local.ndata[dgl.NID]
+        part_rows = maps["train_of_edge"][local.edata[dgl.EID][inner]]
+        relations = next(value for key, value in edge_feats.items() if key.endswith("/relation"))
+        found = torch.stack([maps["entity_of_node"][nodes[heads[inner]]], relations,
+                             maps["entity_of_node"][nodes[tails[inner]]]], 1)
+        assert torch.equal(found, kg.train[part_rows])  # edge features in the order of the partition's edges
+        rows.append(part_rows)
+    assert torch.equal(torch.cat(rows).sort().values, torch.arange(len(kg.train)))
+
+
+def test_a_partition_of_another_dataset_is_refused(kg, parts, tmp_path):
+    other = load_dataset("synthetic")
+    with pytest.raises(distdgl.PartitionMismatchError, match=str(parts)):
+        distdgl.load_maps(str(parts / "kg.json"), other)
+    with pytest.raises(ConfigError, match="already holds a partition"):
+        distdgl.partition(kg, str(parts), 2)
+    assert main(["train", "--dataset", "synthetic", "--out", str(tmp_path / "run"), "--partitions", str(parts),
+                 "--no-progress"]) == 2
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--encoder", "rgcn"], "shallow models"),
+    (["--set", "train.qat_bits=4"], "quantisation-aware"),
+    (["--num-procs", "3"], "one trainer per partition"),
+])
+def test_configs_distdgl_does_not_train_are_refused(tsv_folder, parts, tmp_path, capsys, args, message):
+    code = main(["train", "--dataset", str(tsv_folder), "--out", str(tmp_path / "run"), "--partitions", str(parts),
+                 "--no-progress", *args])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_a_failing_trainer_stops_the_launch_with_its_name(parts, tmp_path):
+    started = time.monotonic()  # the servers start; the trainers fail reading a dataset that is not there
+    with pytest.raises(DistributedTrainingError, match=r"trainer \d \(machine \d\) failed \(exit code 2\)"):
+        distdgl.launch_local(str(parts), ["train", "--dataset", str(tmp_path / "missing"), "--out",
+                                          str(tmp_path / "run")])
+    assert time.monotonic() - started < 60  # the servers waiting for it were stopped, no hang
+    assert not glob.glob("/dev/shm/kbitm*")
+
+
+def test_distdgl_trains_like_one_process_and_resumes_bit_for_bit(tsv_folder, parts, tmp_path):
+    """2 machines on loopback (a server and a trainer each): test MRR within 0.01 of one process;
+    the run folder is an ordinary run; a resume from a checkpoint continues exactly."""
+    sets = ["train.max_epochs=30"]
+    one = _train(tsv_folder, tmp_path / "one", sets=sets)
+    dist = _train(tsv_folder, tmp_path / "dist", "--partitions", str(parts), sets=sets)
+    assert dist["epochs"] == 30 and dist["steps"] == one["steps"]
+    assert abs(dist["test"]["mrr"] - one["test"]["mrr"]) < 0.01, (dist["test"]["mrr"], one["test"]["mrr"])
+    assert torch.load(tmp_path / "dist" / "checkpoint.pt")["num_procs"] == 2
+    assert not glob.glob("/dev/shm/kbitm*")
+    # the saved model is an ordinary model file: the usual evaluation gives the run's test metrics
+    from kbit_dgl import api
+
+    again = api.evaluate(api.load_run(str(tmp_path / "dist")), "test")
+    assert again["mrr"] == pytest.approx(dist["test"]["mrr"], abs=1e-9)
+    # stopped after 10 epochs and resumed: the same model as the uninterrupted run
+    half = _train(tsv_folder, tmp_path / "half", "--partitions", str(parts), sets=["train.max_epochs=10"])
+    assert half["epochs"] == 10
+    assert main(["train", "--out", str(tmp_path / "half"), "--resume", "--partitions", str(parts), "--no-progress",
+                 "--set", "train.max_epochs=30"]) == 0
+    whole = torch.load(tmp_path / "dist" / "checkpoint.pt")["model"]
+    resumed = torch.load(tmp_path / "half" / "checkpoint.pt")["model"]
+    for key in whole:
+        assert torch.equal(whole[key], resumed[key]), key
