@@ -5,6 +5,8 @@
         --set model.dim=200 train.batch_size=1024 train.max_epochs=3 --rounds 3
     # quality: default-config runs, 1 process and 2, test MRR side by side
     python pipelines/bench_multiproc.py quality --data-dir ../shared/data --dataset codex-s --model transe
+    # distdgl: the same pair with DistDGL on 2 loopback machines (kbit-dgl partition, then train --partitions)
+    python pipelines/bench_multiproc.py distdgl --data-dir ../shared/data --dataset codex-s --model transe
 
 Each run is the user's command (`kbit-dgl train ... --num-procs N`) in its own process tree, so the
 rate is the CLI's steady-state rate (metrics.json, torch.compile's warm-up excluded). Speed runs
@@ -26,16 +28,18 @@ from kbit_dgl.io import atomic_write_json, atomic_write_text
 from kbit_dgl.provenance import project_root, provenance
 
 
-def run_train(args, folder: str, procs: int, threads: int, extra) -> dict:
+def run_train(args, folder: str, procs: int, threads: int, extra, partitions: str = "") -> dict:
     run = os.path.join(folder, f"p{procs}t{threads}-{len(os.listdir(folder))}")
+    scale_out = ["--partitions", partitions] if partitions else ["--num-procs", str(procs)]
     command = [sys.executable, "-m", "kbit_dgl.cli", "train", "--dataset", args.dataset, "--data-dir",
-               args.data_dir, "--model", args.model, "--out", run, "--no-progress", "--num-procs", str(procs),
+               args.data_dir, "--model", args.model, "--out", run, "--no-progress", *scale_out,
                "--set", f"train.num_threads={threads}", *args.set, *extra]
     began, load = time.time(), os.getloadavg()[0]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     with open(os.path.join(run, "metrics.json"), encoding="utf-8") as handle:
         metrics = json.load(handle)
-    return {"procs": procs, "threads": threads, "steady": metrics["train_triples_per_second_steady"],
+    return {"procs": procs, "threads": threads, "mode": "distdgl" if partitions else "procs",
+            "steady": metrics["train_triples_per_second_steady"],
             "overall": metrics["train_triples_per_second"], "test_mrr": metrics["test"]["mrr"],
             "test_hits@10": metrics["test"]["hits@10"], "valid_mrr": metrics["valid"]["mrr"],
             "epochs": metrics["epochs"], "best_epoch": metrics["best_epoch"],
@@ -45,13 +49,15 @@ def run_train(args, folder: str, procs: int, threads: int, extra) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=["speed", "quality"])
+    parser.add_argument("task", choices=["speed", "quality", "distdgl"])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--dataset", default="fb15k-237")
     parser.add_argument("--model", default="transe")
     parser.add_argument("--procs", type=int, default=2, help="N: N processes x 1 thread against 1 x N threads")
     parser.add_argument("--rounds", type=int, default=3, help="speed: interleaved rounds")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides shared by every run")
+    parser.add_argument("--method", default="random", choices=["random", "metis"],
+                        help="distdgl: partitioning (kbit-dgl partition --method)")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -63,11 +69,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         rounds = args.rounds if args.task == "speed" else 1
         extra = ["train.valid_every=100000", "eval.valid_sample=500"] if args.task == "speed" else []
+        partitions = ""
+        if args.task == "distdgl":  # N machines on loopback, one partition, server and trainer each
+            partitions = os.path.join(folder, "partitions")
+            subprocess.run([sys.executable, "-m", "kbit_dgl.cli", "partition", "--dataset", args.dataset,
+                            "--data-dir", args.data_dir, "--parts", str(args.procs), "--method", args.method,
+                            "--out", partitions], check=True, stdout=subprocess.DEVNULL)
+            os.makedirs(os.path.join(folder, "runs"))
+        runs = os.path.join(folder, "runs") if partitions else folder
         for round_index in range(rounds):
             for procs, threads in (peers if round_index % 2 == 0 else peers[::-1]):
-                rows.append({"round": round_index, **run_train(args, folder, procs, threads, extra)})
+                rows.append({"round": round_index, **run_train(args, runs, procs, threads, extra,
+                                                               partitions if procs > 1 else "")})
                 print(rows[-1], flush=True)
                 record = {**provenance(started), "task": args.task, "dataset": args.dataset, "model": args.model,
+                          "partition_method": args.method if partitions else None,
                           "shared_set": args.set, "load_before": list(load_before),
                           "load_after": list(os.getloadavg()), "rows": rows}
                 atomic_write_json(out + ".json", record)
@@ -80,7 +96,10 @@ def table(record: dict) -> str:
     by_peer = {}
     for row in rows:
         by_peer.setdefault((row["procs"], row["threads"]), []).append(row)
-    lines = [f"# {record['task'].capitalize()}: 1 process against {max(p for p, _ in by_peer)} on "
+    many = max(p for p, _ in by_peer)
+    against = (f"DistDGL on {many} loopback machines ({record['partition_method']} partitions, a server and a "
+               f"trainer each)" if record["task"] == "distdgl" else str(many))
+    lines = [f"# {record['task'].capitalize()}: 1 process against {against} on "
              f"{record['dataset']} ({record['model']})", "",
              f"`{record['command']}` (commit {record['commit'][:7]}, load {record['load_before'][0]:.1f} before, "
              f"{record['load_after'][0]:.1f} after). "
@@ -98,7 +117,8 @@ def table(record: dict) -> str:
         lines += ["| processes x threads | test MRR | Hits@10 | valid MRR | epochs (best) | train s "
                   "| steady triples/s |", "|---|---|---|---|---|---|---|"]
         for row in rows:
-            lines.append(f"| {row['procs']} x {row['threads']} | {row['test_mrr']:.4f} | "
+            label = f"{row['procs']} x {row['threads']}" + (" (DistDGL)" if row.get("mode") == "distdgl" else "")
+            lines.append(f"| {label} | {row['test_mrr']:.4f} | "
                          f"{row['test_hits@10']:.4f} | {row['valid_mrr']:.4f} | "
                          f"{row['epochs']} ({row['best_epoch']}) | {row['train_seconds']:.0f} | {row['steady']:,.0f} |")
         mrr = {row["procs"]: row["test_mrr"] for row in rows}
