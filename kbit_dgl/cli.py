@@ -46,8 +46,8 @@ def cmd_train(args) -> int:
     check_config(config)  # before the dataset is read and before anything is written
     if args.partitions and not distdgl.launched_by_dgl():  # DistDGL on this host: one machine per partition
         distdgl.check_config(config, distdgl.num_parts(args.partitions))
-        kg = load_dataset(config.data.dataset, config.data.data_dir, config.data.seed)
-        distdgl.load_maps(os.path.join(args.partitions, distdgl.GRAPH_NAME + ".json"), kg)  # the right folder?
+        distdgl.load_maps(os.path.join(args.partitions, distdgl.GRAPH_NAME + ".json"),  # the right folder?
+                          load_dataset(config.data.dataset, config.data.data_dir, config.data.seed))
         distdgl.launch_local(args.partitions, args.argv, config.train.dist_timeout_minutes)
         with open(os.path.join(args.out, "metrics.json"), encoding="utf-8") as handle:
             print(json.dumps(_headline(json.load(handle)), indent=2))
