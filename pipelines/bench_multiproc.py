@@ -11,7 +11,8 @@
 Each run is the user's command (`kbit-dgl train ... --num-procs N`) in its own process tree, so the
 rate is the CLI's steady-state rate (metrics.json, torch.compile's warm-up excluded). Speed runs
 skip validation (`train.valid_every` above the epochs); the peers alternate within each round, and
-the load is recorded before and after. Writes results/bench/multiproc-<task>-<dataset>.{json,md}.
+the load is recorded before and after. Writes results/bench/multiproc-<task>-<dataset>.{json,md}
+(distdgl: results/bench/distdgl-quality-<dataset>.{json,md}).
 """
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    name = f"multiproc-{args.task}-{args.dataset}{'-' + args.tag if args.tag else ''}"
+    stem = "distdgl-quality" if args.task == "distdgl" else f"multiproc-{args.task}"
+    name = f"{stem}-{args.dataset}{'-' + args.tag if args.tag else ''}"
     out = args.out or os.path.join(project_root(), "results", "bench", name)
     started, load_before = time.time(), os.getloadavg()
     peers = [(1, args.procs), (args.procs, 1)]  # (processes, threads each)
