@@ -67,7 +67,7 @@ def cmd_partition(args) -> int:
 
     config = _load_config(args)
     kg = load_dataset(config.data.dataset, config.data.data_dir, config.data.seed)
-    summary = distdgl.partition(kg, args.out, args.parts, args.method, overwrite=args.overwrite)
+    summary = distdgl.partition(kg, args.out, args.parts, args.method, overwrite=args.overwrite, seed=args.seed)
     print(json.dumps({**summary, "out": args.out}, indent=2))
     return 0
 
@@ -288,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     partition_parser.add_argument("--parts", type=int, required=True, help="partitions (one per machine)")
     partition_parser.add_argument("--method", default="random", choices=["random", "metis"])
     partition_parser.add_argument("--out", required=True, help="folder to write (DGL's kg.json, part*/)")
+    partition_parser.add_argument("--seed", type=int, default=0, help="random partitioning's seed (default 0)")
     partition_parser.set_defaults(func=cmd_partition)
 
     def quant_options(p, required):

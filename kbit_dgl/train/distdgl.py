@@ -50,6 +50,7 @@ from .distributed import DistributedOptimizer, DistributedTrainingError, Group
 log = logging.getLogger("kbit_dgl")
 
 MAPS = "kbit_partition.pt"
+FORMAT = 2  # 1: one edge type per relation (abandoned, see above)
 GRAPH_NAME = "kg"
 _CHUNK = 1 << 20  # rows per pull / push of a whole table
 
@@ -65,11 +66,13 @@ def _train_hash(kg) -> str:
     return digest.hexdigest()[:16]
 
 
-def partition(kg, out_dir: str, num_parts: int, method: str = "random", overwrite: bool = False) -> Dict:
+def partition(kg, out_dir: str, num_parts: int, method: str = "random", overwrite: bool = False,
+              seed: int = 0) -> Dict:
     """Partition ``kg``'s training triples into ``num_parts`` parts with DGL's ``partition_graph``;
     writes DGL's folder (``kg.json``, ``part0/`` ...) and ``kbit_partition.pt`` into ``out_dir``.
-    Returns the summary that ``kbit_partition.pt`` records."""
+    The same ``seed`` gives the same random partitions (DGL's METIS call takes no seed). Returns the summary that ``kbit_partition.pt`` records."""
     import dgl
+    import numpy as np
 
     from ..runs import kg_fingerprint
 
@@ -83,13 +86,16 @@ def partition(kg, out_dir: str, num_parts: int, method: str = "random", overwrit
     graph = dgl.graph((train[:, 0], train[:, 2]), num_nodes=kg.num_entities)
     graph.edata["relation"] = train[:, 1]
     started = time.perf_counter()
+    np.random.seed(seed)  # DGL's random partitioning draws from numpy's global generator
+    dgl.seed(seed)
     with contextlib.redirect_stdout(sys.stderr):  # DGL reports its progress on stdout
         entity_of_node, train_of_edge = dgl.distributed.partition_graph(
             graph, GRAPH_NAME, num_parts, out_dir, part_method=method, return_mapping=True, balance_edges=True)
     book = dgl.distributed.load_partition_book(os.path.join(out_dir, GRAPH_NAME + ".json"), 0)[0]
-    summary = {"format": 1, "dataset": kg.name, "id_maps": kg_fingerprint(kg), "train_hash": _train_hash(kg),
+    summary = {"format": FORMAT, "dataset": kg.name, "id_maps": kg_fingerprint(kg), "train_hash": _train_hash(kg),
                "num_entities": kg.num_entities, "num_relations": kg.num_relations, "num_train": len(train),
-               "num_parts": num_parts, "method": method, "seconds": round(time.perf_counter() - started, 2),
+               "num_parts": num_parts, "method": method, "seed": seed,
+               "seconds": round(time.perf_counter() - started, 2),
                "part_edges": [int(m["num_edges"]) for m in book.metadata()],
                "part_entities": [int(m["num_nodes"]) for m in book.metadata()]}
     torch.save({**summary, "entity_of_node": entity_of_node, "train_of_edge": train_of_edge},
@@ -106,6 +112,9 @@ def load_maps(part_config: str, kg) -> Dict[str, Any]:
     if not os.path.exists(path):
         raise PartitionMismatchError(f"{folder}: no {MAPS}; partition the dataset with `kbit-dgl partition`")
     maps = torch.load(path)
+    if maps.get("format") != FORMAT:
+        raise PartitionMismatchError(f"{folder} was written by another version of `kbit-dgl partition` (format "
+                                     f"{maps.get('format')}, this one reads {FORMAT}); partition the dataset again")
     checks = [("id_maps", kg_fingerprint(kg), "entity and relation ids"), ("train_hash", _train_hash(kg),
                                                                             "training triples")]
     for key, wanted, what in checks:
