@@ -70,7 +70,8 @@ def partition(kg, out_dir: str, num_parts: int, method: str = "random", overwrit
               seed: int = 0) -> Dict:
     """Partition ``kg``'s training triples into ``num_parts`` parts with DGL's ``partition_graph``;
     writes DGL's folder (``kg.json``, ``part0/`` ...) and ``kbit_partition.pt`` into ``out_dir``.
-    The same ``seed`` gives the same random partitions (DGL's METIS call takes no seed). Returns the summary that ``kbit_partition.pt`` records."""
+    The same ``seed`` gives the same random partitions (DGL's METIS call takes no seed). Returns the
+    summary that ``kbit_partition.pt`` records."""
     import dgl
     import numpy as np
 

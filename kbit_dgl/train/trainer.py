@@ -265,14 +265,16 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
         """Rank 0 reads the tables within (DistDGL: a copy pulled from DGL's servers)."""
         return contextlib.nullcontext() if group is None else group.local_copy(model)
 
-    def save_checkpoint():
-        """Every rank calls this; rank 0 writes (with every rank's negative generator)."""
+    def save_checkpoint(label: str):
+        """Every rank calls this; rank 0 checks the weights are finite and writes (with every rank's
+        negative generator)."""
         generators = None if group is None else group.gather(generator.get_state())
         if not main:
             return
         with local_copy():
+            _check_finite(model, f"at {label}", checkpoint_path)
             checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "optimizer_name": cfg.optimizer, "generator": generator.get_state(), "state": state,
+                          "optimizer_name": cfg.optimizer, "generator": generator.get_state(), "state": state,
                           "id_maps": fingerprint}
         if group is not None:
             checkpoint.update(num_procs=group.world_size, generators=generators,
@@ -383,10 +385,7 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
 
     def checkpoint(label: str) -> None:
         nonlocal last_checkpoint_time
-        if main:
-            with local_copy():
-                _check_finite(model, f"at {label}", checkpoint_path)
-        save_checkpoint()
+        save_checkpoint(label)
         last_checkpoint_time = time.perf_counter()
 
     def finished() -> bool:
