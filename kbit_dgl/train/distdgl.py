@@ -380,7 +380,8 @@ class DistDGLGroup(Group):
         self.node_of_entity = torch.empty_like(self.entity_of_node)
         self.node_of_entity[self.entity_of_node] = torch.arange(len(self.entity_of_node))
         self.train_of_edge = maps["train_of_edge"]
-        self.partition_id = f"{maps['method']}:{maps['num_parts']}:{maps['train_hash']}"
+        layout = hashlib.sha256(self.entity_of_node.numpy().tobytes()).hexdigest()[:12]  # DGL's node order
+        self.partition_id = f"{maps['method']}:{maps['num_parts']}:{maps['train_hash']}:{layout}"
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.local_size = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         local = graph.local_partition
