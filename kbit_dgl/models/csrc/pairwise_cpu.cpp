@@ -302,10 +302,9 @@ torch::Tensor packed_ids_distance(int64_t kind, torch::Tensor query, torch::Tens
     float* row_buf = buffer.data();
     for (int64_t pair = lo; pair < hi; ++pair) {
       const int64_t r = id[pair];
-      if (pair + 4 < hi) {  // the row four pairs ahead: its codes' first lines and its scales
-        const int64_t ahead = id[pair + 4];
-        __builtin_prefetch(c + ahead * nbytes);
-        __builtin_prefetch(c + ahead * nbytes + 64);
+      if (pair + 4 < hi) {  // the row four pairs ahead: all its codes and its scales (every line of an
+        const int64_t ahead = id[pair + 4];  // 8-bit row: 1.35x over its first two lines, A/B at 1M x 500)
+        for (int64_t line = 0; line < nbytes; line += 64) __builtin_prefetch(c + ahead * nbytes + line);
         if (sc) __builtin_prefetch(sc + ahead * nblocks);
       }
       const uint8_t* bytes = c + r * nbytes;
