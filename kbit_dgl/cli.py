@@ -48,7 +48,7 @@ def cmd_train(args) -> int:
         distdgl.check_config(config, distdgl.num_parts(args.partitions))
         distdgl.load_maps(os.path.join(args.partitions, distdgl.GRAPH_NAME + ".json"),  # the right folder?
                           load_dataset(config.data.dataset, config.data.data_dir, config.data.seed))
-        distdgl.launch_local(args.partitions, args.argv, config.train.dist_timeout_minutes)
+        distdgl.launch_local(args.partitions, args.argv, args.out)
         with open(os.path.join(args.out, "metrics.json"), encoding="utf-8") as handle:
             print(json.dumps(_headline(json.load(handle)), indent=2))
         return 0

@@ -136,3 +136,45 @@ def test_row_wise_adagrad_trains_on_dgl_servers(parts, tmp_path):
     states = torch.load(tmp_path / "run" / "checkpoint.pt")["optimizer"]["sparse"]["states"]
     assert [tuple(state.shape) for state in states] == [(928, 1)] and bool((states[0] > 0).any())
     assert metrics["test"]["mrr"] > 0.2
+
+
+def _trainer_pids(marker: str) -> dict:
+    """DistDGL trainers whose command line holds ``marker``, by rank (from their environment)."""
+    import os
+
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if marker.encode() not in handle.read():
+                    continue
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                env = dict(item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item)
+        except OSError:
+            continue
+        if env.get(b"DGL_ROLE") == b"client":
+            found[int(env[b"RANK"])] = int(pid)
+    return found
+
+
+def test_a_trainer_killed_mid_run_stops_the_others_and_keeps_the_checkpoint(parts, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "kbit_dgl.cli", "train", "--dataset", "synthetic", "--model", "transe", "--out",
+               str(out), "--no-progress", "--partitions", str(parts), "--set", *SET, "train.max_epochs=200",
+               "train.valid_every=100"]
+    launcher = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoint.pt").exists() and launcher.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert (out / "checkpoint.pt").exists(), launcher.stderr.read() if launcher.poll() is not None else "timeout"
+    os.kill(_trainer_pids(str(out))[1], signal.SIGKILL)
+    _, err = launcher.communicate(timeout=120)  # no hang: the launcher stops the rest
+    assert launcher.returncode == 2
+    assert "DistDGL trainer 1 (machine 1) failed (signal 9)" in err and str(out / "checkpoint.pt") in err
+    assert torch.load(out / "checkpoint.pt")["state"]["epoch"] >= 1  # intact
+    assert not _trainer_pids(str(out)) and not glob.glob("/dev/shm/kbitm*")

@@ -200,13 +200,13 @@ def num_parts(partitions: str) -> int:
         return int(json.load(handle)["num_parts"])
 
 
-def launch_local(partitions: str, argv: Sequence[str], timeout_minutes: float = 30.0,
-                 trainers_per_machine: int = 1) -> None:
+def launch_local(partitions: str, argv: Sequence[str], run_dir: str = "", trainers_per_machine: int = 1) -> None:
     """Start DistDGL on this host: one machine per partition, each with one server and
     ``trainers_per_machine`` trainers, all running ``kbit-dgl <argv>`` with DGL's documented
     environment variables (as DGL's ``launch.py`` sets them). Machines are told apart by loopback
     address (127.0.0.1, 127.0.0.2, ...). Waits for the trainers; a trainer that fails or dies stops
-    the rest and raises :class:`DistributedTrainingError` naming it."""
+    the rest and raises :class:`DistributedTrainingError` naming it (and ``run_dir``'s checkpoint).
+    The processes' standard output (DGL's server messages) is dropped unless ``KBIT_DGL_DEBUG`` is set."""
     machines = num_parts(partitions)
     part_config = os.path.join(partitions, GRAPH_NAME + ".json")
     workdir = tempfile.mkdtemp(prefix="kbit-distdgl-")
@@ -236,33 +236,34 @@ def launch_local(partitions: str, argv: Sequence[str], timeout_minutes: float = 
                    "LOCAL_WORLD_SIZE": str(trainers_per_machine)}
             processes.append(subprocess.Popen(command, env=env, **quiet))
             names.append(f"trainer {rank} (machine {m})")
-        _wait(processes, names, timeout_minutes)
+        _wait(processes, names, os.path.join(run_dir, "checkpoint.pt") if run_dir else "")
     finally:
         for process in processes:
             if process.poll() is None:
                 process.kill()
         for process in processes:
             process.wait()
-        for path in (ip_config,):
-            with contextlib.suppress(OSError):
-                os.remove(path)
         with contextlib.suppress(OSError):
+            os.remove(ip_config)
             os.rmdir(workdir)
         for m in range(machines):
             distributed.remove_shared_memory(f"kbitm{m}_")
 
 
-def _wait(processes: List[subprocess.Popen], names: List[str], timeout_minutes: float) -> None:
+def _wait(processes: List[subprocess.Popen], names: List[str], checkpoint: str) -> None:
     """Until the trainers ended well (servers stop once every trainer left); the first process to
-    fail, or trainers still running long after a server stopped, is reported."""
+    fail, or trainers still running long after a server stopped, is reported. (A trainer that waits
+    on a dead peer fails by itself after ``train.dist_timeout_minutes``.)"""
     grace = 60.0
+    last = f"; the last checkpoint is {checkpoint}" if checkpoint else ""
     server_done_at = None
     while True:
         codes = [process.poll() for process in processes]
         for name, code in zip(names, codes):
             if code not in (None, 0):
                 how = f"signal {-code}" if code < 0 else f"exit code {code}"
-                raise DistributedTrainingError(f"DistDGL {name} failed ({how}); its error is above")
+                raise DistributedTrainingError(f"DistDGL {name} failed ({how}); the others were stopped{last}; "
+                                               f"its error is above")
         trainers = [code for name, code in zip(names, codes) if name.startswith("trainer")]
         if all(code is not None for code in trainers):
             return  # servers still up are stopped by the caller
@@ -271,7 +272,7 @@ def _wait(processes: List[subprocess.Popen], names: List[str], timeout_minutes: 
             server_done_at = time.monotonic()
         if server_done_at is not None and time.monotonic() - server_done_at > grace:
             raise DistributedTrainingError(f"a DistDGL server stopped and trainers were still running {grace:.0f} s "
-                                           f"later; their errors are above")
+                                           f"later{last}; their errors are above")
         time.sleep(0.2)
 
 
