@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, Iterator, List, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -305,6 +305,7 @@ class DistTable(nn.Module):
                               f"{(self.num_embeddings, self.embedding_dim)} in the model")
             return
         self.group.push_owned(self.embedding._tensor, weight, entity_order=True)
+        self.group.forget_copy()
 
 
 def _rowwise_adagrad_class():
@@ -342,6 +343,11 @@ class DistDGLOptimizer(DistributedOptimizer):
     """:class:`DistributedOptimizer` over DGL's distributed sparse optimizer: its state lives on
     DGL's servers; rank 0 pulls it into the checkpoint (in DGL's node order, which the checkpoint's
     partition fingerprint pins) and every trainer pushes its machine's rows back on resume."""
+
+    @torch.no_grad()
+    def step(self) -> None:
+        super().step()
+        self.group.forget_copy()  # the table changed
 
     def _states(self) -> List:
         states = []
@@ -389,11 +395,11 @@ class DistDGLGroup(Group):
         inner = local.ndata["inner_node"].bool()
         owned = local.ndata["_ID"][inner]
         self.owned_nodes = owned.tensor_split(self.local_size)[self.local_rank]  # this trainer's share to push
+        self._copy: Optional[torch.Tensor] = None  # rank 0's pulled table, until the next step changes it
 
-    def threads(self) -> int:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        sharing = int(os.environ.get("KBIT_DGL_LOCAL_PROCS", self.local_size))  # simulated machines share cores
-        return max(1, cores // sharing)
+    def processes_here(self) -> int:
+        # this machine's trainers; machines simulated on one host share its cores (servers counted)
+        return int(os.environ.get("KBIT_DGL_LOCAL_PROCS", self.local_size))
 
     def train_rows(self, kg) -> torch.Tensor:
         """The rows of ``kg.train`` in this machine's partition (this trainer's share of them),
@@ -436,19 +442,14 @@ class DistDGLGroup(Group):
     def make_optimizer(self, model: nn.Module, name: str, lr: float, hogwild: bool = False) -> DistDGLOptimizer:
         import dgl
 
-        from .optim import Adam, SparseAdagrad
-
         classes = {"adam": dgl.distributed.optim.SparseAdam, "sparse_adam": dgl.distributed.optim.SparseAdam,
                    "sparse_adagrad": dgl.distributed.optim.SparseAdagrad}
         optimizer_class = _rowwise_adagrad_class() if name == "rowwise_adagrad" else classes.get(name)
         if optimizer_class is None:
             raise ConfigError(f"train.optimizer={name!r} has no DistDGL form")
         sparse = optimizer_class([model.entity.embedding], lr=lr)
-        dense_params = [p for p in model.parameters()]
-        dense = None
-        if dense_params:
-            dense = Adam(dense_params, lr=lr) if name in ("adam", "sparse_adam") else SparseAdagrad(dense_params, lr=lr)
-        return DistDGLOptimizer(sparse, dense, dense_params, self, lr)
+        dense_params = list(model.parameters())  # the entity table lives on DGL's servers
+        return DistDGLOptimizer(sparse, distributed.dense_optimizer(name, dense_params, lr), dense_params, self, lr)
 
     @contextlib.contextmanager
     def local_copy(self, model: nn.Module) -> Iterator[None]:
@@ -458,12 +459,19 @@ class DistDGLGroup(Group):
         if not isinstance(table, DistTable):
             yield
             return
-        model.entity = nn.Embedding.from_pretrained(self.pull_entities(table.embedding._tensor), freeze=True,
-                                                    sparse=True)
+        if self._copy is None:  # an epoch's validation and checkpoint share one pull
+            self._copy = self.pull_entities(table.embedding._tensor)
+        model.entity = nn.Embedding.from_pretrained(self._copy, freeze=True, sparse=True)  # shares its memory
+        version = self._copy._version
         try:
             yield
         finally:
             model.entity = table
+            if self._copy is not None and self._copy._version != version:  # written to within (a loaded model)
+                self.forget_copy()
+
+    def forget_copy(self) -> None:
+        self._copy = None
 
     def pull_entities(self, tensor, entity_order: bool = True) -> torch.Tensor:
         """A whole ``DistTensor`` from the servers, in chunks; rows in entity order, or DGL's."""

@@ -78,7 +78,11 @@ class Group:
     def threads(self) -> int:
         """Threads per process when ``train.num_threads`` is 0: the cores this process may use, shared out."""
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(1, cores // self.world_size)
+        return max(1, cores // self.processes_here())
+
+    def processes_here(self) -> int:
+        """The training processes sharing this machine's cores."""
+        return self.world_size
 
     # what the training loop asks of its group; DistDGL's group (distdgl.py) answers differently
 
@@ -389,8 +393,6 @@ def make_optimizer(model: nn.Module, name: str, lr: float, group: Group, hogwild
     process updates the rows it touched itself, without DGL's exchange (``train.dist_update=hogwild``)."""
     import dgl
 
-    from .optim import Adam, SparseAdagrad
-
     tables = [table for table in (model.entity, model.relation) if isinstance(table, SharedTable)]
     if not isinstance(model.entity, SharedTable):
         raise ValueError("make_optimizer needs the tables shared first (share_tables)")
@@ -402,7 +404,14 @@ def make_optimizer(model: nn.Module, name: str, lr: float, group: Group, hogwild
         raise ConfigError(f"train.optimizer={name!r} has no multi-process form")
     sparse = (_hogwild(optimizer_class) if hogwild else optimizer_class)(embeddings, lr=lr)
     dense_params = [p for p in model.parameters() if all(p is not table.weight for table in tables)]
-    dense = None
-    if dense_params:
-        dense = Adam(dense_params, lr=lr) if name in ("adam", "sparse_adam") else SparseAdagrad(dense_params, lr=lr)
-    return DistributedOptimizer(sparse, dense, dense_params, group, lr)
+    return DistributedOptimizer(sparse, dense_optimizer(name, dense_params, lr), dense_params, group, lr)
+
+
+def dense_optimizer(name: str, params: List[nn.Parameter], lr: float) -> Optional[torch.optim.Optimizer]:
+    """The replicated weights' optimizer (decoder, encoder, a replicated relation table) for
+    ``train.optimizer`` ``name``: Adam for the Adam variants, Adagrad for the others; None without any."""
+    from .optim import Adam, SparseAdagrad
+
+    if not params:
+        return None
+    return Adam(params, lr=lr) if name in ("adam", "sparse_adam") else SparseAdagrad(params, lr=lr)
