@@ -29,14 +29,17 @@ from kbit_dgl.io import atomic_write_json, atomic_write_text
 from kbit_dgl.provenance import project_root, provenance
 
 
-def run_train(args, folder: str, procs: int, threads: int, extra, partitions: str = "") -> dict:
-    run = os.path.join(folder, f"p{procs}t{threads}-{len(os.listdir(folder))}")
+def run_train(args, folder: str, procs: int, threads: int, extra, partitions: str = "", index: int = 0) -> dict:
+    """One `kbit-dgl train` run; with --work a finished run is read back and an interrupted one resumed."""
+    run = os.path.join(folder, f"p{procs}t{threads}-{index}")
     scale_out = ["--partitions", partitions] if partitions else ["--num-procs", str(procs)]
     command = [sys.executable, "-m", "kbit_dgl.cli", "train", "--dataset", args.dataset, "--data-dir",
                args.data_dir, "--model", args.model, "--out", run, "--no-progress", *scale_out,
                "--set", f"train.num_threads={threads}", *args.set, *extra]
     began, load = time.time(), os.getloadavg()[0]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    if not _finished(run):
+        resume = ["--resume"] if os.path.exists(os.path.join(run, "checkpoint.pt")) else ["--overwrite"]
+        subprocess.run(command + resume, check=True, stdout=subprocess.DEVNULL)
     with open(os.path.join(run, "metrics.json"), encoding="utf-8") as handle:
         metrics = json.load(handle)
     return {"procs": procs, "threads": threads, "mode": "distdgl" if partitions else "procs",
@@ -46,6 +49,14 @@ def run_train(args, folder: str, procs: int, threads: int, extra, partitions: st
             "epochs": metrics["epochs"], "best_epoch": metrics["best_epoch"],
             "train_seconds": metrics["train_seconds"], "wall_seconds": round(time.time() - began, 1),
             "load_before": load, "command": " ".join(command[3:]).replace(run, "RUN")}
+
+
+def _finished(run: str) -> bool:
+    try:
+        with open(os.path.join(run, "metrics.json"), encoding="utf-8") as handle:
+            return "test" in json.load(handle)
+    except (OSError, ValueError):
+        return False
 
 
 def main() -> None:
@@ -61,6 +72,9 @@ def main() -> None:
                         help="distdgl: partitioning (kbit-dgl partition --method)")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--work", default=None,
+                        help="keep the runs here (default: a temporary folder); rerunning the same command "
+                             "reads finished runs back and resumes interrupted ones from their checkpoints")
     args = parser.parse_args()
     stem = "distdgl-quality" if args.task == "distdgl" else f"multiproc-{args.task}"
     name = f"{stem}-{args.dataset}{'-' + args.tag if args.tag else ''}"
@@ -68,21 +82,24 @@ def main() -> None:
     started, load_before = time.time(), os.getloadavg()
     peers = [(1, args.procs), (args.procs, 1)]  # (processes, threads each)
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = args.work or scratch
+        os.makedirs(folder, exist_ok=True)
         rounds = args.rounds if args.task == "speed" else 1
         extra = ["train.valid_every=100000", "eval.valid_sample=500"] if args.task == "speed" else []
         partitions = ""
         if args.task == "distdgl":  # N machines on loopback, one partition, server and trainer each
             partitions = os.path.join(folder, "partitions")
-            subprocess.run([sys.executable, "-m", "kbit_dgl.cli", "partition", "--dataset", args.dataset,
-                            "--data-dir", args.data_dir, "--parts", str(args.procs), "--method", args.method,
-                            "--out", partitions], check=True, stdout=subprocess.DEVNULL)
-            os.makedirs(os.path.join(folder, "runs"))
+            if not os.path.exists(os.path.join(partitions, "kbit_partition.pt")):  # --work: made once
+                subprocess.run([sys.executable, "-m", "kbit_dgl.cli", "partition", "--dataset", args.dataset,
+                                "--data-dir", args.data_dir, "--parts", str(args.procs), "--method", args.method,
+                                "--out", partitions, "--overwrite"], check=True, stdout=subprocess.DEVNULL)
+            os.makedirs(os.path.join(folder, "runs"), exist_ok=True)
         runs = os.path.join(folder, "runs") if partitions else folder
         for round_index in range(rounds):
             for procs, threads in (peers if round_index % 2 == 0 else peers[::-1]):
                 rows.append({"round": round_index, **run_train(args, runs, procs, threads, extra,
-                                                               partitions if procs > 1 else "")})
+                                                               partitions if procs > 1 else "", len(rows))})
                 print(rows[-1], flush=True)
                 record = {**provenance(started), "task": args.task, "dataset": args.dataset, "model": args.model,
                           "partition_method": args.method if partitions else None,
