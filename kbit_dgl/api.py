@@ -200,16 +200,18 @@ def predict_many(run: Union[Run, str], queries: Sequence[Tuple[Optional[str], st
                   sources=sources)
 
 
-def quantize(run: Union[Run, str], out: str, bits: int = 4, dtype: str = "int", block: int = 64,
+def quantize(run: Union[Run, str], out: str, bits: int = 4, dtype: str = "int", block: Optional[int] = None,
              scale_dtype: str = "fp16", relation_bits: Optional[int] = None, overwrite: bool = False) -> Run:
     """Pack a trained run's tables at ``bits`` into the run folder ``out`` (as ``kbit-dgl quantize``)
-    and return it opened. ``relation_bits`` defaults to max(bits, 8) (``bits`` for a QAT run)."""
+    and return it opened. ``relation_bits`` defaults to max(bits, 8) (``bits`` for a QAT run); ``block``
+    to 64 numbers per scale, or for ``dtype="pq"`` to sub-vectors of 8 // bits numbers."""
     from .quant import QuantSpec
+    from .quant.quantizers import default_block
     from .runs import quantize_run, relation_spec_for_run
 
     run_dir = run.path if isinstance(run, Run) else run
     kg = run.kg if isinstance(run, Run) else None
-    spec = QuantSpec(bits, dtype, block, scale_dtype)
+    spec = QuantSpec(bits, dtype, default_block(dtype, bits) if block is None else block, scale_dtype)
     quantize_run(run_dir, out, spec, overwrite=overwrite,
                  relation_spec=relation_spec_for_run(run_dir, spec, relation_bits))
     return load_run(out, kg)

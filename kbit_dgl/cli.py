@@ -85,10 +85,12 @@ def _headline(metrics: Dict) -> Dict:
 def _quant_spec(args):
     """The QuantSpec of --bits/--dtype/--block/--scale-dtype, or None without --bits."""
     from .quant import QuantSpec
+    from .quant.quantizers import default_block
 
     if getattr(args, "bits", None) is None:
         return None
-    return QuantSpec(args.bits, args.dtype, args.block, args.scale_dtype)
+    block = default_block(args.dtype, args.bits) if args.block is None else args.block
+    return QuantSpec(args.bits, args.dtype, block, args.scale_dtype)
 
 
 def _relation_spec(args, run_dir: str):
@@ -294,11 +296,15 @@ def build_parser() -> argparse.ArgumentParser:
     def quant_options(p, required):
         p.add_argument("--bits", type=int, required=required,
                        help="bits per number: 1..8 (packed codes), 16 or 32 (fp16 / fp32)")
-        p.add_argument("--dtype", default="int", choices=["int", "int_asym", "float", "quantile", "quantile_empirical"],
+        p.add_argument("--dtype", default="int",
+                       choices=["int", "int_asym", "float", "quantile", "quantile_empirical", "pq"],
                        help="int: symmetric absmax; int_asym: min-max; float: minifloat (e2m1 at 4 bits); "
-                       "quantile: normal float NF-k; quantile_empirical: the table's own quantiles (default int)")
-        p.add_argument("--block", type=int, default=64,
-                       help="numbers per scale along a row; 0 = whole row (default 64)")
+                       "quantile: normal float NF-k; quantile_empirical: the table's own quantiles; "
+                       "pq: product quantisation, one k-means code per sub-vector of --block numbers "
+                       "(entity table only) (default int)")
+        p.add_argument("--block", type=int, default=None,
+                       help="numbers per scale along a row, 0 = whole row (default 64); pq: numbers per "
+                            "sub-vector, bits x block <= 8 (default 8 // bits: 2-bit pq codes 4 numbers in a byte)")
         p.add_argument("--scale-dtype", default="fp16", choices=["fp32", "fp16", "int8"],
                        help="storage of the block scales; int8 = double quantisation (default fp16)")
         p.add_argument("--relation-bits", type=int, choices=[1, 2, 3, 4, 5, 6, 7, 8, 16, 32],

@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="fb15k-237")
     parser.add_argument("--models", nargs="+", default=["transe_l2", "distmult", "complex"])
     parser.add_argument("--bits", type=int, nargs="+", default=[8, 4, 2])
-    parser.add_argument("--dtypes", nargs="+", default=["quantile", "int"],
+    parser.add_argument("--dtypes", nargs="+", default=["quantile", "int", "pq"],
                         help="our code types (kbit_dgl.quant.codebooks), each at every --bits")
     parser.add_argument("--set", nargs="*", default=[], help="training overrides (recorded)")
     parser.add_argument("--runs-dir", default=os.path.join(project_root(), "runs", "faiss"))

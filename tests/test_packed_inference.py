@@ -21,7 +21,7 @@ def packed_even_when_small(monkeypatch):
 
     monkeypatch.setattr(model, "DECODE_BELOW_BYTES", 0)
 SPECS = [QuantSpec(4, "int", 8), QuantSpec(3, "quantile", 8, "int8"), QuantSpec(5, "int_asym", 0),
-         QuantSpec(2, "float", 16), QuantSpec(16)]
+         QuantSpec(2, "float", 16), QuantSpec(16), QuantSpec(2, "pq", 3), QuantSpec(3, "pq", 2)]
 
 
 def quantized_pair(name, spec, entities=60, relations=5, dim=16, seed=0):
@@ -81,10 +81,11 @@ def test_scoring_candidate_ids_from_packed_codes_matches_the_dequantized_table(n
         assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5), direction
 
 
+@pytest.mark.parametrize("spec", [QuantSpec(4, "quantile", 8), QuantSpec(2, "pq", 4)], ids=["nf4", "pq2"])
 @pytest.mark.parametrize("name", MODELS)
-def test_ogb_protocol_on_packed_codes_gives_the_dequantized_models_metrics(name):
+def test_ogb_protocol_on_packed_codes_gives_the_dequantized_models_metrics(name, spec):
     kg = ogb_kg()
-    quantized, reference = quantized_pair(name, QuantSpec(4, "quantile", 8))
+    quantized, reference = quantized_pair(name, spec)
     got, expected = evaluate(quantized, kg, "test"), evaluate(reference, kg, "test")
     for key in ("mrr", "hits@1", "hits@3", "hits@10", "mr"):
         assert got[key] == pytest.approx(expected[key], abs=1e-9), key

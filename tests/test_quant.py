@@ -9,6 +9,7 @@ import torch
 
 from kbit_dgl.cli import main
 from kbit_dgl.data.synthetic import generate_kg
+from kbit_dgl.errors import ConfigError
 from kbit_dgl.eval import evaluate
 from kbit_dgl.models.model import build_model
 from kbit_dgl.quant import (
@@ -179,7 +180,8 @@ SPECS = [QuantSpec(bits, dtype, block, scale_dtype)
                                                  (4, "float", 64, "fp16"), (5, "quantile", 0, "fp32"),
                                                  (6, "quantile_empirical", 1024, "int8"), (7, "int", 100, "fp16"),
                                                  (8, "int_asym", 64, "fp32"), (16, "int", 64, "fp16"),
-                                                 (32, "int", 64, "fp16")]]
+                                                 (32, "int", 64, "fp16"), (2, "pq", 4, "fp16"),
+                                                 (3, "pq", 2, "fp16"), (1, "pq", 7, "fp16")]]
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.bits}-{s.dtype}-{s.block}-{s.scale_dtype}")
@@ -358,3 +360,56 @@ def test_cli_qat_run_quantizes_to_its_validated_model(tsv_folder, tmp_path, caps
     capsys.readouterr()
     assert main(["evaluate", qrun]) == 0
     assert _json(capsys)["mrr"] == trained["test"]["mrr"]  # QAT's forward is exactly the packed model
+
+
+# ---- product quantisation (pq) ---------------------------------------------------------------
+def test_pq_codes_sub_vectors_by_nearest_learned_centroid():
+    from kbit_dgl.quant.kmeans import kmeans, product_quantize, subvectors
+
+    torch.manual_seed(0)
+    table = torch.randn(700, 10)  # 10 = 3 sub-vectors of 4, the last one padded
+    codebook, codes = product_quantize(table, 4, 16)
+    assert codebook.shape == (3, 16, 4) and codes.shape == (700, 3)
+    parts = subvectors(table, 4)
+    assert torch.equal(parts[:, 2, 2:], table[:, 9:].expand(-1, 2))  # padding repeats the last number
+    for position in range(3):  # every code is its sub-vector's nearest centroid
+        distances = torch.cdist(parts[:, position], codebook[position])
+        chosen = distances.gather(1, codes[:, position:position + 1]).squeeze(1)
+        assert torch.all(chosen <= distances.min(1).values + 1e-5)
+    assert torch.equal(product_quantize(table, 4, 16)[1], codes)  # fixed seed: reproducible
+    few = torch.randn(1, 5, 2)  # no more points than centroids: each point is a centroid, coding is exact
+    assert torch.equal(kmeans(few, 8)[0, :5], few[0])
+
+
+def test_pq_beats_scalar_codes_at_the_same_bits_on_correlated_rows():
+    torch.manual_seed(0)
+    latent = torch.randn(4000, 8)
+    table = latent.repeat_interleave(4, dim=1) + 0.05 * torch.randn(4000, 32)  # neighbours move together
+    errors = {}
+    for name, spec in (("pq", QuantSpec(2, "pq", 4)), ("nf", QuantSpec(2, "quantile", 32)),
+                       ("int", QuantSpec(2, "int", 32))):
+        decoded = QuantizedEmbedding.from_float(table, spec).dequantize_all()
+        errors[name] = (decoded - table).square().mean().item()
+    assert errors["pq"] < 0.5 * min(errors["nf"], errors["int"]), errors
+
+
+def test_pq_spec_errors_are_clear():
+    with pytest.raises(ConfigError, match="bits x block = 4 x 4"):
+        QuantSpec(4, "pq", 4)  # a 16-bit code: 65536 centroids
+    with pytest.raises(ValueError, match="depends on the whole table"):
+        quantize_dequantize(torch.randn(4, 8), QuantSpec(2, "pq", 4))
+    from kbit_dgl.quant.qat import FakeQuantize
+    with pytest.raises(ConfigError, match="pq learns its codebook"):
+        FakeQuantize(QuantSpec(2, "pq", 4))
+    from kbit_dgl.quant.quantizers import default_block
+    assert [default_block("pq", bits) for bits in (1, 2, 3, 4, 8)] == [8, 4, 2, 2, 1]
+    assert default_block("int", 2) == 64
+
+
+def test_pq_relation_table_gets_scalar_codes():
+    model = build_model("distmult", 300, 5, 16, 12.0)
+    quantized = quantize_model(model, QuantSpec(2, "pq", 4))
+    assert quantized.entity.spec.dtype == "pq"
+    assert (quantized.relation.spec.bits, quantized.relation.spec.dtype) == (8, "int")
+    rotate = quantize_model(build_model("rotate", 300, 5, 16, 12.0), QuantSpec(2, "pq", 4))
+    assert rotate.relation.spec.dtype == "phase" and rotate.relation.spec.bits == 8

@@ -6,12 +6,18 @@ product between the query vector and the entity rows. Against the exact fp32 top
 (our own fp32 ranking), every method reports recall@10, its top-10 rate, the bytes it keeps per
 entity and, on a real KG, the filtered MRR of the test split: ours from the packed codes, FAISS's
 from the vectors its codes reconstruct (FAISS's SQ and PQ distances are distances to those vectors),
-scored by the same ranking code. FAISS methods: ``IndexFlat`` (exact), ``IndexScalarQuantizer`` at
-8 and 4 bits (per-dimension ranges) and ``IndexPQ`` (8-bit codes, ``M`` sub-vectors) with ``M``
-chosen so that its bytes per entity do not exceed ours at each of our bit widths. Ours: ``int``
-(absmax) and NF-k (``quantile``) codes with blocks of 64 and fp16 scales, the relation table kept at
-fp32 on both sides. L1 / RotatE / PairRE scores have no vector-search form; FAISS has no metric
-for them.
+scored by the same ranking code. Each side builds its queries from its own decoded anchor entities,
+as a served model keeps only its codes (fp32 anchors would give FAISS a precision ours lacks).
+
+FAISS methods: ``IndexFlat`` (exact), ``IndexScalarQuantizer`` at 8 and 4 bits (per-dimension
+ranges) and ``IndexPQ`` (8-bit codes, ``M`` sub-vectors) with ``M`` chosen so that its bytes per
+entity do not exceed ours at each of our bit widths. Ours: ``int`` (absmax) and NF-k (``quantile``)
+codes with blocks of 64 and fp16 scales, and ``pq`` (our product quantisation,
+:mod:`kbit_dgl.quant.kmeans`: one byte per sub-vector of 8 // bits numbers), the relation table
+kept at fp32 on both sides. Bytes per entity count everything a method keeps, divided by the
+entities: codes, scales and codebooks on our side, codes and trained parameters (PQ centroids, SQ
+ranges) on FAISS's, which ``sa_code_size`` alone would leave out. L1 / RotatE / PairRE scores have
+no vector-search form; FAISS has no metric for them.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import torch
 from ..eval.ranking import top_k
 from ..quant import QuantSpec, quantize_model
 from ..quant.model import table_specs
+from ..quant.quantizers import default_block
 
 
 def _faiss():
@@ -81,7 +88,7 @@ def compare(model, queries: torch.Tensor, bits_list: List[int], k: int = 10, kg=
     from ..models.model import KGEModel
 
     faiss = _faiss()
-    vectors, metric, anchors, relations = query_vectors(model, queries)
+    _, metric, anchors, relations = query_vectors(model, queries)
     table = model.all_entities().detach().contiguous()
     num, dim = table.shape
     started = time.perf_counter()
@@ -91,11 +98,11 @@ def compare(model, queries: torch.Tensor, bits_list: List[int], k: int = 10, kg=
     if kg is not None:
         records[0]["filtered_mrr"] = evaluate(model, kg, "test")["mrr"]
     for bits, dtype in [(bits, dtype) for bits in bits_list for dtype in dtypes]:
-        spec = QuantSpec(bits, dtype, 64)
+        spec = QuantSpec(bits, dtype, default_block(dtype, bits))
         packed = quantize_model(model, spec, table_specs(model.decoder, spec, 32)[1])
         started = time.perf_counter()
         found = _search_ours(packed, anchors, relations, k).numpy()
-        label = {"quantile": "NF", "int": "int"}.get(dtype, dtype)
+        label = {"quantile": "NF", "int": "int", "pq": "PQ"}.get(dtype, dtype)
         record = {"method": f"ours {bits}-bit {label}", "bits": bits, "bytes_per_entity": packed.entity.nbytes / num,
                   "recall@10": recall_at(found, exact),
                   "queries_per_second": round(len(anchors) / (time.perf_counter() - started), 1)}
@@ -103,7 +110,6 @@ def compare(model, queries: torch.Tensor, bits_list: List[int], k: int = 10, kg=
             record["filtered_mrr"] = evaluate(packed, kg, "test")["mrr"]
         records.append(record)
     data = table.numpy().astype(np.float32)
-    query_data = vectors.numpy().astype(np.float32)
     faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
     generator = np.random.default_rng(seed)
     sample = data[generator.choice(num, size=min(num, train_rows), replace=False)]
@@ -117,21 +123,22 @@ def compare(model, queries: torch.Tensor, bits_list: List[int], k: int = 10, kg=
     for name, index in candidates:
         index.train(sample)
         index.add(data)
+        # the queries come from the index's own decoded anchors, as ours come from our codes: a served
+        # model keeps only its codes (fp32 anchors would give FAISS a precision that ours lacks)
+        twin = KGEModel(model.num_entities, model.num_relations, model.decoder, reciprocal=model.reciprocal)
+        with torch.no_grad():
+            twin.entity.weight.copy_(torch.from_numpy(index.reconstruct_n(0, num)))
+            twin.relation.weight.copy_(model.relation.weight)
+        twin.eval()
+        query_data = query_vectors(twin, queries)[0].numpy().astype(np.float32)
         started = time.perf_counter()
         _, found = index.search(query_data, k)
         seconds = time.perf_counter() - started
-        record = {"method": name, "bytes_per_entity": index.sa_code_size() if hasattr(index, "sa_code_size")
-                  else 4 * dim, "recall@10": recall_at(found, exact),
+        record = {"method": name, "bytes_per_entity": _faiss_bytes(faiss, index, num, dim),
+                  "recall@10": recall_at(found, exact),
                   "queries_per_second": round(len(query_data) / seconds, 1)}
-        if "IndexFlat" in name:
-            record["bytes_per_entity"] = 4 * dim
         if kg is not None:
-            decoded = torch.from_numpy(index.reconstruct_n(0, num))
-            twin = KGEModel(model.num_entities, model.num_relations, model.decoder, reciprocal=model.reciprocal)
-            with torch.no_grad():
-                twin.entity.weight.copy_(decoded)
-                twin.relation.weight.copy_(model.relation.weight)
-            record["filtered_mrr"] = evaluate(twin.eval(), kg, "test")["mrr"]
+            record["filtered_mrr"] = evaluate(twin, kg, "test")["mrr"]
         records.append(record)
     for record in records:
         record["bytes_per_entity"] = round(float(record["bytes_per_entity"]), 2)
@@ -139,6 +146,15 @@ def compare(model, queries: torch.Tensor, bits_list: List[int], k: int = 10, kg=
         if "filtered_mrr" in record:
             record["filtered_mrr"] = round(record["filtered_mrr"], 4)
     return records
+
+
+def _faiss_bytes(faiss, index, num: int, dim: int) -> float:
+    """Bytes per entity a FAISS index keeps: its codes plus its trained parameters over ``num`` entities."""
+    if isinstance(index, faiss.IndexPQ):
+        return index.sa_code_size() + 4 * faiss.vector_to_array(index.pq.centroids).size / num
+    if isinstance(index, faiss.IndexScalarQuantizer):
+        return index.sa_code_size() + 4 * faiss.vector_to_array(index.sq.trained).size / num
+    return 4 * dim
 
 
 def comparison_table(records: List[Dict]) -> str:

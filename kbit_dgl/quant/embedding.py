@@ -8,7 +8,15 @@ from torch import nn
 
 from ..models.kernels import RowSource
 from .packing import unpack_bits
-from .quantizers import QuantSpec, dequantize_codes, quantize_table, spec_from_header, stored_scales, table_nbytes
+from .quantizers import (
+    QuantSpec,
+    dequantize_codes,
+    dequantize_pq,
+    quantize_table,
+    spec_from_header,
+    stored_scales,
+    table_nbytes,
+)
 
 STATE_KEYS = ("header", "codes", "codebook", "scales", "scale_groups", "offsets", "offset_groups")
 SCALE_KEYS = ("scales", "scale_groups", "offsets", "offset_groups")
@@ -51,6 +59,9 @@ class QuantizedEmbedding(nn.Module):
         spec = self.spec
         if spec.is_float:
             return codes.float()
+        if spec.is_pq:
+            cols = self.embedding_dim
+            return dequantize_pq(unpack_bits(codes, spec.code_bits(cols), spec.num_codes(cols)), self.codebook, cols)
         values = unpack_bits(codes, spec.bits, self.embedding_dim)
         if not spec.has_scales:
             return dequantize_codes(values, self.codebook, None, None, 1)
@@ -115,7 +126,8 @@ class PackedRows(RowSource):
                 scales, offsets = stored_scales(table.quantized_state(), None, spec.num_blocks(self.dim))
                 tensors += [scales.contiguous()] + ([offsets.contiguous()] if offsets is not None else [])
         self.tensors = tuple(tensors)
-        self.key = ("packed", spec.bits, spec.is_float, self.width, self.dim, len(tensors), prepare_key)
+        self.key = ("packed", spec.bits, spec.dtype if spec.is_pq else spec.is_float, self.width, self.dim,
+                    len(tensors), prepare_key)
 
     def native_layout(self) -> Optional[dict]:
         """The stored tensors for ``models.native.packed_ids`` (CPU, 1/2/4/8-bit codes, no ``prepare``), else None.
@@ -129,7 +141,7 @@ class PackedRows(RowSource):
         from ..models.decoders import Decoder
 
         identity = self.prepare is None or getattr(self.prepare, "__func__", None) is Decoder.prepare_entities
-        if self.spec.is_float or 8 % self.spec.bits or not identity:
+        if self.spec.is_float or self.spec.is_pq or 8 % self.spec.bits or not identity:
             return None
         codes, codebook, *rest = self.tensors
         if codes.dtype != torch.uint8 or codes.device.type != "cpu":
@@ -150,23 +162,31 @@ class PackedRows(RowSource):
         flat = ids.reshape(-1)
         if self.spec.is_float:
             values = codes[flat].float()
+        elif self.spec.is_pq:  # each sub-vector's code, then its centroid: dequantize_pq's arithmetic
+            code = self._codes(codes[flat], self.spec.code_bits(self.dim), self.spec.num_codes(self.dim))
+            subvector = torch.arange(codebook.shape[0], device=codes.device)
+            values = codebook[subvector, code.long()].reshape(flat.shape[0], -1)[:, :self.dim]
         else:
             # Each number as one gather expression (its byte(s), shift, codebook entry, block scale), so
             # that a compiled kernel reads the packed bytes and never writes the decoded rows out. The
             # arithmetic is dequantize_codes': codebook[code] * scale (+ offset), in float32.
-            bits, dim = self.spec.bits, self.dim
-            start = torch.arange(dim, device=codes.device) * bits
-            first = start // 8
-            packed = codes[flat]
-            word = packed[:, first].to(torch.int32)
-            if 8 % bits:  # 3, 5, 6, 7 bits: a code may straddle two bytes (the last byte never needs a next)
-                word = word | (packed[:, (first + 1).clamp(max=codes.shape[1] - 1)].to(torch.int32) << 8)
-            code = (word >> (start % 8).to(torch.int32)) & ((1 << bits) - 1)
+            code = self._codes(codes[flat], self.spec.bits, self.dim)
             values = codebook[code.long()]
             if scales is not None:
-                block = torch.arange(dim, device=codes.device) // self.width
+                block = torch.arange(self.dim, device=codes.device) // self.width
                 values = values * scales[flat][:, block]
                 if offsets is not None:
                     values = values + offsets[flat][:, block]
         values = values.view(*ids.shape, self.dim)
         return self.prepare(values) if self.prepare is not None else values
+
+    @staticmethod
+    def _codes(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
+        """The ``count`` codes of ``bits`` bits in each packed row (n, bytes) -> int32 (n, count), one
+        gather expression per code (its byte(s) and shift), so that a compiled kernel fuses it."""
+        start = torch.arange(count, device=packed.device) * bits
+        first = start // 8
+        word = packed[:, first].to(torch.int32)
+        if 8 % bits:  # 3, 5, 6, 7 bits: a code may straddle two bytes (the last byte never needs a next)
+            word = word | (packed[:, (first + 1).clamp(max=packed.shape[1] - 1)].to(torch.int32) << 8)
+        return (word >> (start % 8).to(torch.int32)) & ((1 << bits) - 1)

@@ -9,6 +9,8 @@ How each decoder's tables are quantised (:func:`table_specs`):
 * RotatE: entity rows (real | imaginary) as above; relation rows are phases in radians, rounded
   to 2**k points evenly spaced on the circle (``phase``: no scale, error <= pi / 2**k), since a
   rotation only sees the angle modulo 2*pi and its modulus is 1 by construction.
+* ``pq`` (product quantisation) codes the entity table only; the relation table gets ``int`` codes
+  at ``relation_bits`` (default 8), RotatE's phases as above.
 * 16 / 32 bits store both tables as fp16 / fp32.
 """
 from __future__ import annotations
@@ -35,7 +37,9 @@ def table_specs(decoder: Decoder, spec: QuantSpec, relation_bits: Optional[int] 
     below 16 bits. See :func:`default_relation_bits` for the CLI's default.
     """
     relation = spec
-    if relation_bits and relation_bits != spec.bits:
+    if spec.is_pq:  # product quantisation is for the large entity table; relation rows get scalar codes
+        relation = QuantSpec(relation_bits or max(spec.bits, 8), "int", 64, spec.scale_dtype)
+    elif relation_bits and relation_bits != spec.bits:
         relation = spec.replace(bits=relation_bits, dtype="int" if relation_bits in (16, 32) else spec.dtype)
     if isinstance(decoder, RotatE) and not relation.is_float:
         relation = relation.replace(dtype="phase")

@@ -33,8 +33,9 @@ class FakeQuantize(nn.Module):
 
     def __init__(self, spec: QuantSpec):
         super().__init__()
-        if spec.dtype == "quantile_empirical":
-            raise ConfigError("QAT needs a fixed codebook; use dtype quantile (NF-k) instead of quantile_empirical")
+        if spec.dtype in ("quantile_empirical", "pq"):
+            raise ConfigError(f"QAT needs a fixed codebook; {spec.dtype} learns its codebook from the trained "
+                              f"table (use dtype quantile, NF-k, or int)")
         self.spec = spec
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,13 @@ may be shorter; ``B = 0`` or ``B >= cols`` means one block per row). Each block 
 codebook entry to the block-normalised number. Scales are absmax (the block's largest magnitude)
 for the symmetric types and max - min for ``int_asym``; they are stored as ``QuantSpec.scale_dtype``.
 
+``pq`` tables (product quantisation, Jegou et al. 2011, as FAISS's ``IndexPQ``) cut each row into
+sub-vectors of ``B`` numbers and store, per sub-vector, one code of ``k * B`` bits (at most 8): the
+index of the nearest of ``2**(k*B)`` centroids, learned by k-means on that sub-vector's column block
+(:mod:`.kmeans`). ``k`` stays the bits per number (2-bit pq: one byte per 4 numbers), there are no
+scales, and the codebook is (sub-vectors, centroids, ``B``). Data dependent like
+``quantile_empirical``, so QAT cannot use it.
+
 ``phase`` tables (RotatE's relation rows, angles in radians) have no scale: an angle is rounded
 to the nearest of 2**k points evenly spaced on the circle, wrapping at +-pi, so the angular error
 is at most pi / 2**k whatever the angles' range. ``bits = 16`` / ``32`` store the table as
@@ -14,7 +21,8 @@ fp16 / fp32 without codes or scales (the upper end of a bits sweep).
 
 The quantised form of a table is a dict of tensors (the state of
 :class:`~kbit_dgl.quant.embedding.QuantizedEmbedding`): ``header`` int64 (7,), ``codes`` uint8
-(rows, ceil(cols*k/8)) packed row by row, ``codebook`` float32, and where used ``scales`` /
+(rows, ceil(cols*k/8)) packed row by row (pq: ceil(sub-vectors*k*B/8)), ``codebook`` float32, and
+where used ``scales`` /
 ``offsets`` (rows, blocks) with int8's ``scale_groups`` / ``offset_groups``.
 """
 from __future__ import annotations
@@ -32,7 +40,8 @@ from .codebooks import codebook_size, phase_codebook
 from .packing import pack_bits, packed_bytes
 from .scales import SCALE_DTYPES, decode_scales, encode_scales, scale_nbytes
 
-DTYPES = ("int", "int_asym", "float", "quantile", "quantile_empirical", "phase")
+DTYPES = ("int", "int_asym", "float", "quantile", "quantile_empirical", "phase", "pq")  # append only: headers
+PQ_MAX_CODE_BITS = 8  # pq codes are packed like the scalar codes (1..8 bits): at most 256 centroids
 FLOAT_BITS = (16, 32)
 HEADER_FIELDS = ("version", "rows", "cols", "bits", "block", "dtype", "scale_dtype")
 HEADER_BYTES = 8 * len(HEADER_FIELDS)  # stored as an int64 tensor, so counted like any other tensor
@@ -45,7 +54,8 @@ class QuantSpec:
     """How to quantise one table.
 
     ``bits``: 1..8 (k-bit codes), or 16 / 32 (plain fp16 / fp32 storage, ``dtype`` ignored).
-    ``dtype``: one of ``DTYPES``. ``block``: numbers per scale along a row (0 = whole row).
+    ``dtype``: one of ``DTYPES``. ``block``: numbers per scale along a row (0 = whole row); for
+    ``pq`` the numbers per sub-vector (``bits * block`` <= 8; :func:`default_block`).
     ``scale_dtype``: ``fp32``, ``fp16`` or ``int8`` (double quantisation of the scales).
     """
 
@@ -63,6 +73,23 @@ class QuantSpec:
             raise ConfigError(f"block must be >= 0 (0 = one block per row), got {self.block}")
         if self.scale_dtype not in SCALE_DTYPES:
             raise ConfigError(f"unknown scale dtype {self.scale_dtype!r}; expected one of {SCALE_DTYPES}")
+        if self.is_pq and not 1 <= self.bits * self.block <= PQ_MAX_CODE_BITS:
+            raise ConfigError(f"pq: a code holds bits x block = {self.bits} x {self.block} bits; it must be "
+                              f"1..{PQ_MAX_CODE_BITS} (at most 256 centroids per sub-vector), e.g. "
+                              f"block {default_block('pq', self.bits)} at {self.bits} bits")
+
+    @property
+    def is_pq(self) -> bool:
+        """Product quantisation: one code per sub-vector of ``block`` numbers (not for fp16/fp32)."""
+        return self.dtype == "pq" and not self.is_float
+
+    def code_bits(self, cols: int) -> int:
+        """Bits of one stored code: ``bits`` per number, ``bits * width`` per pq sub-vector."""
+        return self.bits * self.block_width(cols) if self.is_pq else self.bits
+
+    def num_codes(self, cols: int) -> int:
+        """Codes per row: one per number, one per pq sub-vector."""
+        return self.num_blocks(cols) if self.is_pq else cols
 
     @property
     def is_float(self) -> bool:
@@ -71,7 +98,7 @@ class QuantSpec:
 
     @property
     def has_scales(self) -> bool:
-        return not self.is_float and self.dtype != "phase"
+        return not self.is_float and self.dtype not in ("phase", "pq")
 
     def block_width(self, cols: int) -> int:
         """Numbers per block in a row of ``cols`` numbers."""
@@ -85,6 +112,12 @@ class QuantSpec:
 
     def to_dict(self) -> Dict[str, object]:
         return dataclasses.asdict(self)
+
+
+def default_block(dtype: str, bits: int) -> int:
+    """``block`` when none is given: 64 numbers per scale, or for ``pq`` the widest sub-vector whose
+    code fits a byte (8 // bits numbers: 2-bit pq has sub-vectors of 4 and 256 centroids each)."""
+    return max(1, PQ_MAX_CODE_BITS // bits) if dtype == "pq" else 64
 
 
 def header_tensor(rows: int, cols: int, spec: QuantSpec) -> torch.Tensor:
@@ -110,6 +143,11 @@ def table_nbytes(rows: int, cols: int, spec: QuantSpec) -> Dict[str, int]:
     """
     if spec.is_float:
         codes = rows * cols * spec.bits // 8
+    elif spec.is_pq:
+        width, count = spec.block_width(cols), spec.num_blocks(cols)
+        codes = rows * packed_bytes(count, spec.code_bits(cols))
+        metadata = HEADER_BYTES + 4 * count * (1 << spec.code_bits(cols)) * width
+        return {"codes": codes, "scales": 0, "metadata": metadata, "total": codes + metadata}
     else:
         codes = rows * packed_bytes(cols, spec.bits)
     scales = 0
@@ -196,6 +234,14 @@ def quantize_phases(phases: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.remainder(torch.floor(steps + 0.5), count).long()
 
 
+def dequantize_pq(codes: torch.Tensor, codebook: torch.Tensor, cols: int) -> torch.Tensor:
+    """pq codes (n, sub-vectors) -> float32 (n, cols): each sub-vector's centroid, the padding of a
+    last, shorter sub-vector cut off. ``codebook``: (sub-vectors, centroids, width)."""
+    count, _, width = codebook.shape
+    subvector = torch.arange(count, device=codes.device)
+    return codebook.to(codes.device)[subvector, codes.long()].reshape(codes.shape[0], count * width)[:, :cols]
+
+
 def dequantize_codes(codes: torch.Tensor, codebook: torch.Tensor, scales: Optional[torch.Tensor],
                      offsets: Optional[torch.Tensor], width: int) -> torch.Tensor:
     """Codes (n, cols) -> float32 (n, cols): offset + scale * codebook[code], per block of ``width``.
@@ -226,6 +272,14 @@ def quantize_table(table: torch.Tensor, spec: QuantSpec,
     state: Dict[str, torch.Tensor] = {"header": header_tensor(rows, cols, spec)}
     if spec.is_float:
         state["codes"] = table.half().contiguous() if spec.bits == 16 else table.clone().contiguous()
+        return {key: value.to(table.device) for key, value in state.items()}
+    if spec.is_pq:
+        from .kmeans import product_quantize
+
+        state["codebook"], codes = product_quantize(table, spec.block_width(cols), 1 << spec.code_bits(cols),
+                                                    row_chunk=ROW_CHUNK)
+        state["codes"] = torch.cat([pack_bits(codes[start:start + ROW_CHUNK], spec.code_bits(cols))
+                                    for start in range(0, rows, ROW_CHUNK)])
         return {key: value.to(table.device) for key, value in state.items()}
     if spec.dtype == "phase":
         state["codebook"] = phase_codebook(spec.bits)
@@ -263,8 +317,8 @@ def quantize_dequantize(table: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     the same order), so a model trained through it (QAT) scores exactly like its packed form.
     The data-dependent ``quantile_empirical`` codebook is not supported here.
     """
-    if spec.dtype == "quantile_empirical" and not spec.is_float:
-        raise ValueError("quantize_dequantize: quantile_empirical depends on the whole table; use quantize_table")
+    if spec.dtype in ("quantile_empirical", "pq") and not spec.is_float:
+        raise ValueError(f"quantize_dequantize: {spec.dtype} depends on the whole table; use quantize_table")
     table = table.float()
     if spec.is_float:
         return table.half().float() if spec.bits == 16 else table
