@@ -413,3 +413,23 @@ def test_pq_relation_table_gets_scalar_codes():
     assert (quantized.relation.spec.bits, quantized.relation.spec.dtype) == (8, "int")
     rotate = quantize_model(build_model("rotate", 300, 5, 16, 12.0), QuantSpec(2, "pq", 4))
     assert rotate.relation.spec.dtype == "phase" and rotate.relation.spec.bits == 8
+
+
+def test_cli_quantize_pq_round_trip(tsv_folder, tmp_path, capsys):
+    run, qrun = str(tmp_path / "run"), str(tmp_path / "pq")
+    assert main(["train", "--dataset", str(tsv_folder), "--model", "distmult", "--out", run, "--no-progress",
+                 "--set", *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["quantize", run, "--bits", "2", "--dtype", "pq", "--out", qrun]) == 0  # block: 8 // 2 = 4
+    capsys.readouterr()
+    info = json.loads((tmp_path / "pq" / QUANT_INFO).read_text())
+    assert (info["bits"], info["dtype"], info["block"]) == (2, "pq", 4)
+    assert info["codes_bytes"] == 133 * 4 + 2 * 9 * 16 and info["scales_bytes"] == 2 * 9 * 2  # 16 / 4 sub-vectors
+    assert main(["evaluate", qrun]) == 0
+    from_folder = _json(capsys)
+    assert main(["evaluate", run, "--bits", "2", "--dtype", "pq"]) == 0
+    in_memory = _json(capsys)
+    assert from_folder.pop("eval_seconds") >= 0 and in_memory.pop("eval_seconds") >= 0
+    assert from_folder == in_memory
+    assert main(["quantize", run, "--bits", "4", "--dtype", "pq", "--block", "4", "--out", qrun, "--overwrite"]) == 2
+    assert "bits x block = 4 x 4" in capsys.readouterr().err
