@@ -12,13 +12,19 @@ at max(k, 8) bits, and ranked under OGB's protocol on a fixed sample of --test-s
 frontier figure and table go to ``results/kbit-wikikg2-standin/`` through the k-bit sweep
 (:mod:`kbit_dgl.scaling.kbit_sweep`), with the command, commit, machine and wall time. The data under
 --root is the real ogbl-wikikg2 when present, else ``pipelines/wikikg2_standin.py``'s stand-in.
+
+``--schedule leaderboard`` trains each (dim, seed) on the OGB TransE-500 entry's own schedule
+(``kbit_dgl/bench/leaderboard.py``: 200k steps unless --steps, validation and checkpoints every tenth)
+instead, so a run of ``pipelines/reproduce_ogb.py`` at dim 500 can be reused: link its folder as
+``RUNS/ogbl-wikikg2-transe-d500-s<seed>``. ``--dtypes`` adds other code types (``pq``: product
+quantisation of the entity table; the relation table then gets 8-bit int codes).
 """
 from __future__ import annotations
 
 import argparse
 import os
 
-from kbit_dgl.bench.leaderboard import COMMON, ROWWISE
+from kbit_dgl.bench.leaderboard import COMMON, ENTRIES, ROWWISE
 from kbit_dgl.data import load_dataset
 from kbit_dgl.provenance import project_root
 from kbit_dgl.scaling.kbit_sweep import SweepSettings, run_sweep
@@ -31,16 +37,25 @@ def main() -> None:
     parser.add_argument("--dims", type=int, nargs="+", default=[100, 200, 400])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4, 5, 8, 32])
-    parser.add_argument("--steps", type=int, default=10000)
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default 10000; leaderboard: 200k)")
     parser.add_argument("--test-sample", type=int, default=10000)
+    parser.add_argument("--dtypes", nargs="+", default=["quantile"], help="code types (kbit-dgl quantize --dtype)")
+    parser.add_argument("--schedule", default="short", choices=["short", "leaderboard"],
+                        help="short: --steps steps, one validation at the end; leaderboard: the OGB TransE-500 "
+                             "entry's schedule (200k steps unless --steps)")
     parser.add_argument("--runs-dir", default=os.path.join(project_root(), "runs", "kbit-wikikg2"))
     parser.add_argument("--out", default=os.path.join(project_root(), "results", "kbit-wikikg2-standin"))
     args = parser.parse_args()
-    overrides = [*COMMON, *ROWWISE, "model.gamma=30", f"train.max_steps={args.steps}",
-                 f"train.valid_every_steps={args.steps}", "eval.valid_sample=2000", "train.max_epochs=100000",
-                 "train.lr_decay=0"]
+    if args.schedule == "leaderboard":  # the entry's overrides but the sweep's dim and seed
+        overrides = [item for item in ENTRIES["wikikg2-transe-500"].config_overrides(0, args.steps or 0)
+                     if not item.startswith(("model.dim=", "train.seed="))]
+    else:
+        steps = args.steps or 10000
+        overrides = [*COMMON, *ROWWISE, "model.gamma=30", f"train.max_steps={steps}",
+                     f"train.valid_every_steps={steps}", "eval.valid_sample=2000", "train.max_epochs=100000",
+                     "train.lr_decay=0"]
     settings = SweepSettings(datasets=["ogbl-wikikg2"], models=["transe"], dims=args.dims, seeds=args.seeds,
-                             bits=args.bits, dtypes=["quantile"], block=64, blocks=[], relation_min_bits=8,
+                             bits=args.bits, dtypes=args.dtypes, block=64, blocks=[], relation_min_bits=8,
                              timing=False, overrides=overrides, runs_dir=args.runs_dir, out_dir=args.out,
                              data_dir=args.root)
 

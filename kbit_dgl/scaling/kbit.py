@@ -18,6 +18,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from ..io import atomic_write_json
 from ..quant import QuantSpec, quantize_model
 from ..quant.model import table_specs
+from ..quant.quantizers import default_block
 from .metrics import rank_metrics
 
 FLOAT_DTYPE = "fp"  # the data type column of 16 / 32-bit points
@@ -27,13 +28,17 @@ METRIC_KEYS = ("mrr", "mr", "hits@1", "hits@3", "hits@10", "mean_log_rank", "num
 
 def sweep_specs(bits: Iterable[int], dtypes: Sequence[str], block: int,
                 scale_dtype: str = "fp16") -> List[Tuple[str, QuantSpec]]:
-    """(data type label, spec) for every k x data type; 16 / 32 bits once, as ``fp``."""
+    """(data type label, spec) for every k x data type; 16 / 32 bits once, as ``fp``. ``block`` is the
+    scalar types' block; ``pq`` takes its default sub-vector (8 // k numbers) and skips k = 8 (one-number
+    sub-vectors: per-column k-means, no better than the scalar 8-bit codes)."""
     specs = []
     for k in bits:
         if k in (16, 32):
             specs.append((FLOAT_DTYPE, QuantSpec(k, "int", block, scale_dtype)))
         else:
-            specs.extend((dtype, QuantSpec(k, dtype, block, scale_dtype)) for dtype in dtypes)
+            specs.extend((dtype, QuantSpec(k, dtype, default_block(dtype, k) if dtype == "pq" else block,
+                                           scale_dtype))
+                         for dtype in dtypes if not (dtype == "pq" and default_block(dtype, k) == 1))
     return specs
 
 
