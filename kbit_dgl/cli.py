@@ -103,12 +103,17 @@ def _relation_spec(args, run_dir: str):
 
 
 def cmd_evaluate(args) -> int:
-    from . import api
+    from . import api, threads
+    from .config import resolve_device
     from .runs import load_any_run
 
     config, kg, model = load_any_run(args.run_dir, spec=_quant_spec(args),
                                      relation_spec=_relation_spec(args, args.run_dir), device=args.device)
-    print(json.dumps(api.evaluate(api.Run(args.run_dir, config, kg, model), args.split), indent=2))
+    threads.adapt(resolve_device(args.device).type == "cpu")  # refit the thread count to the load while ranking
+    try:
+        print(json.dumps(api.evaluate(api.Run(args.run_dir, config, kg, model), args.split), indent=2))
+    finally:
+        threads.stop()
     return 0
 
 

@@ -6,6 +6,7 @@ from typing import Dict
 
 import torch
 
+from .. import threads
 from ..errors import ConfigError
 from . import progress_bar
 from .ranking import check_finite_scores
@@ -71,6 +72,7 @@ def _evaluator_lists(model, kg, split: str, batch_size: int, progress: bool = Fa
             for name, values in result.items():
                 lists.setdefault(f"{direction}:{name}", []).append(values)
             bar.update(len(batch))
+            threads.tick()
     bar.close()
     model.train(was_training)
     return lists

@@ -14,6 +14,7 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 
+from .. import threads
 from ..data.kg import FilterIndex
 from ..errors import NonFiniteError
 from ..models import native
@@ -181,6 +182,7 @@ def filtered_ranks(model, triples: torch.Tensor, filter_index: Optional[FilterIn
             ranks.append(ranks_against_all(model, all_rows[anchor_ids.to(device)], relation_ids.to(device), all_rows,
                                            targets, direction, *known, what=f"{direction} prediction").cpu())
             bar.update(len(batch))
+            threads.tick()
         result[direction] = torch.cat(ranks)
     bar.close()
     model.train(was_training)

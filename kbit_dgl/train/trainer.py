@@ -23,6 +23,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from tqdm import tqdm
 
+from .. import threads
 from ..config import Config, resolve_device
 from ..data.kg import KG
 from ..errors import ConfigError, TrainingDivergedError
@@ -131,6 +132,7 @@ def _train_in_folder(config: Config, kg: KG, run_dir: str, resume: bool, overwri
         try:
             return _train(config, kg, run_dir, resume, progress, changes, on_validation)
         finally:
+            threads.stop()
             log.removeHandler(handler)
             handler.close()
 
@@ -218,6 +220,8 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
     fingerprint = kg_fingerprint(kg)
     torch.manual_seed(cfg.seed)
     device = resolve_device("cpu" if config.model.encoder and cfg.device == "auto" else cfg.device)
+    # one process at torch's default thread count: refit the count while the run goes on (kbit_dgl/threads.py)
+    threads.adapt(not cfg.num_threads and group is None and device.type == "cpu")
     if device.type != "cpu" and config.model.encoder:
         raise ConfigError(f"train.device={cfg.device}: runs with a GNN encoder train on the CPU here (DGL's PyPI "
                           f"wheel is CPU-only); use train.device=cpu")
@@ -406,6 +410,7 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
             if loss.requires_grad:
                 loss.backward()
             optimizer.step()
+            threads.tick()
             state["step"] += 1
             state["batch_in_epoch"] += 1
             process_steps += 1
@@ -560,5 +565,6 @@ def run_metrics(model: KGEModel, kg: KG, config: Config, state: Dict, progress: 
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "test_per_relation": per_relation, "kg": kg.summary(),
         "omp_wait_policy": os.environ.get("KBIT_DGL_OMP_CHOICE") or os.environ.get("OMP_WAIT_POLICY") or "default",
+        "thread_changes": threads.changes(),
         "data_warnings": list(getattr(kg, "warnings", [])), "resume_changes": state.get("resume_changes", []),
     }
