@@ -1,8 +1,8 @@
 """torch's CPU thread count, refitted while a run goes on to the cores other processes leave free.
 
 ``import kbit_dgl`` picks OpenMP's wait policy once, from the load at start. Load that arrives later
-is not seen there: two spinning threads on the one core a newcomer leaves free ran FB15k-237 TransE at
-~2-3k triples/s instead of ~25k. So between training steps and evaluation batches :func:`tick` asks,
+is not seen there: two spinning threads on the one core a newcomer left free ran FB15k-237 TransE at
+14-17k triples/s instead of ~50k (results/bench/load-threads.md). So between training steps and evaluation batches :func:`tick` asks,
 at most every ``PERIOD`` seconds, how many cores the other processes used since the last look
 (/proc/stat's busy time minus this process's own CPU time), and sets ``torch.set_num_threads`` to the
 cores left, rounded, between 1 and the count the run started with. A new count is applied once two
