@@ -2,11 +2,12 @@
 
 ``import kbit_dgl`` picks OpenMP's wait policy once, from the load at start. Load that arrives later
 is not seen there: two spinning threads on the one core a newcomer left free ran FB15k-237 TransE at
-14-17k triples/s instead of ~50k (results/bench/load-threads.md). So between training steps and evaluation batches :func:`tick` asks,
-at most every ``PERIOD`` seconds, how many cores the other processes used since the last look
-(/proc/stat's busy time minus this process's own CPU time), and sets ``torch.set_num_threads`` to the
-cores left, rounded, between 1 and the count the run started with. A new count is applied once two
-looks in a row agree, so a short burst elsewhere (a compile worker, a shell command) changes nothing.
+14-17k triples/s instead of ~50k (results/bench/load-threads.md). So between training steps and
+evaluation batches :func:`tick` asks, at most every ``PERIOD`` seconds, how many cores the other
+processes used since the last look (/proc/stat's busy time minus this process's own CPU time), and
+sets ``torch.set_num_threads`` to the cores left, rounded, between 1 and the count the run started
+with. A new count is applied once two looks in a row agree, so a short burst elsewhere (a compile
+worker, a shell command) changes nothing.
 
 Only runs that left ``train.num_threads`` at 0 adapt; a fixed count, several training processes and
 ``KBIT_DGL_ADAPT_THREADS=0`` keep the count fixed. Without /proc/stat it does nothing.
