@@ -164,8 +164,7 @@ class PackedRows(RowSource):
             values = codes[flat].float()
         elif self.spec.is_pq:  # each sub-vector's code, then its centroid: dequantize_pq's arithmetic
             code = self._codes(codes[flat], self.spec.code_bits(self.dim), self.spec.num_codes(self.dim))
-            subvector = torch.arange(codebook.shape[0], device=codes.device)
-            values = codebook[subvector, code.long()].reshape(flat.shape[0], -1)[:, :self.dim]
+            values = dequantize_pq(code, codebook, self.dim)
         else:
             # Each number as one gather expression (its byte(s), shift, codebook entry, block scale), so
             # that a compiled kernel reads the packed bytes and never writes the decoded rows out. The

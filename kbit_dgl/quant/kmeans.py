@@ -18,18 +18,17 @@ from typing import Tuple
 
 import torch
 
+from .quantizers import _blocked
+
 MAX_POINTS_PER_CENTROID = 256  # FAISS's default training-sample cap
 ITERATIONS = 25  # FAISS's default number of Lloyd iterations
 SEED_POINTS_PER_CENTROID = 32  # k-means++ seeds from this many sample points per centroid (k sequential passes)
 WORKSPACE_BYTES = 64 << 20  # distance matrices held at once
 
 
-def subvectors(table: torch.Tensor, width: int) -> torch.Tensor:
-    """(n, cols) -> (n, ceil(cols / width), width), the last sub-vector padded with the row's last number."""
-    pad = -table.shape[1] % width
-    if pad:
-        table = torch.cat([table, table[:, -1:].expand(-1, pad)], dim=1)
-    return table.reshape(table.shape[0], -1, width)
+# (n, cols) -> (n, ceil(cols / width), width), the last sub-vector padded with the row's last number:
+# the scalar types' blocking, shared so that both pad alike
+subvectors = _blocked
 
 
 def _group(points: int, k: int) -> int:
