@@ -403,6 +403,9 @@ def make_optimizer(model: nn.Module, name: str, lr: float, group: Group, hogwild
     if optimizer_class is None:
         raise ConfigError(f"train.optimizer={name!r} has no multi-process form")
     sparse = (_hogwild(optimizer_class) if hogwild else optimizer_class)(embeddings, lr=lr)
+    # every rank attached to rank 0's optimizer state before any goes on: a rank that fails in its first
+    # step would otherwise unlink that state under a slower rank, which then reports that instead
+    group.barrier()
     dense_params = [p for p in model.parameters() if all(p is not table.weight for table in tables)]
     return DistributedOptimizer(sparse, dense_optimizer(name, dense_params, lr), dense_params, group, lr)
 
