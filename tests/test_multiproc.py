@@ -117,6 +117,27 @@ def test_a_process_that_fails_names_its_error(small_kg, tmp_path, monkeypatch):
     assert not _leftover_shared_memory() or all("kbit" not in p for p in _leftover_shared_memory())
 
 
+def test_helper_threads_are_stopped_before_the_fork(monkeypatch):
+    """torch.compile's worker pools and tqdm's monitor, left by earlier work in the launching process,
+    are stopped before it forks: a lock one of them held at the fork would stay held in the children."""
+    import io
+
+    import tqdm
+    from torch._inductor import config as inductor_config
+    from torch._inductor.codecache import AsyncCompile
+
+    monkeypatch.setattr(inductor_config, "compile_threads", 2)
+    AsyncCompile.pool.cache_clear()
+    pool = AsyncCompile.pool()
+    pool.submit(lambda: None).result()
+    tqdm.tqdm(total=1, file=io.StringIO()).close()  # starts tqdm's monitor thread
+    helpers = list(pool._threads) + [tqdm.tqdm.monitor]
+    assert helpers and all(thread.is_alive() for thread in helpers)
+    distributed._stop_helper_threads()
+    assert not any(thread.is_alive() for thread in helpers)
+    assert AsyncCompile.pool.cache_info().currsize == 0 and tqdm.tqdm.monitor is None
+
+
 def test_a_port_in_use_is_a_clear_error_not_a_hang(small_kg, tmp_path, monkeypatch):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
         busy.bind(("127.0.0.1", 0))

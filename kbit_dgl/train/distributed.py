@@ -185,6 +185,27 @@ def _worker(rank: int, world_size: int, port: int, device_name: str, timeout_min
     _leave()  # a failure skips the goodbye: torch.multiprocessing ends the other processes
 
 
+def _stop_helper_threads() -> None:
+    """Stop the helper threads this process may run before it forks: torch.compile's worker pools and
+    tqdm's monitor. A lock such a thread holds at the instant of the fork stays held for ever in the
+    children (they inherit the lock, not the thread), and a child that then takes it hangs; both are
+    made again when needed."""
+    try:
+        from torch._inductor.codecache import AsyncCompile
+
+        for factory in (AsyncCompile.pool, AsyncCompile.process_pool):
+            if factory.cache_info().currsize:
+                factory().shutdown(wait=True)
+                factory.cache_clear()
+    except (ImportError, AttributeError):  # another torch: its pools are its own
+        pass
+    from tqdm import tqdm
+
+    monitor, tqdm.monitor = tqdm.monitor, None
+    if monitor is not None:
+        monitor.exit()
+
+
 def spawn(num_procs: int, device_name: str, timeout_minutes: float, target: Callable[[], Any],
           checkpoint_path: str) -> None:
     """Run ``target()`` in ``num_procs`` forked processes joined in a process group; returns when all
@@ -194,6 +215,7 @@ def spawn(num_procs: int, device_name: str, timeout_minutes: float, target: Call
 
     port = int(os.environ.get("MASTER_PORT") or free_port())
     run_name = f"kbit{os.getpid()}p{port}"
+    _stop_helper_threads()
     try:
         mp.start_processes(_worker, args=(num_procs, port, device_name, timeout_minutes, run_name, target),
                            nprocs=num_procs, join=True, start_method="fork")
