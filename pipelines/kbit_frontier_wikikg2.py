@@ -18,6 +18,10 @@ frontier figure and table go to ``results/kbit-wikikg2-standin/`` through the k-
 instead, so a run of ``pipelines/reproduce_ogb.py`` at dim 500 can be reused: link its folder as
 ``RUNS/ogbl-wikikg2-transe-d500-s<seed>``. ``--dtypes`` adds other code types (``pq``: product
 quantisation of the entity table; the relation table then gets 8-bit int codes).
+
+``--reuse-points OLD/points.json`` takes the (dim, seed) points an earlier frontier measured, when it was
+swept with the same schedule and bits settings on the same data (its points carry the data's
+fingerprint): e.g. the leaderboard-schedule d500 points with new dims, without d500's run folder.
 """
 from __future__ import annotations
 
@@ -43,6 +47,9 @@ def main() -> None:
     parser.add_argument("--schedule", default="short", choices=["short", "leaderboard"],
                         help="short: --steps steps, one validation at the end; leaderboard: the OGB TransE-500 "
                              "entry's schedule (200k steps unless --steps)")
+    parser.add_argument("--reuse-points", nargs="+", default=[], metavar="POINTS_JSON",
+                        help="earlier frontiers' points.json: their (dim, seed) points are taken as they are (same "
+                             "schedule, bits settings and data), so a dim needs no run folder")
     parser.add_argument("--runs-dir", default=os.path.join(project_root(), "runs", "kbit-wikikg2"))
     parser.add_argument("--out", default=os.path.join(project_root(), "results", "kbit-wikikg2-standin"))
     args = parser.parse_args()
@@ -57,7 +64,7 @@ def main() -> None:
     settings = SweepSettings(datasets=["ogbl-wikikg2"], models=["transe"], dims=args.dims, seeds=args.seeds,
                              bits=args.bits, dtypes=args.dtypes, block=64, blocks=[], relation_min_bits=8,
                              timing=False, overrides=overrides, runs_dir=args.runs_dir, out_dir=args.out,
-                             data_dir=args.root)
+                             data_dir=args.root, reuse_points=args.reuse_points)
 
     def load(name: str):
         return split_sample(load_dataset(name, args.root), "test", args.test_sample, seed=0, protocol="ogb")

@@ -68,6 +68,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> SweepSettings:
     parser.add_argument("--runs-dir", default=None, help="default runs/kbit (quick: runs/kbit-quick)")
     parser.add_argument("--out", default=None, help="default results/kbit (quick: results/kbit-quick)")
     parser.add_argument("--progress", action="store_true", help="show training progress bars")
+    parser.add_argument("--reuse-points", nargs="+", default=[], metavar="POINTS_JSON",
+                        help="earlier sweeps' points.json: their (dataset, model, dim, seed) points are taken as they "
+                             "are, when swept with the same settings on the same data")
     args = parser.parse_args(argv)
     quick = QUICK if args.quick else {}
     settings = SweepSettings(
@@ -79,6 +82,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> SweepSettings:
         qat_dim=args.qat_dim, timing=not args.no_timing,
         max_epochs=args.max_epochs if args.max_epochs is not None else quick.get("max_epochs"),
         threads=args.threads, overrides=args.overrides, data_dir=args.data_dir, progress=args.progress,
+        reuse_points=args.reuse_points,
         runs_dir=args.runs_dir or os.path.join(ROOT, "runs", "kbit-quick" if args.quick else "kbit"),
         out_dir=args.out or os.path.join(ROOT, "results", "kbit-quick" if args.quick else "kbit"))
     return settings

@@ -180,6 +180,46 @@ def test_kbit_sweep_points_grow_in_bits_with_k(small_kg, tmp_path, monkeypatch, 
         run_sweep(settings, load_kg=lambda name: small_kg)
 
 
+def test_a_sweep_reuses_an_earlier_sweeps_points_only_on_the_same_settings_and_data(tiny_kg, small_kg, tmp_path,
+                                                                                    monkeypatch, one_thread):
+    """--reuse-points: a dim measured by an earlier sweep needs no run folder; other settings, other data or
+    missing specs are refused, so a reused number is always one this sweep would have measured."""
+    import dataclasses
+    import json
+    import shutil
+
+    monkeypatch.setenv("KBIT_DGL_COMPILE", "0")
+
+    def settings(dims, out, **extra):
+        return SweepSettings(datasets=["synthetic"], models=["transe"], dims=dims, seeds=[0], max_epochs=1,
+                             bits=[2, 4, 32], dtypes=["quantile"], blocks=[], timing=False, overrides=FAST,
+                             threads=one_thread, runs_dir=str(tmp_path / "runs"), out_dir=str(tmp_path / out), **extra)
+
+    first = run_sweep(settings([16], "first"), load_kg=lambda name: small_kg)
+    earlier = str(tmp_path / "first" / "points.json")
+    shutil.rmtree(tmp_path / "runs")  # the d16 run is gone: only its points remain
+    both = run_sweep(settings([8, 16], "both", reuse_points=[earlier]), load_kg=lambda name: small_kg)
+    d16 = [p for p in both["points"] if p["dim"] == 16]
+    assert [(p["bits"], p["mrr"]) for p in d16] == [(p["bits"], p["mrr"]) for p in first["points"]]
+    assert all(p["reused_from"] == earlier for p in d16)
+    assert not (tmp_path / "runs" / "synthetic-transe-d16-s0").exists()
+    assert {p["dim"] for p in both["points"]} == {8, 16} and "reused_from" not in both["points"][0]
+    with pytest.raises(ValueError, match="measured on other data"):
+        run_sweep(settings([16], "other", reuse_points=[earlier]), load_kg=lambda name: tiny_kg)
+    with pytest.raises(ValueError, match="relation_min_bits"):
+        run_sweep(settings([16], "other", reuse_points=[earlier], relation_min_bits=8),
+                  load_kg=lambda name: small_kg)
+    more_bits = dataclasses.replace(settings([16], "other", reuse_points=[earlier]), bits=[2, 3, 4, 32])
+    with pytest.raises(ValueError, match="lacks quantile k=3"):
+        run_sweep(more_bits, load_kg=lambda name: small_kg)
+    record = json.loads((tmp_path / "first" / "points.json").read_text())
+    for point in record["points"]:
+        del point["data_fingerprint"]  # a file from before fingerprints: its data cannot be told
+    (tmp_path / "old.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="carry no data fingerprint"):
+        run_sweep(settings([16], "other", reuse_points=[str(tmp_path / "old.json")]), load_kg=lambda name: small_kg)
+
+
 def test_scaling_steps_axis_equals_an_uninterrupted_run(tiny_kg, tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("KBIT_DGL_COMPILE", "0")
     settings = ScalingSettings(

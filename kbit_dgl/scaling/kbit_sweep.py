@@ -16,16 +16,19 @@ with the figures and README.md. ``pipelines/kbit_sweep.py`` is the command line.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from ..data import load_dataset
 from ..provenance import project_root, provenance
 from ..quant import QuantSpec
+from ..runs import kg_fingerprint
 from .kbit import block_sweep_specs, eval_timing, evaluate_specs, spec_key, sweep_specs
 from .kbit_report import frontiers, write_outputs
 from .runs import ensure_run, run_name, sweep_config
@@ -60,6 +63,9 @@ class SweepSettings:
     out_dir: str = field(default_factory=lambda: os.path.join(project_root(), "results", "kbit"))
     data_dir: Optional[str] = None
     progress: bool = False
+    # points.json files of earlier sweeps: a (dataset, model, dim, seed) found there is taken as it is
+    # (no run folder needed), once its settings and data fingerprint match this sweep's
+    reuse_points: List[str] = field(default_factory=list)
 
     def resolved(self) -> "SweepSettings":
         """Fill in ``block_dim`` / ``qat_dim`` and refuse settings the QAT comparison cannot honour."""
@@ -99,13 +105,19 @@ def run_sweep(settings: SweepSettings, load_kg: Optional[Callable[[str], object]
     main_specs = sweep_specs(settings.bits, settings.dtypes, settings.block)
     points: List[Dict] = []
     timings: List[Dict] = []
+    reused = load_reused_points(settings)
     for dataset in settings.datasets:
         kg = load_kg(dataset)
+        fingerprint = data_fingerprint(kg)
         for model_name in settings.models:
             for dim in settings.dims:
                 for seed in settings.seeds:
-                    points += _sweep_run(settings, kg, dataset, model_name, dim, seed, suffix, main_specs, timings,
-                                         root)
+                    key = (dataset, model_name, dim, seed)
+                    if key in reused:
+                        points += _reused_run(settings, key, reused[key], main_specs, fingerprint)
+                        continue
+                    new = _sweep_run(settings, kg, dataset, model_name, dim, seed, suffix, main_specs, timings, root)
+                    points += [{**point, "data_fingerprint": fingerprint} for point in new]
             if settings.qat:
                 points += _qat_runs(settings, kg, dataset, model_name, suffix, main_specs, root)
     _attach_fp32_ratios(points)
@@ -114,6 +126,73 @@ def run_sweep(settings: SweepSettings, load_kg: Optional[Callable[[str], object]
     write_outputs(record, settings.out_dir)
     _say(f"{len(points)} points -> {settings.out_dir} ({record['provenance']['wall_seconds']} s)")
     return record
+
+
+def data_fingerprint(kg) -> str:
+    """What a point was measured on: the id maps, every split's triples (the filter reads them all) and
+    the test split's OGB candidates; 16 hex digits of their SHA-256."""
+    digest = hashlib.sha256(kg_fingerprint(kg).encode())
+    tensors = [kg.train, kg.valid, kg.test]
+    tensors += [kg.negatives.get("test", {})[side] for side in sorted(kg.negatives.get("test", {}))]
+    for tensor in tensors:
+        array = tensor.contiguous().numpy()
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()[:16]
+
+
+# what a point depends on besides its (dataset, model, dim, seed) and data: a reused file must agree
+_POINT_SETTINGS = ("overrides", "max_epochs", "block", "relation_min_bits")
+
+
+def load_reused_points(settings: SweepSettings) -> Dict[Tuple, List[Dict]]:
+    """The points of ``settings.reuse_points`` by (dataset, model, dim, seed), after checking that each
+    file was swept with the settings that shape a point (``_POINT_SETTINGS``) as this sweep is."""
+    reused: Dict[Tuple, List[Dict]] = {}
+    for path in settings.reuse_points:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                record = json.load(handle)
+            theirs, points = record["settings"], record["points"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"--reuse-points {path}: not a k-bit sweep's points.json ({error})") from None
+        for name in _POINT_SETTINGS:
+            mine = getattr(settings, name)
+            if theirs.get(name) != mine:
+                raise ValueError(f"--reuse-points {path}: swept with {name}={theirs.get(name)!r}, this sweep has "
+                                 f"{mine!r}; its points would not be comparable")
+        for point in points:
+            if point.get("method") == "ptq":
+                key = (point["dataset"], point["model"], point["dim"], point["seed"])
+                reused.setdefault(key, []).append({**point, "reused_from": path})
+    return reused
+
+
+def _reused_run(settings: SweepSettings, key: Tuple, points: List[Dict], main_specs, fingerprint: str) -> List[Dict]:
+    """The points of one run taken from an earlier sweep: every main spec must be there, measured on
+    data with this sweep's fingerprint."""
+    dataset, model_name, dim, seed = key
+    source = points[0]["reused_from"]
+    wrong = {point.get("data_fingerprint") for point in points} - {fingerprint}
+    if None in wrong:
+        raise ValueError(f"--reuse-points {source}: the points of {dataset} {model_name} d{dim} s{seed} carry no "
+                         f"data fingerprint (a sweep from before fingerprints), so other data cannot be ruled out; "
+                         f"this sweep's data: {fingerprint}")
+    if wrong:
+        raise ValueError(f"--reuse-points {source}: the points of {dataset} {model_name} d{dim} s{seed} were measured "
+                         f"on other data (fingerprint {', '.join(sorted(map(str, wrong)))}, this sweep's data: "
+                         f"{fingerprint})")
+    if dim == settings.block_dim and settings.blocks:
+        raise ValueError(f"--reuse-points {source}: d{dim} is this sweep's block-size dim; its block sweep "
+                         f"needs the run")
+    by_spec = {(p["dtype"], p["bits"], p["block"], p["scale_dtype"]): p for p in points if p["sweep"] == "main"}
+    wanted = [(label, spec.bits, spec.block, spec.scale_dtype) for label, spec in main_specs]
+    missing = [f"{label} k={bits} block {block}" for label, bits, block, _ in wanted
+               if (label, bits, block, _) not in by_spec]
+    if missing:
+        raise ValueError(f"--reuse-points {source}: {dataset} {model_name} d{dim} s{seed} lacks {', '.join(missing)}")
+    _say(f"{dataset}-{model_name}-d{dim}-s{seed}: {len(wanted)} points reused from {source}")
+    return [by_spec[spec] for spec in wanted]
 
 
 def _sweep_run(settings: SweepSettings, kg, dataset: str, model_name: str, dim: int, seed: int, suffix: str,
