@@ -119,7 +119,8 @@ def run_sweep(settings: SweepSettings, load_kg: Optional[Callable[[str], object]
                     new = _sweep_run(settings, kg, dataset, model_name, dim, seed, suffix, main_specs, timings, root)
                     points += [{**point, "data_fingerprint": fingerprint} for point in new]
             if settings.qat:
-                points += _qat_runs(settings, kg, dataset, model_name, suffix, main_specs, root)
+                points += [{**point, "data_fingerprint": fingerprint}
+                           for point in _qat_runs(settings, kg, dataset, model_name, suffix, main_specs, root)]
     _attach_fp32_ratios(points)
     record = {"settings": asdict(settings), "points": points, "eval_timing": timings,
               "frontier": frontiers(points), "provenance": provenance(started)}
@@ -192,6 +193,8 @@ def _reused_run(settings: SweepSettings, key: Tuple, points: List[Dict], main_sp
     if missing:
         raise ValueError(f"--reuse-points {source}: {dataset} {model_name} d{dim} s{seed} lacks {', '.join(missing)}")
     _say(f"{dataset}-{model_name}-d{dim}-s{seed}: {len(wanted)} points reused from {source}")
+    if settings.timing and dim == max(settings.dims) and seed == settings.seeds[0]:
+        _say("  test ranking time not measured: it needs the run, and this dim's points were reused")
     return [by_spec[spec] for spec in wanted]
 
 
