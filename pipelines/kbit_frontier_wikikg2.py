@@ -31,7 +31,7 @@ import os
 from kbit_dgl.bench.leaderboard import COMMON, ENTRIES, ROWWISE
 from kbit_dgl.data import load_dataset
 from kbit_dgl.provenance import project_root
-from kbit_dgl.scaling.kbit_sweep import SweepSettings, run_sweep
+from kbit_dgl.scaling.kbit_sweep import SweepSettings, parse_dim_seeds, run_sweep
 from kbit_dgl.train.trainer import split_sample
 
 
@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--root", required=True)
     parser.add_argument("--dims", type=int, nargs="+", default=[100, 200, 400])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--dim-seeds", nargs="+", default=[], metavar="DIM=S[,S...]",
+                        help="other seeds at some dims, e.g. 125=0,1,2 (3 seeds where a run is cheap)")
     parser.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4, 5, 8, 32])
     parser.add_argument("--steps", type=int, default=None, help="training steps (default 10000; leaderboard: 200k)")
     parser.add_argument("--test-sample", type=int, default=10000)
@@ -62,6 +64,7 @@ def main() -> None:
                      f"train.valid_every_steps={steps}", "eval.valid_sample=2000", "train.max_epochs=100000",
                      "train.lr_decay=0"]
     settings = SweepSettings(datasets=["ogbl-wikikg2"], models=["transe"], dims=args.dims, seeds=args.seeds,
+                             dim_seeds=parse_dim_seeds(args.dim_seeds),
                              bits=args.bits, dtypes=args.dtypes, block=64, blocks=[], relation_min_bits=8,
                              timing=False, overrides=overrides, runs_dir=args.runs_dir, out_dir=args.out,
                              data_dir=args.root, reuse_points=args.reuse_points)

@@ -29,7 +29,7 @@ import sys
 from typing import Optional, Sequence
 
 from kbit_dgl.scaling.kbit_report import rerender
-from kbit_dgl.scaling.kbit_sweep import SweepSettings, run_sweep
+from kbit_dgl.scaling.kbit_sweep import SweepSettings, parse_dim_seeds, run_sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = {"datasets": ["nations"], "dims": [8, 16], "seeds": [0], "max_epochs": 5}
@@ -42,6 +42,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> SweepSettings:
     parser.add_argument("--models", nargs="+", default=defaults.models)
     parser.add_argument("--dims", nargs="+", type=int, default=None, help=f"default {defaults.dims}")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help=f"default {defaults.seeds}")
+    parser.add_argument("--dim-seeds", nargs="+", default=[], metavar="DIM=S[,S...]",
+                        help="other seeds at some dims, e.g. 256=0 (one seed where a run is costly)")
     parser.add_argument("--bits", nargs="+", type=int, default=defaults.bits)
     parser.add_argument("--dtypes", nargs="+", default=defaults.dtypes)
     parser.add_argument("--block", type=int, default=defaults.block, help="numbers per scale of the main sweep")
@@ -82,7 +84,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> SweepSettings:
         qat_dim=args.qat_dim, timing=not args.no_timing,
         max_epochs=args.max_epochs if args.max_epochs is not None else quick.get("max_epochs"),
         threads=args.threads, overrides=args.overrides, data_dir=args.data_dir, progress=args.progress,
-        reuse_points=args.reuse_points,
+        reuse_points=args.reuse_points, dim_seeds=parse_dim_seeds(args.dim_seeds),
         runs_dir=args.runs_dir or os.path.join(ROOT, "runs", "kbit-quick" if args.quick else "kbit"),
         out_dir=args.out or os.path.join(ROOT, "results", "kbit-quick" if args.quick else "kbit"))
     return settings

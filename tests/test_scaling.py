@@ -11,7 +11,7 @@ from kbit_dgl.provenance import project_root
 from kbit_dgl.scaling.fit import fit_power_law, holdout_error, saturating_power_law
 from kbit_dgl.scaling.frontier import aggregate_points, bit_optimal_table, budget_grid, frontier_summary
 from kbit_dgl.scaling.kbit_report import frontier_verdict, frontiers, write_outputs
-from kbit_dgl.scaling.kbit_sweep import SweepSettings, run_sweep
+from kbit_dgl.scaling.kbit_sweep import SweepSettings, parse_dim_seeds, run_sweep
 from kbit_dgl.scaling.law_report import render_readme
 from kbit_dgl.scaling.law_sweep import ScalingSettings, run_scaling
 
@@ -95,6 +95,16 @@ def test_bit_optimal_table_picks_the_best_config_within_each_budget():
     assert table[0]["best_4bit"] is None and table[1]["gap_4bit"] == pytest.approx(0.0)
     summary = frontier_summary(table)
     assert summary["wins_by_bits"] == {2: 1, 4: 2} and summary["four_bit_wins"] == 2 and summary["seeded"]
+
+
+def test_a_single_seed_side_gets_no_sigmas_its_noise_is_unknown_not_zero():
+    points = [_point(64, 4, 0.33 + noise, seed) for seed, noise in enumerate((-0.005, 0.0, 0.005))]
+    points.append(_point(256, 1, 0.35, 0))  # 25,600 bits like d64 4-bit, one seed
+    row = bit_optimal_table(points, budgets=[30000])[0]
+    assert (row["dim"], row["bits"], row["num_seeds"]) == (256, 1, 1)
+    assert row["margin"] == pytest.approx(0.02) and row["margin_sigmas"] is None
+    assert row["gap_4bit_sigmas"] is None
+    assert frontier_summary([row])["clear_wins"] == 0
 
 
 def test_budget_grid_spans_the_points_on_powers_of_two():
@@ -218,6 +228,25 @@ def test_a_sweep_reuses_an_earlier_sweeps_points_only_on_the_same_settings_and_d
     (tmp_path / "old.json").write_text(json.dumps(record))
     with pytest.raises(ValueError, match="carry no data fingerprint"):
         run_sweep(settings([16], "other", reuse_points=[str(tmp_path / "old.json")]), load_kg=lambda name: small_kg)
+
+
+def test_a_sweep_can_train_more_seeds_at_some_dims(small_kg, tmp_path, monkeypatch, one_thread):
+    """dim_seeds: three seeds where a run is cheap, one where it is not, in one point set."""
+    monkeypatch.setenv("KBIT_DGL_COMPILE", "0")
+    settings = SweepSettings(datasets=["synthetic"], models=["transe"], dims=[8, 16], seeds=[0], dim_seeds={8: [0, 1]},
+                             max_epochs=1, bits=[4, 32], dtypes=["quantile"], blocks=[], timing=False, overrides=FAST,
+                             threads=one_thread, runs_dir=str(tmp_path / "runs"), out_dir=str(tmp_path / "out"))
+    record = run_sweep(settings, load_kg=lambda name: small_kg)
+    seeds = {(p["dim"], p["seed"]) for p in record["points"]}
+    assert seeds == {(8, 0), (8, 1), (16, 0)}
+    with pytest.raises(ValueError, match=r"dims \[32\] that are not swept"):
+        SweepSettings(dims=[8, 16], dim_seeds={32: [0]}).resolved()
+    with pytest.raises(ValueError, match="no seed"):
+        SweepSettings(dims=[8, 16], dim_seeds={8: []}).resolved()
+    assert parse_dim_seeds(["125=0,1,2", "500=0"]) == {125: [0, 1, 2], 500: [0]}
+    for bad in ("125", "125=", "x=0", "125=0,a"):
+        with pytest.raises(ValueError, match="expected DIM=SEED"):
+            parse_dim_seeds([bad])
 
 
 def test_scaling_steps_axis_equals_an_uninterrupted_run(tiny_kg, tmp_path, monkeypatch, one_thread):

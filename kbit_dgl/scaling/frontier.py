@@ -55,7 +55,10 @@ def budget_grid(total_bits: Sequence[float], per_octave: int = 1) -> List[float]
 
 
 def _difference_sigmas(best: Dict, other: Dict) -> Optional[float]:
-    """(best - other) in standard errors of the difference; None without seed noise to compare to."""
+    """(best - other) in standard errors of the difference; None without seed noise to compare to,
+    which includes a side with a single seed (its noise is unknown, not zero)."""
+    if min(best["num_seeds"], other["num_seeds"]) < 2:
+        return None
     error = math.sqrt(best["sem"] ** 2 + other["sem"] ** 2)
     return (best["mean"] - other["mean"]) / error if error > 0 else None
 

@@ -210,6 +210,8 @@ def render_readme(record: Dict, figures: Dict[tuple, List[str]]) -> str:
            f"torch {prov['machine']['torch']}, {prov['wall_seconds']} s wall, finished {prov['finished']}). "
            "Every number below is computed from `points.json` / `points.csv` beside this file.", "",
            f"Runs: default config except `model.dim` in {settings['dims']} and `train.seed` in {settings['seeds']}"
+           + "".join(f" (at dim {dim}: {seeds})" for dim, seeds in sorted(settings.get("dim_seeds", {}).items(),
+                                                                     key=lambda item: int(item[0])))
            + ("" if settings["max_epochs"] is None else f", `train.max_epochs={settings['max_epochs']}`")
            + "".join(f", `{o}`" for o in settings.get("overrides", []) if not o.startswith("train.num_threads"))
            + (f"; post-training quantisation of both tables at k in {settings['bits']}"

@@ -21,7 +21,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -42,6 +42,8 @@ class SweepSettings:
     models: List[str] = field(default_factory=lambda: ["transe", "rotate"])
     dims: List[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
     seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
+    # per-dim seeds where they differ from ``seeds`` (e.g. 3 seeds of the cheap dim, 1 of the costly ones)
+    dim_seeds: Dict[int, List[int]] = field(default_factory=dict)
     bits: List[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 8, 16, 32])
     dtypes: List[str] = field(default_factory=lambda: ["int", "float", "quantile"])
     block: int = 64
@@ -67,6 +69,10 @@ class SweepSettings:
     # (no run folder needed), once its settings and data fingerprint match this sweep's
     reuse_points: List[str] = field(default_factory=list)
 
+    def seeds_of(self, dim: int) -> List[int]:
+        """The seeds trained at ``dim``: ``dim_seeds[dim]`` where given, else ``seeds``."""
+        return list(self.dim_seeds.get(dim, self.seeds))
+
     def resolved(self) -> "SweepSettings":
         """Fill in ``block_dim`` / ``qat_dim`` and refuse settings the QAT comparison cannot honour."""
         dims = sorted(self.dims)
@@ -74,6 +80,12 @@ class SweepSettings:
             self.block_dim = dims[-1]
         if self.qat_dim is None:
             self.qat_dim = dims[len(dims) // 2]
+        self.dim_seeds = {int(dim): list(seeds) for dim, seeds in self.dim_seeds.items()}
+        unknown = sorted(set(self.dim_seeds) - set(dims))
+        if unknown:
+            raise ValueError(f"dim_seeds names dims {unknown} that are not swept (dims {dims})")
+        if any(not seeds for seeds in self.dim_seeds.values()):
+            raise ValueError(f"dim_seeds gives a dim no seed: {self.dim_seeds}")
         if self.qat and self.relation_min_bits:
             raise ValueError(f"--qat with --relation-bits {self.relation_min_bits}: QAT runs train and keep the "
                              f"relation table at k, so their post-training baselines must too; use --relation-bits 0")
@@ -81,6 +93,20 @@ class SweepSettings:
             raise ValueError(f"--qat-dim {self.qat_dim} must be one of --dims {dims} (QAT is compared with "
                              f"post-training quantisation of that dim's fp32 runs)")
         return self
+
+
+def parse_dim_seeds(items: Sequence[str]) -> Dict[int, List[int]]:
+    """``["125=0,1,2", "500=0"]`` (the command line's ``--dim-seeds``) -> ``{125: [0, 1, 2], 500: [0]}``."""
+    parsed: Dict[int, List[int]] = {}
+    for item in items:
+        dim, sep, seeds = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            parsed[int(dim)] = [int(seed) for seed in seeds.split(",")]
+        except ValueError:
+            raise ValueError(f"--dim-seeds {item!r}: expected DIM=SEED[,SEED...], e.g. 125=0,1,2") from None
+    return parsed
 
 
 def _say(message: str) -> None:
@@ -111,7 +137,7 @@ def run_sweep(settings: SweepSettings, load_kg: Optional[Callable[[str], object]
         fingerprint = data_fingerprint(kg)
         for model_name in settings.models:
             for dim in settings.dims:
-                for seed in settings.seeds:
+                for seed in settings.seeds_of(dim):
                     key = (dataset, model_name, dim, seed)
                     if key in reused:
                         points += _reused_run(settings, key, reused[key], main_specs, fingerprint)
@@ -193,7 +219,7 @@ def _reused_run(settings: SweepSettings, key: Tuple, points: List[Dict], main_sp
     if missing:
         raise ValueError(f"--reuse-points {source}: {dataset} {model_name} d{dim} s{seed} lacks {', '.join(missing)}")
     _say(f"{dataset}-{model_name}-d{dim}-s{seed}: {len(wanted)} points reused from {source}")
-    if settings.timing and dim == max(settings.dims) and seed == settings.seeds[0]:
+    if settings.timing and dim == max(settings.dims) and seed == settings.seeds_of(dim)[0]:
         _say("  test ranking time not measured: it needs the run, and this dim's points were reused")
     return [by_spec[spec] for spec in wanted]
 
@@ -222,7 +248,7 @@ def _sweep_run(settings: SweepSettings, kg, dataset: str, model_name: str, dim: 
     _say(f"{os.path.basename(run_dir)}: {status} ({trained:.0f} s, {metrics['epochs']} epochs), "
          f"{len(points)} points ({evaluated:.0f} s); test MRR fp32 {best.get(32, float('nan')):.4f}, "
          f"NF4 {best.get(4, float('nan')):.4f}")
-    if settings.timing and dim == max(settings.dims) and seed == settings.seeds[0]:
+    if settings.timing and dim == max(settings.dims) and seed == settings.seeds_of(dim)[0]:
         timing = eval_timing(model, kg, QuantSpec(4, "quantile", settings.block), settings.timing_repeats,
                              settings.eval_batch_size)
         timings.append({"dataset": dataset, "model": model_name, "dim": dim, "seed": seed, **timing})
@@ -237,7 +263,7 @@ def _qat_runs(settings: SweepSettings, kg, dataset: str, model_name: str, suffix
     fp32 runs where the main sweep lacks them."""
     points = []
     measured = {spec_key(spec) for _, spec in main_specs}
-    for seed in settings.seeds:
+    for seed in settings.seeds_of(settings.qat_dim):
         extra = [(dtype, QuantSpec(bits, dtype, settings.block)) for bits in settings.qat_bits
                  for dtype in settings.qat_dtypes if spec_key(QuantSpec(bits, dtype, settings.block)) not in measured]
         if extra:  # post-training quantisation of the fp32 run with the QAT specs
