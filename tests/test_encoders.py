@@ -19,6 +19,7 @@ from kbit_dgl.models.encoders import (
     CompGCNEncoder,
     GraphEncoder,
     GroupedRelGraphConv,
+    basis_sums,
     edge_norm,
     register_encoder,
     resolve_encoder,
@@ -68,9 +69,12 @@ def test_rgcn_output_shapes(kg, regularizer, decoder):
     assert all(p.grad is not None for p in model.encoder.parameters())
 
 
-@pytest.mark.parametrize("regularizer", ["basis", "bdd", None])
+FORMS = [("basis", False), ("basis", True), ("bdd", None), (None, None)]  # (regularizer, basis_first)
+
+
+@pytest.mark.parametrize("regularizer,basis_first", FORMS)
 @pytest.mark.parametrize("on_block", [False, True])
-def test_grouped_relgraphconv_equals_dgl_relgraphconv(kg, regularizer, on_block):
+def test_grouped_relgraphconv_equals_dgl_relgraphconv(kg, regularizer, basis_first, on_block):
     """Same parameters, same values and gradients as dgl.nn.RelGraphConv, on the full graph and on
     a sampled block (fewer destination than source nodes), with layer norm and self-loop."""
     torch.manual_seed(0)
@@ -85,6 +89,7 @@ def test_grouped_relgraphconv_equals_dgl_relgraphconv(kg, regularizer, on_block)
                   activation=torch.relu, layer_norm=True)
     reference, grouped = RelGraphConv(12, 12, num_types, **kwargs), GroupedRelGraphConv(12, 12, num_types, **kwargs)
     grouped.load_state_dict(reference.state_dict())
+    grouped.basis_first = basis_first
     feats = [torch.randn(graph.num_src_nodes(), 12, requires_grad=True) for _ in range(2)]
     with torch.no_grad():
         feats[1].copy_(feats[0])
@@ -100,8 +105,8 @@ def test_grouped_relgraphconv_equals_dgl_relgraphconv(kg, regularizer, on_block)
         torch.testing.assert_close(p_grouped.grad, p_ref.grad, rtol=1e-5, atol=1e-5, msg=name)
 
 
-@pytest.mark.parametrize("regularizer", ["basis", "bdd", None])
-def test_grouped_relgraphconv_with_many_relations_of_skewed_counts(regularizer):
+@pytest.mark.parametrize("regularizer,basis_first", FORMS)
+def test_grouped_relgraphconv_with_many_relations_of_skewed_counts(regularizer, basis_first):
     """Relations of 1 to ~300 edge pairs (many buckets of the batched products), some absent."""
     torch.manual_seed(1)
     num_types, num_nodes = 40, 90
@@ -112,6 +117,7 @@ def test_grouped_relgraphconv_with_many_relations_of_skewed_counts(regularizer):
     kwargs = dict(regularizer=regularizer, num_bases=4 if regularizer else None, self_loop=False)
     reference, grouped = RelGraphConv(8, 8, num_types, **kwargs), GroupedRelGraphConv(8, 8, num_types, **kwargs)
     grouped.load_state_dict(reference.state_dict())
+    grouped.basis_first = basis_first
     feats = [torch.randn(num_nodes, 8, requires_grad=True) for _ in range(2)]
     with torch.no_grad():
         feats[1].copy_(feats[0])
@@ -302,3 +308,25 @@ def test_config_keys_and_cli(kg, tmp_path):
     assert main(["evaluate", run, "--split", "test"]) == 0
     assert main(["train", "--dataset", str(folder), "--model", "rotate", "--encoder", "compgcn", "--out",
                  str(tmp_path / "run2"), "--no-progress", "--set", "model.dim=16", "train.max_epochs=1"]) == 0
+
+
+def test_basis_sums_equals_a_dense_reference_with_skewed_degrees_and_isolated_nodes():
+    """Destinations of in-degree 0, 1, 2, 3 ... 70 (several padded buckets), duplicate edges."""
+    torch.manual_seed(2)
+    num_src, num_dst, bases, width = 50, 40, 3, 5
+    degree = torch.cat([torch.zeros(5, dtype=torch.long), torch.arange(1, 36)])[torch.randperm(num_dst)]
+    dst = torch.repeat_interleave(torch.arange(num_dst), degree)
+    perm = torch.randperm(len(dst))
+    dst, src = dst[perm], torch.randint(0, num_src, (len(dst),))
+    feat = torch.randn(num_src, width, requires_grad=True)
+    weights = torch.randn(len(dst), bases, requires_grad=True)
+    out = basis_sums(src, dst, num_dst, feat, weights)
+    adjacency = torch.zeros(num_dst, num_src, bases).index_put((dst, src), weights, accumulate=True)
+    reference = torch.einsum("vsb,sd->vbd", adjacency, feat)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, (feat, weights), grad)
+    want = torch.autograd.grad(reference, (feat, weights), grad)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert basis_sums(src[:0], dst[:0], 4, feat, weights[:0]).abs().sum() == 0

@@ -175,6 +175,51 @@ def _check_choice(key: str, value: str, choices) -> None:
         raise ConfigError(f"encoder.{key}={value!r}; expected one of {', '.join(choices)}")
 
 
+def basis_sums(src: torch.Tensor, dst: torch.Tensor, num_dst: int, feat: torch.Tensor,
+               weights: torch.Tensor) -> torch.Tensor:
+    """(num_dst, B, d): ``out[v, b] = sum over edges e into v of weights[e, b] * feat[src[e]]``.
+
+    Plain torch (any device, autograd through it): destinations are bucketed by in-degree (powers of
+    two), each bucket's edges gathered into a zero-padded (nodes, K, ·) layout with K its largest
+    in-degree, and summed with one batched product (B x K) @ (K x d) per node. Padding is at most
+    twice the edges; each source row is read once per edge, not once per (edge, b) as a broadcast
+    SpMM would, and no (E, B, d) message tensor exists.
+    """
+    num_edges, num_bases, width = len(src), weights.shape[1], feat.shape[1]
+    if num_edges == 0:
+        return feat.new_zeros(num_dst, num_bases, width)
+    dst = dst.long()
+    order = torch.argsort(dst, stable=True)
+    src_sorted, dst_sorted = src.long()[order], dst[order]
+    counts = torch.bincount(dst, minlength=num_dst)
+    slot = torch.arange(num_edges, device=dst.device) - (torch.cumsum(counts, 0) - counts)[dst_sorted]
+    # bucket k holds the destinations with in-degree in (2^(k-1), 2^k]; 0-degree ones stay zero
+    node_bucket = torch.ceil(torch.log2(counts.clamp(min=1).double())).long()
+    edge_bucket = node_bucket[dst_sorted]
+    has_edges = counts > 0
+    outputs, output_nodes = [], []
+    for bucket in torch.unique(node_bucket[has_edges]).tolist():
+        nodes = torch.nonzero(has_edges & (node_bucket == bucket)).squeeze(1)
+        width_k = int(counts[nodes].max())
+        local = torch.empty(num_dst, dtype=torch.long, device=dst.device)
+        local[nodes] = torch.arange(len(nodes), device=dst.device)
+        edges = torch.nonzero(edge_bucket == bucket).squeeze(1)
+        position = local[dst_sorted[edges]] * width_k + slot[edges]
+        rows = len(nodes) * width_k
+        xs = feat.new_zeros(rows, width).index_copy(0, position, feat[src_sorted[edges]])
+        ws = weights.new_zeros(rows, num_bases).index_copy(0, position, weights[order[edges]])
+        outputs.append(torch.bmm(ws.view(len(nodes), width_k, num_bases).transpose(1, 2),
+                                 xs.view(len(nodes), width_k, width)))
+        output_nodes.append(nodes)
+    out = torch.cat(outputs)
+    nodes = torch.cat(output_nodes)
+    if len(nodes) == num_dst:  # every destination has an in-edge: a permutation
+        inverse = torch.empty_like(nodes)
+        inverse[nodes] = torch.arange(num_dst, device=nodes.device)
+        return out[inverse]
+    return out.new_zeros(num_dst, num_bases, width).index_copy(0, nodes, out)
+
+
 class GroupedRelGraphConv(RelGraphConv):
     """``dgl.nn.RelGraphConv`` (same parameters, same results) computed as: sum each destination's
     in-edges per relation first, then one dense matrix product per relation.
@@ -192,7 +237,34 @@ class GroupedRelGraphConv(RelGraphConv):
     The per-relation weights are composed once
     (bases combined; ``bdd`` blocks laid out as a block-diagonal matrix). Tests check values and
     gradients against ``RelGraphConv``.
+
+    With the ``basis`` regularizer and at least ``num_bases / 4`` edges per destination on average (the
+    sampled blocks of a large KG, and full graphs), the layer runs basis-first instead:
+    ``sum_e norm_e W_r(e) x_src(e) = sum_b V_b^T (sum_e norm_e a_r(e),b x_src(e))``. The inner sums
+    (num_dst, num_bases, in) are small batched products per destination (destinations bucketed by
+    in-degree, padded within a bucket to at most twice their edges), and one
+    (num_dst, num_bases * in) x (num_bases * in, out) product replaces the per-relation products and the
+    composed (num_types, in, out) weights: ``basis_first`` (None: by that rule) forces either form.
     """
+
+    basis_first: Optional[bool] = None
+
+    def _use_basis_first(self, num_edges: int, num_dst: int) -> bool:
+        if self.linear_r.regularizer != "basis":
+            return False
+        if self.basis_first is not None:
+            return self.basis_first
+        # its dense product has num_bases * num_dst rows against the per-relation products' <= num_edges
+        # rows, but runs as one large matrix product instead of one small product per relation
+        return self.linear_r.num_bases * num_dst <= 4 * num_edges
+
+    def _basis_first_messages(self, src, dst, num_dst, feat, etypes, norm):
+        linear = self.linear_r
+        weights = linear.coeff[etypes.long()]  # (E, num_bases)
+        if norm is not None:
+            weights = weights * norm
+        sums = basis_sums(src, dst, num_dst, feat, weights)  # (num_dst, num_bases, in)
+        return sums.reshape(num_dst, -1) @ linear.W.reshape(-1, linear.out_size)
 
     def relation_weights(self) -> torch.Tensor:
         """(num_types, in, out) weight of every relation, as ``TypedLinear`` applies it."""
@@ -207,6 +279,8 @@ class GroupedRelGraphConv(RelGraphConv):
     def forward(self, g, feat, etypes, norm=None, *, presorted=False):
         src, dst = g.edges()
         num_dst = g.num_dst_nodes()
+        if self._use_basis_first(len(src), num_dst):
+            return self._finish(g, feat, self._basis_first_messages(src, dst, num_dst, feat, etypes, norm))
         # pair id of each edge: pairs sorted by relation, then destination
         pairs, pair_of_edge = torch.unique(etypes.long() * num_dst + dst.long(), return_inverse=True)
         to_pairs = dgl.heterograph({("node", "edge", "pair"): (src, pair_of_edge)},
@@ -217,6 +291,10 @@ class GroupedRelGraphConv(RelGraphConv):
                  if part.shape[0]]
         messages = torch.cat(parts) if parts else sums.new_zeros(0, self.linear_r.out_size)
         h = feat.new_zeros(num_dst, messages.shape[1]).index_add_(0, pairs % num_dst, messages)
+        return self._finish(g, feat, h)
+
+    def _finish(self, g, feat, h):
+        """RelGraphConv's steps after the relational sum: layer norm, bias, self-loop, activation, dropout."""
         if self.layer_norm:
             h = self.layer_norm_weight(h)
         if self.bias:
