@@ -9,7 +9,6 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from .allocator import keep_freed_memory
 from .config import Config
 from .errors import ConfigError, KbitError
 
@@ -382,7 +381,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    keep_freed_memory()  # see kbit_dgl/allocator.py: training and ranking make large short-lived tensors
     try:
         return args.func(args)
     except (KbitError, OSError) as error:

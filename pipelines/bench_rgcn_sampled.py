@@ -22,7 +22,7 @@ import time
 def time_steps(root: str, optimizer: str, overrides, steps: int, warmup: int) -> dict:
     import torch
 
-    from kbit_dgl.allocator import keep_freed_memory
+    from kbit_dgl.allocator import kept_freed_memory
     from kbit_dgl.bench.memory import max_rss_mib
     from kbit_dgl.config import Config
     from kbit_dgl.data import load_dataset
@@ -30,7 +30,6 @@ def time_steps(root: str, optimizer: str, overrides, steps: int, warmup: int) ->
     from kbit_dgl.train.optim import make_optimizer
     from kbit_dgl.train.trainer import model_from_config
 
-    keep_freed_memory()  # as kbit_dgl.train.trainer.train does
     kg = load_dataset("ogbl-wikikg2", root)
     config = Config()
     config.data.dataset, config.model.name, config.model.encoder = kg.name, "distmult", "rgcn"
@@ -47,22 +46,23 @@ def time_steps(root: str, optimizer: str, overrides, steps: int, warmup: int) ->
                                                cfg.batch_size, negatives))
     phases = {"sample": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     block_edges = []
-    for step in range(warmup + steps):
-        started = time.perf_counter()
-        batch = next(loader)
-        sampled = time.perf_counter()
-        loss, _ = encoder_training.sampled_batch_loss(model, batch, config, "tail")
-        forward = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        backward = time.perf_counter()
-        opt.step()
-        done = time.perf_counter()
-        if step >= warmup:
-            for name, seconds in zip(phases, (sampled - started, forward - sampled, backward - forward,
-                                              done - backward)):
-                phases[name] += seconds
-            block_edges.append([block.num_edges() for block in batch[3]])
+    with kept_freed_memory():  # as the trainer's sampled epochs (kbit_dgl/train/encoder_training.py)
+        for step in range(warmup + steps):
+            started = time.perf_counter()
+            batch = next(loader)
+            sampled = time.perf_counter()
+            loss, _ = encoder_training.sampled_batch_loss(model, batch, config, "tail")
+            forward = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            backward = time.perf_counter()
+            opt.step()
+            done = time.perf_counter()
+            if step >= warmup:
+                for name, seconds in zip(phases, (sampled - started, forward - sampled, backward - forward,
+                                                  done - backward)):
+                    phases[name] += seconds
+                block_edges.append([block.num_edges() for block in batch[3]])
     total = sum(phases.values())
     return {"optimizer": optimizer, "steps": steps, "seconds_per_step": round(total / steps, 4),
             "phases_seconds_per_step": {k: round(v / steps, 4) for k, v in phases.items()},

@@ -1,4 +1,5 @@
-"""kbit_dgl.allocator: large tensors freed by one step are reused by the next, not faulted in again."""
+"""kbit_dgl.allocator: within its scope, large tensors freed by one step are reused by the next instead of
+being faulted in again; outside it, glibc's defaults."""
 import json
 import os
 import subprocess
@@ -9,46 +10,51 @@ import pytest
 PROBE = r"""
 import json, resource, sys
 import torch
-if sys.argv[1] == "keep":
-    import os
-    from kbit_dgl.allocator import keep_freed_memory
-    wanted = os.environ.get("KBIT_DGL_KEEP_FREED_MEMORY") != "0"
-    assert keep_freed_memory() == wanted and keep_freed_memory() == wanted  # once per process
+from kbit_dgl.allocator import kept_freed_memory
+
 def step():
     torch.empty(64 * 2**20 // 4).fill_(1.0)  # 64 MiB: above glibc's largest mmap threshold
     return [bytes(100) for _ in range(100)]  # small objects allocated after it, as in a real step
-kept = [step() for _ in range(30)]  # warm-up: the heap grows until freed blocks coalesce
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-kept += [step() for _ in range(5)]
-faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
-print(json.dumps([faults, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10]))
+
+def faults(steps=5):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    kept = [step() for _ in range(steps)]
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
+
+result = {"outside": faults()}
+with kept_freed_memory() as kept:
+    with kept_freed_memory() as nested:  # nested scopes share the outer one
+        result["applied"] = [kept, nested]
+    warm = [step() for _ in range(30)]  # the heap grows until freed blocks coalesce
+    result["inside"] = faults()
+result["after"] = faults()
+result["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+print(json.dumps(result))
 """
 
 
-def faults_per_tensor(mode: str, **env) -> float:
-    """Page faults per 64 MiB tensor in the steady state; the peak RSS (MiB) is checked too."""
-    output = subprocess.run([sys.executable, "-c", PROBE, mode], check=True, capture_output=True, text=True,
+def probe(**env) -> dict:
+    output = subprocess.run([sys.executable, "-c", PROBE], check=True, capture_output=True, text=True,
                             env={**os.environ, **env}).stdout
-    faults, peak_mib = json.loads(output.strip().splitlines()[-1])
-    assert peak_mib < 1500  # the heap grows while freed blocks coalesce, but not without bound
-    return faults
+    return json.loads(output.strip().splitlines()[-1])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
-def test_freed_large_tensors_are_reused_not_faulted_in_again():
+def test_freed_large_tensors_are_reused_within_the_scope_only():
     pages = 64 * 2**20 / 4096
-    assert faults_per_tensor("plain") > 0.9 * pages  # glibc maps and unmaps each one: every page faults
-    assert faults_per_tensor("keep") < 0.01 * pages
-    assert faults_per_tensor("keep", KBIT_DGL_KEEP_FREED_MEMORY="0") > 0.9 * pages  # opted out
+    result = probe()
+    assert result["applied"] == [True, True]
+    assert result["outside"] > 0.9 * pages  # glibc maps and unmaps each one: every page faults
+    assert result["inside"] < 0.01 * pages
+    assert result["after"] > 0.9 * pages  # defaults again after the scope
+    assert result["peak_mib"] < 1500  # the heap grows while freed blocks coalesce, not without bound
+    opted_out = probe(KBIT_DGL_KEEP_FREED_MEMORY="0")
+    assert opted_out["applied"] == [False, False] and opted_out["inside"] > 0.9 * pages
 
 
-def test_the_entry_points_apply_it():
-    """The CLI, training and evaluation apply it (a script importing them gets the same speed)."""
+def test_sampled_encoder_epochs_run_within_the_scope():
     import inspect
 
-    from kbit_dgl import cli
-    from kbit_dgl.eval import evaluate
-    from kbit_dgl.train.trainer import train
+    from kbit_dgl.train import encoder_training
 
-    for function in (cli.main, train, evaluate):
-        assert "keep_freed_memory()" in inspect.getsource(function)
+    assert "with kept_freed_memory()" in inspect.getsource(encoder_training._sampled_losses)

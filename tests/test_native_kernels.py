@@ -147,6 +147,56 @@ def test_native_adam_follows_torch_adam_and_shares_its_state():
     torch.testing.assert_close(param.data, theirs.data, rtol=1e-5, atol=1e-6)
 
 
+def test_native_sparse_adam_follows_torch_sparse_adam_and_shares_its_state():
+    """Row-sparse gradients with repeated ids (summed by coalescing), a step with no rows, both tables."""
+    from kbit_dgl.train.optim import SparseAdam
+
+    generator = torch.Generator().manual_seed(0)
+    tables = [torch.randn(50, 6, generator=generator), torch.randn(9, 4, generator=generator)]
+    ours = [torch.nn.Parameter(t.clone()) for t in tables]
+    theirs = [torch.nn.Parameter(t.clone()) for t in tables]
+    fast, slow = SparseAdam(ours, lr=0.05), torch.optim.SparseAdam(theirs, lr=0.05)
+
+    def sparse_grad(table, rows):
+        ids = torch.tensor(rows).unsqueeze(0)
+        return torch.sparse_coo_tensor(ids, torch.randn(len(rows), table.shape[1], generator=generator), table.shape)
+
+    steps = [[3, 7, 3, 49, 0], [], [7, 8, 9, 10], list(range(50)) + [5, 5], [1]]
+    for index, rows in enumerate(steps):
+        for a, b in zip(ours, theirs):
+            grad = sparse_grad(a, [r % a.shape[0] for r in rows])
+            a.grad, b.grad = grad.clone(), grad.clone()
+        if index == 0:
+            assert fast._native_ok()
+        fast.step()
+        slow.step()
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.data, b.data, rtol=1e-5, atol=1e-6)
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(fast.state[a][key], slow.state[b][key], rtol=1e-4, atol=1e-7)
+        assert fast.state[a]["step"] == slow.state[b]["step"] == len(steps)
+    resumed = SparseAdam([torch.nn.Parameter(b.data.clone()) for b in theirs], lr=0.05)
+    resumed.load_state_dict(copy.deepcopy(slow.state_dict()))
+    for a, b in zip(resumed.param_groups[0]["params"], theirs):
+        grad = sparse_grad(a, [2, 4, 2])
+        a.grad, b.grad = grad.clone(), grad.clone()
+    resumed.step()
+    slow.step()
+    for a, b in zip(resumed.param_groups[0]["params"], theirs):
+        torch.testing.assert_close(a.data, b.data, rtol=1e-5, atol=1e-6)
+
+
+def test_sparse_adam_rows_refuses_row_ids_out_of_range():
+    from kbit_dgl.models import native
+
+    kernels = native.module()
+    if kernels is None:
+        pytest.skip("native kernels unavailable")
+    table, state = torch.zeros(5, 3), [torch.zeros(5, 3), torch.zeros(5, 3)]
+    with pytest.raises(RuntimeError, match="out of range"):
+        kernels.sparse_adam_rows(table, torch.tensor([1, 5]), torch.ones(2, 3), *state, 0.1, 0.9, 0.999, 1e-8, 1)
+
+
 def test_adam_takes_torchs_step_where_the_kernel_does_not_apply():
     from kbit_dgl.train.optim import Adam
 

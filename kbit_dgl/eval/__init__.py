@@ -5,7 +5,6 @@ import logging
 import time
 from typing import Dict
 
-from ..allocator import keep_freed_memory
 from ..errors import ConfigError
 from .ranking import evaluate_filtered, filtered_ranks, rank_from_scores, summarize  # noqa: F401
 
@@ -27,7 +26,6 @@ def evaluate(model, kg, split: str, protocol: str = "auto", batch_size: int = 25
     bar of the queries scored, and the time and rate go to the log (not the dict: metrics stay
     comparable between runs)."""
     protocol = resolve_protocol(kg, protocol)
-    keep_freed_memory()  # per-batch candidate tensors reuse freed memory instead of faulting in new pages
     started = time.perf_counter()
     if protocol == "ogb":
         from .ogb import evaluate_ogb

@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Optional, Tuple
 import dgl
 import torch
 
+from ..allocator import kept_freed_memory
 from ..config import Config, encoder_mode
 from ..data.kg import KG
 from ..errors import ConfigError
@@ -129,6 +130,9 @@ def sampled_batch_loss(model, batch, config: Config, direction: str,
 
 def _sampled_losses(model, loader, config, state, weights):
     share = distributed.current().world_size if getattr(loader, "use_ddp", False) else 1
-    for batch in loader:
-        loss, size = sampled_batch_loss(model, batch, config, _direction(state), weights)
-        yield loss, size * share  # counted for all processes, as the shallow path counts whole batches
+    # the trainer's backward and optimizer step run while this generator is suspended, so inside this
+    # scope too: the step's large block tensors reuse freed memory (kbit_dgl/allocator.py)
+    with kept_freed_memory():
+        for batch in loader:
+            loss, size = sampled_batch_loss(model, batch, config, _direction(state), weights)
+            yield loss, size * share  # counted for all processes, as the shallow path counts whole batches

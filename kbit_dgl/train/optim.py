@@ -174,6 +174,56 @@ class Adam(torch.optim.Adam):
         return loss
 
 
+class SparseAdam(torch.optim.SparseAdam):
+    """``torch.optim.SparseAdam`` whose update of float32 CPU tables is one pass over each gradient row
+    (the native kernel ``sparse_adam_rows``) instead of torch's sparse_mask / add / div passes: ~0.13 s
+    -> ~0.04 s a step for 100k rows of 200 (a sampled R-GCN step at wikikg2 size). The same state
+    (``step``, ``exp_avg``, ``exp_avg_sq``), so checkpoints load either way; anything else (a GPU,
+    other dtypes, ``maximize``, the kernels unavailable) takes torch's own step. The two agree to
+    float32 rounding (``tests/test_native_kernels.py``)."""
+
+    def _native_ok(self):
+        from ..models import native
+        for group in self.param_groups:
+            if group.get("maximize") or torch.is_tensor(group["lr"]):
+                return None
+            for p in group["params"]:
+                g = p.grad
+                if g is not None and (not g.is_sparse or g.device.type != "cpu" or g.dtype != torch.float32
+                                      or p.dtype != torch.float32 or p.dim() != 2 or not p.is_contiguous()
+                                      or g.sparse_dim() != 1):
+                    return None
+        return native.module()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        kernels = self._native_ok()
+        if kernels is None:
+            return super().step(closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if len(state) == 0:  # as torch.optim.SparseAdam initialises it
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                grad = p.grad.coalesce()  # the update is non-linear: one row id once
+                if grad._nnz() == 0:
+                    continue
+                kernels.sparse_adam_rows(p, grad._indices()[0].contiguous(), grad._values().contiguous(),
+                                         state["exp_avg"], state["exp_avg_sq"], float(group["lr"]), beta1, beta2,
+                                         group["eps"], int(state["step"]))
+        return loss
+
+
 class OptimizerGroup:
     """Several optimizers stepped as one (sparse tables + dense rest), checkpointed together."""
 
@@ -246,7 +296,7 @@ def make_optimizer(model: nn.Module, name: str, lr: float):
     tables = table_parameters(model)
     table_ids = {id(p) for p in tables}
     dense = [p for p in model.parameters() if id(p) not in table_ids]
-    sparse_adam = torch.optim.SparseAdam(tables, lr=lr)
+    sparse_adam = SparseAdam(tables, lr=lr)
     if not dense:
         return sparse_adam
     return OptimizerGroup([sparse_adam, Adam(dense, lr=lr)])

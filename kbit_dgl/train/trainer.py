@@ -24,7 +24,6 @@ import torch
 from tqdm import tqdm
 
 from .. import threads
-from ..allocator import keep_freed_memory
 from ..config import Config, resolve_device
 from ..data.kg import KG
 from ..errors import ConfigError, TrainingDivergedError
@@ -104,7 +103,6 @@ def train(config: Config, kg: KG, run_dir: str, resume: bool = False, overwrite:
     tuner's pruning). Returns the metrics dict.
     """
     check_config(config)
-    keep_freed_memory()  # large per-step tensors reuse freed memory instead of faulting in new pages
     if distributed.launched_by_torchrun() or distdgl.launched_by_dgl():  # one of N, started by torchrun / DGL
         return _train_as_torchrun_rank(config, kg, run_dir, resume, overwrite, progress)
     created = not os.path.isdir(run_dir)

@@ -242,6 +242,48 @@ void adam_step(torch::Tensor param, torch::Tensor grad, torch::Tensor exp_avg, t
   });
 }
 
+// torch.optim.SparseAdam's update of the rows of a coalesced row-sparse gradient (`rows` unique, values
+// (n, D)) in one pass over each row, where torch makes a dozen sparse and dense passes: the same math
+// (m += (1 - b1)(g - m); v += (1 - b2)(g^2 - v); p -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)).
+void sparse_adam_rows(torch::Tensor param, torch::Tensor rows, torch::Tensor values, torch::Tensor exp_avg,
+                      torch::Tensor exp_avg_sq, double lr, double beta1, double beta2, double eps, int64_t step) {
+  for (const auto* t : {&param, &values, &exp_avg, &exp_avg_sq})
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == torch::kFloat32 && t->is_contiguous() && t->dim() == 2 &&
+                    t->size(1) == param.size(1), "sparse_adam_rows: expected contiguous 2-D float32 CPU tensors");
+  TORCH_CHECK(exp_avg.sizes() == param.sizes() && exp_avg_sq.sizes() == param.sizes(),
+              "sparse_adam_rows: state of another shape than the parameter");
+  TORCH_CHECK(rows.device().is_cpu() && rows.scalar_type() == torch::kInt64 && rows.dim() == 1 &&
+                  rows.is_contiguous() && rows.numel() == values.size(0),
+              "sparse_adam_rows: expected one int64 row id per row of values");
+  const int64_t n = rows.numel(), width = param.size(1), num_rows = param.size(0);
+  const int64_t* r = rows.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i)
+    TORCH_CHECK(r[i] >= 0 && r[i] < num_rows, "sparse_adam_rows: row id ", r[i], " out of range [0, ", num_rows, ")");
+  const float step_size = static_cast<float>(lr * std::sqrt(1.0 - std::pow(beta2, static_cast<double>(step))) /
+                                             (1.0 - std::pow(beta1, static_cast<double>(step))));
+  const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2), e = static_cast<float>(eps);
+  float* pp = param.data_ptr<float>();
+  const float* gp = values.data_ptr<float>();
+  float* mp = exp_avg.data_ptr<float>();
+  float* vp = exp_avg_sq.data_ptr<float>();
+  at::parallel_for(0, n, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(width, 1)), [=](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      float* __restrict p = pp + r[i] * width;
+      const float* __restrict g = gp + i * width;
+      float* __restrict m = mp + r[i] * width;
+      float* __restrict v = vp + r[i] * width;
+      for (int64_t j = 0; j < width; ++j) {
+        const float gj = g[j];
+        const float mj = m[j] + (1.f - b1) * (gj - m[j]);
+        const float vj = v[j] + (1.f - b2) * (gj * gj - v[j]);
+        m[j] = mj;
+        v[j] = vj;
+        p[j] -= step_size * mj / (std::sqrt(vj) + e);
+      }
+    }
+  });
+}
+
 // Distances between query rows (B, D) and candidates given by id (B, K), the candidates decoded from
 // k-bit codes (1, 2, 4 or 8 bits: whole codes per byte) on the fly: row = codebook[code] * scale
 // (+ offset) per block of `width` numbers, as PackedRows.rows decodes them. OGB's protocol scores each
@@ -341,6 +383,7 @@ torch::Tensor packed_ids_distance(int64_t kind, torch::Tensor query, torch::Tens
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("packed_ids_distance", &packed_ids_distance);
   m.def("adam_step", &adam_step);
+  m.def("sparse_adam_rows", &sparse_adam_rows);
   m.def("l1_forward", &l1_forward);
   m.def("l1_backward", &l1_backward);
   m.def("complex_l1_forward", &complex_l1_forward);
