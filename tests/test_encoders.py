@@ -310,11 +310,16 @@ def test_config_keys_and_cli(kg, tmp_path):
                  str(tmp_path / "run2"), "--no-progress", "--set", "model.dim=16", "train.max_epochs=1"]) == 0
 
 
-def test_basis_sums_equals_a_dense_reference_with_skewed_degrees_and_isolated_nodes():
-    """Destinations of in-degree 0, 1, 2, 3 ... 70 (several padded buckets), duplicate edges."""
+@pytest.mark.parametrize("profile", ["skewed", "capped"])
+def test_basis_sums_equals_a_dense_reference_with_isolated_nodes(profile):
+    """Skewed: in-degrees 0, 1, 2 ... 35 (grouped by in-degree); capped: 0 or 2-3, as a sampled block's
+    fan-out makes them (one padded group); duplicate edges in both."""
     torch.manual_seed(2)
     num_src, num_dst, bases, width = 50, 40, 3, 5
-    degree = torch.cat([torch.zeros(5, dtype=torch.long), torch.arange(1, 36)])[torch.randperm(num_dst)]
+    if profile == "skewed":
+        degree = torch.cat([torch.zeros(5, dtype=torch.long), torch.arange(1, 36)])[torch.randperm(num_dst)]
+    else:
+        degree = torch.cat([torch.zeros(2, dtype=torch.long), torch.randint(2, 4, (num_dst - 2,))])
     dst = torch.repeat_interleave(torch.arange(num_dst), degree)
     perm = torch.randperm(len(dst))
     dst, src = dst[perm], torch.randint(0, num_src, (len(dst),))

@@ -179,45 +179,45 @@ def basis_sums(src: torch.Tensor, dst: torch.Tensor, num_dst: int, feat: torch.T
                weights: torch.Tensor) -> torch.Tensor:
     """(num_dst, B, d): ``out[v, b] = sum over edges e into v of weights[e, b] * feat[src[e]]``.
 
-    Plain torch (any device, autograd through it): destinations are bucketed by in-degree (powers of
-    two), each bucket's edges gathered into a zero-padded (nodes, K, ·) layout with K its largest
-    in-degree, and summed with one batched product (B x K) @ (K x d) per node. Padding is at most
-    twice the edges; each source row is read once per edge, not once per (edge, b) as a broadcast
-    SpMM would, and no (E, B, d) message tensor exists.
+    Plain torch (any device, autograd through it): each destination's in-edges are laid out in K slots
+    (K its group's largest in-degree; empty slots read source row 0 with weight 0) and summed with one
+    batched product (B x K) @ (K x d) per destination. One group holds every destination when that pads
+    the edges at most twice (a sampled block: in-degrees capped by the fan-out); otherwise destinations
+    are grouped by in-degree in powers of two. Each source row is read once per edge, not once per
+    (edge, b) as a broadcast SpMM would, and no (E, B, d) message tensor exists.
     """
     num_edges, num_bases, width = len(src), weights.shape[1], feat.shape[1]
     if num_edges == 0:
         return feat.new_zeros(num_dst, num_bases, width)
+    device = dst.device
     dst = dst.long()
     order = torch.argsort(dst, stable=True)
     src_sorted, dst_sorted = src.long()[order], dst[order]
     counts = torch.bincount(dst, minlength=num_dst)
-    slot = torch.arange(num_edges, device=dst.device) - (torch.cumsum(counts, 0) - counts)[dst_sorted]
-    # bucket k holds the destinations with in-degree in (2^(k-1), 2^k]; 0-degree ones stay zero
-    node_bucket = torch.ceil(torch.log2(counts.clamp(min=1).double())).long()
-    edge_bucket = node_bucket[dst_sorted]
-    has_edges = counts > 0
-    outputs, output_nodes = [], []
-    for bucket in torch.unique(node_bucket[has_edges]).tolist():
-        nodes = torch.nonzero(has_edges & (node_bucket == bucket)).squeeze(1)
-        width_k = int(counts[nodes].max())
-        local = torch.empty(num_dst, dtype=torch.long, device=dst.device)
-        local[nodes] = torch.arange(len(nodes), device=dst.device)
-        edges = torch.nonzero(edge_bucket == bucket).squeeze(1)
-        position = local[dst_sorted[edges]] * width_k + slot[edges]
-        rows = len(nodes) * width_k
-        xs = feat.new_zeros(rows, width).index_copy(0, position, feat[src_sorted[edges]])
+    slot = torch.arange(num_edges, device=device) - (torch.cumsum(counts, 0) - counts)[dst_sorted]
+    if num_dst * int(counts.max()) <= 2 * num_edges:
+        groups = [(torch.arange(num_dst, device=device), torch.arange(num_edges, device=device))]
+    else:  # group k: in-degree in (2^(k-1), 2^k]; destinations without in-edges stay zero
+        node_group = torch.ceil(torch.log2(counts.clamp(min=1).double())).long().masked_fill_(counts == 0, -1)
+        edge_group = node_group[dst_sorted]
+        groups = [(torch.nonzero(node_group == k).squeeze(1), torch.nonzero(edge_group == k).squeeze(1))
+                  for k in torch.unique(node_group).tolist() if k >= 0]
+    outputs = []
+    for nodes, edges in groups:
+        slots = max(int(counts[nodes].max()), 1)
+        local = torch.empty(num_dst, dtype=torch.long, device=device)
+        local[nodes] = torch.arange(len(nodes), device=device)
+        position = local[dst_sorted[edges]] * slots + slot[edges]
+        rows = len(nodes) * slots
+        index = torch.zeros(rows, dtype=torch.long, device=device).index_copy_(0, position, src_sorted[edges])
+        xs = feat[index]  # empty slots read row 0, weighted 0
         ws = weights.new_zeros(rows, num_bases).index_copy(0, position, weights[order[edges]])
-        outputs.append(torch.bmm(ws.view(len(nodes), width_k, num_bases).transpose(1, 2),
-                                 xs.view(len(nodes), width_k, width)))
-        output_nodes.append(nodes)
-    out = torch.cat(outputs)
-    nodes = torch.cat(output_nodes)
-    if len(nodes) == num_dst:  # every destination has an in-edge: a permutation
-        inverse = torch.empty_like(nodes)
-        inverse[nodes] = torch.arange(num_dst, device=nodes.device)
-        return out[inverse]
-    return out.new_zeros(num_dst, num_bases, width).index_copy(0, nodes, out)
+        outputs.append(torch.bmm(ws.view(len(nodes), slots, num_bases).transpose(1, 2),
+                                 xs.view(len(nodes), slots, width)))
+    if len(groups) == 1 and len(groups[0][0]) == num_dst:
+        return outputs[0]
+    nodes = torch.cat([nodes for nodes, _ in groups])
+    return feat.new_zeros(num_dst, num_bases, width).index_copy(0, nodes, torch.cat(outputs))
 
 
 class GroupedRelGraphConv(RelGraphConv):
