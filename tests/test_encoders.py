@@ -335,3 +335,16 @@ def test_basis_sums_equals_a_dense_reference_with_isolated_nodes(profile):
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     assert basis_sums(src[:0], dst[:0], 4, feat, weights[:0]).abs().sum() == 0
+
+
+def test_basis_first_is_chosen_where_edges_barely_merge_into_relation_destination_pairs():
+    conv = GroupedRelGraphConv(4, 4, 10, regularizer="basis", num_bases=2)
+    distinct = torch.arange(100)  # 100 edges, 100 pairs (a sampled block)
+    assert conv._use_basis_first(distinct, num_dst=50)
+    merged = torch.arange(100) % 20  # 100 edges into 20 pairs (a full graph's hubs)
+    assert not conv._use_basis_first(merged, num_dst=50)
+    assert not conv._use_basis_first(distinct, num_dst=300)  # 2 x 300 destination rows > 4 x 100 edges
+    conv.basis_first = True
+    assert conv._use_basis_first(merged, num_dst=50)
+    bdd = GroupedRelGraphConv(4, 4, 10, regularizer="bdd", num_bases=2)
+    assert not bdd._use_basis_first(distinct, num_dst=50)

@@ -238,25 +238,33 @@ class GroupedRelGraphConv(RelGraphConv):
     (bases combined; ``bdd`` blocks laid out as a block-diagonal matrix). Tests check values and
     gradients against ``RelGraphConv``.
 
-    With the ``basis`` regularizer and at least ``num_bases / 4`` edges per destination on average (the
-    sampled blocks of a large KG, and full graphs), the layer runs basis-first instead:
+    With the ``basis`` regularizer the layer can run basis-first instead:
     ``sum_e norm_e W_r(e) x_src(e) = sum_b V_b^T (sum_e norm_e a_r(e),b x_src(e))``. The inner sums
-    (num_dst, num_bases, in) are small batched products per destination (destinations bucketed by
-    in-degree, padded within a bucket to at most twice their edges), and one
+    (num_dst, num_bases, in) are small batched products per destination (:func:`basis_sums`), and one
     (num_dst, num_bases * in) x (num_bases * in, out) product replaces the per-relation products and the
-    composed (num_types, in, out) weights: ``basis_first`` (None: by that rule) forces either form.
+    composed (num_types, in, out) weights. It does when the edges barely merge into (relation,
+    destination) pairs (at least half as many pairs as edges) and the destinations times the bases are
+    at most 4x the edges: a sampled block of a large KG (the first block of a wikikg2 step: 105k
+    edges, ~100k pairs, 12k destinations; 3.6x faster with the other changes of that benchmark,
+    ``results/bench/rgcn_sampled.json``). A full graph whose edges merge into few pairs keeps the
+    per-relation form: FB15k-237's 544k edges make 150k pairs, and basis-first measured 0.72x there
+    (``pipelines/bench_rgcn_layer.py``). ``basis_first`` (None: by that rule) forces either form.
     """
 
     basis_first: Optional[bool] = None
 
-    def _use_basis_first(self, num_edges: int, num_dst: int) -> bool:
+    def _use_basis_first(self, pair_keys: torch.Tensor, num_dst: int) -> bool:
+        """``pair_keys``: each edge's relation * num_dst + destination."""
         if self.linear_r.regularizer != "basis":
             return False
         if self.basis_first is not None:
             return self.basis_first
-        # its dense product has num_bases * num_dst rows against the per-relation products' <= num_edges
-        # rows, but runs as one large matrix product instead of one small product per relation
-        return self.linear_r.num_bases * num_dst <= 4 * num_edges
+        num_edges = len(pair_keys)
+        # its dense product has num_bases * num_dst rows against the per-relation products' (pairs) rows,
+        # but runs as one large product instead of one small product per relation; its sums read every edge
+        if self.linear_r.num_bases * num_dst > 4 * num_edges:
+            return False
+        return 2 * len(torch.unique(pair_keys)) >= num_edges
 
     def _basis_first_messages(self, src, dst, num_dst, feat, etypes, norm):
         linear = self.linear_r
@@ -279,10 +287,11 @@ class GroupedRelGraphConv(RelGraphConv):
     def forward(self, g, feat, etypes, norm=None, *, presorted=False):
         src, dst = g.edges()
         num_dst = g.num_dst_nodes()
-        if self._use_basis_first(len(src), num_dst):
+        pair_keys = etypes.long() * num_dst + dst.long()
+        if self._use_basis_first(pair_keys, num_dst):
             return self._finish(g, feat, self._basis_first_messages(src, dst, num_dst, feat, etypes, norm))
         # pair id of each edge: pairs sorted by relation, then destination
-        pairs, pair_of_edge = torch.unique(etypes.long() * num_dst + dst.long(), return_inverse=True)
+        pairs, pair_of_edge = torch.unique(pair_keys, return_inverse=True)
         to_pairs = dgl.heterograph({("node", "edge", "pair"): (src, pair_of_edge)},
                                    {"node": g.num_src_nodes(), "pair": len(pairs)})
         sums = dgl.ops.copy_u_sum(to_pairs, feat) if norm is None else dgl.ops.u_mul_e_sum(to_pairs, feat, norm)
