@@ -245,7 +245,7 @@ class GroupedRelGraphConv(RelGraphConv):
     composed (num_types, in, out) weights. It does when the edges barely merge into (relation,
     destination) pairs (at least half as many pairs as edges) and the destinations times the bases are
     at most 4x the edges: a sampled block of a large KG (the first block of a wikikg2 step: 105k
-    edges, ~100k pairs, 12k destinations; 3.6x faster with the other changes of that benchmark,
+    edges, ~87k pairs, 12k destinations; 3.6x faster with the other changes of that benchmark,
     ``results/bench/rgcn_sampled.json``). A full graph whose edges merge into few pairs keeps the
     per-relation form: FB15k-237's 544k edges make 150k pairs, and basis-first measured 0.72x there
     (``pipelines/bench_rgcn_layer.py``). ``basis_first`` (None: by that rule) forces either form.
