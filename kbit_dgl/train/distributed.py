@@ -32,6 +32,7 @@ import datetime
 import logging
 import os
 import socket
+import sys
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
@@ -161,15 +162,17 @@ def remove_shared_memory(run_name: str) -> None:
             pass
 
 
-def _leave(together: bool = True) -> None:
+def _leave(together: bool = True, destroy: bool = True) -> None:
     """Leave the group: with ``together``, once every rank got here (rank 0 may still be testing the
-    model; a rank tearing down alone leaves the others' gloo teardown waiting for it)."""
+    model; a rank tearing down alone leaves the others' gloo teardown waiting for it); ``destroy``:
+    tear the process group down too."""
     global _GROUP
     _GROUP = None
     if dist.is_initialized():
         if together:
             dist.barrier()
-        dist.destroy_process_group()
+        if destroy:
+            dist.destroy_process_group()
 
 
 def free_port() -> int:
@@ -182,7 +185,16 @@ def _worker(rank: int, world_size: int, port: int, device_name: str, timeout_min
             target: Callable[[], Any]) -> None:
     _join(rank, world_size, f"tcp://127.0.0.1:{port}", device_name, timeout_minutes, run_name, rank)
     target()
-    _leave()  # a failure skips the goodbye: torch.multiprocessing ends the other processes
+    _leave(destroy=False)  # a failure skips the goodbye: torch.multiprocessing ends the other processes
+    # End here, without tearing the process group down: its gloo threads may still be releasing the last
+    # collective's tensors, which takes the GIL, while the group's destructor (destroy_process_group, or
+    # the interpreter's exit) holds the GIL and joins those threads. A rank hung so once in the test suite
+    # (gdb: ~ProcessGroupGloo in std::thread::join, a gloo thread in PyObjectSlot's decref). The parent
+    # unlinks the shared memory; logs are flushed here.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _stop_helper_threads() -> None:
