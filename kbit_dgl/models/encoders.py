@@ -253,8 +253,9 @@ class GroupedRelGraphConv(RelGraphConv):
 
     basis_first: Optional[bool] = None
 
-    def _use_basis_first(self, pair_keys: torch.Tensor, num_dst: int) -> bool:
-        """``pair_keys``: each edge's relation * num_dst + destination."""
+    def _use_basis_first(self, pair_keys: torch.Tensor, num_dst: int, num_pairs: Optional[int] = None) -> bool:
+        """``pair_keys``: each edge's relation * num_dst + destination; ``num_pairs``: how many distinct
+        ones (counted here when not given)."""
         if self.linear_r.regularizer != "basis":
             return False
         if self.basis_first is not None:
@@ -264,7 +265,9 @@ class GroupedRelGraphConv(RelGraphConv):
         # but runs as one large product instead of one small product per relation; its sums read every edge
         if self.linear_r.num_bases * num_dst > 4 * num_edges:
             return False
-        return 2 * len(torch.unique(pair_keys)) >= num_edges
+        if num_pairs is None:
+            num_pairs = len(torch.unique(pair_keys))
+        return 2 * num_pairs >= num_edges
 
     def _basis_first_messages(self, src, dst, num_dst, feat, etypes, norm):
         linear = self.linear_r
@@ -288,10 +291,12 @@ class GroupedRelGraphConv(RelGraphConv):
         src, dst = g.edges()
         num_dst = g.num_dst_nodes()
         pair_keys = etypes.long() * num_dst + dst.long()
-        if self._use_basis_first(pair_keys, num_dst):
+        # pair id of each edge: pairs sorted by relation, then destination (one sort serves the choice of
+        # form and the per-relation form; only a forced basis-first layer skips it)
+        pairs, pair_of_edge = (None, None) if self.basis_first and self.linear_r.regularizer == "basis" else \
+            torch.unique(pair_keys, return_inverse=True)
+        if self._use_basis_first(pair_keys, num_dst, None if pairs is None else len(pairs)):
             return self._finish(g, feat, self._basis_first_messages(src, dst, num_dst, feat, etypes, norm))
-        # pair id of each edge: pairs sorted by relation, then destination
-        pairs, pair_of_edge = torch.unique(pair_keys, return_inverse=True)
         to_pairs = dgl.heterograph({("node", "edge", "pair"): (src, pair_of_edge)},
                                    {"node": g.num_src_nodes(), "pair": len(pairs)})
         sums = dgl.ops.copy_u_sum(to_pairs, feat) if norm is None else dgl.ops.u_mul_e_sum(to_pairs, feat, norm)
