@@ -26,7 +26,14 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from .config import Config, encoder_mode, needs_sparse_tables, reciprocal_relations, resolve_device
+from .config import (
+    Config,
+    encoder_mode,
+    needs_sparse_tables,
+    reciprocal_relations,
+    resolve_device,
+    sparse_table_gradients,
+)
 from .data.kg import KG
 from .errors import ConfigError, MissingRunFileError, RunFileError, RunFolderError
 from .io import atomic_write_json, atomic_write_text, load_torch_file
@@ -85,7 +92,7 @@ def model_from_config(config: Config, kg: KG) -> KGEModel:
         return attach_qat(_encoder_model(config, kg), config.train)
     model = build_model(config.model.name, kg.num_entities, kg.num_relations, config.model.dim, config.model.gamma,
                         reciprocal=reciprocal_relations(config.model),
-                        sparse=needs_sparse_tables(config.train.optimizer))
+                        sparse=sparse_table_gradients(config.train))
     return attach_qat(model, config.train)
 
 

@@ -197,6 +197,77 @@ def test_sparse_adam_rows_refuses_row_ids_out_of_range():
         kernels.sparse_adam_rows(table, torch.tensor([1, 5]), torch.ones(2, 3), *state, 0.1, 0.9, 0.999, 1e-8, 1)
 
 
+def _row_sparse(rows, values, shape):
+    return torch.sparse_coo_tensor(torch.tensor(rows, dtype=torch.long).unsqueeze(0), values, shape)
+
+
+@needs_compiler
+@pytest.mark.parametrize("native_on", [True, False])
+def test_adam_from_row_sparse_gradients_equals_adam_from_their_dense_form(native_on, monkeypatch):
+    """Dense Adam on nn.Embedding(sparse=True) gradients: every row moves (untouched rows with a zero
+    gradient), a repeated row's values are summed, a step may have no rows; without the kernel the
+    gradient is made dense for torch's step."""
+    from kbit_dgl.train.optim import Adam
+
+    if not native_on:
+        monkeypatch.setattr(native, "module", lambda: None)
+    generator = torch.Generator().manual_seed(1)
+    tables = [torch.randn(40, 6, generator=generator), torch.randn(7, 3, generator=generator)]
+    ours = [torch.nn.Parameter(t.clone()) for t in tables]
+    theirs = [torch.nn.Parameter(t.clone()) for t in tables]
+    fast, slow = Adam(ours, lr=0.05), torch.optim.Adam(theirs, lr=0.05)
+    steps = [[3, 7, 3, 39, 0, 3], [], [7, 8, 9, 10], list(range(40)) + [5, 5], [1]]
+    for rows in steps:
+        for a, b in zip(ours, theirs):
+            ids = [r % a.shape[0] for r in rows]
+            grad = _row_sparse(ids, torch.randn(len(ids), a.shape[1], generator=generator), a.shape)
+            a.grad, b.grad = grad.clone(), grad.to_dense()
+        assert bool(fast._native_ok()) == native_on
+        fast.step()
+        slow.step()
+    for a, b, start in zip(ours, theirs, tables):
+        torch.testing.assert_close(a.data, b.data, rtol=1e-5, atol=1e-6)
+        assert not torch.equal(a.data[-1], start[-1])  # a row no step looked up moved all the same
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(fast.state[a][key], slow.state[b][key], rtol=1e-4, atol=1e-7)
+        assert float(fast.state[a]["step"]) == float(slow.state[b]["step"]) == len(steps)
+
+
+@needs_compiler
+def test_adam_step_rows_equals_adam_step_on_the_dense_gradient_and_refuses_bad_ids():
+    kernels = native.module()
+    generator = torch.Generator().manual_seed(2)
+    table = torch.randn(30, 5, generator=generator)
+    rows, values = torch.tensor([4, 0, 29, 4, 11]), torch.randn(5, 5, generator=generator)
+    dense = torch.zeros(30, 5).index_add_(0, rows, values)
+    states = {}
+    for name in ("rows", "dense"):
+        p, m, v = table.clone(), torch.rand(30, 5, generator=generator), torch.rand(30, 5, generator=generator)
+        states[name] = (p, m, v)
+    states["dense"] = tuple(t.copy_(s) for t, s in zip(states["dense"], states["rows"]))
+    for step in (1, 2):
+        kernels.adam_step_rows(states["rows"][0], rows, values, *states["rows"][1:], 0.01, 0.9, 0.999, 1e-8, step)
+        kernels.adam_step(states["dense"][0], dense, *states["dense"][1:], 0.01, 0.9, 0.999, 1e-8, step)
+    for a, b in zip(states["rows"], states["dense"]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    with pytest.raises(RuntimeError, match="out of range"):
+        kernels.adam_step_rows(table, torch.tensor([1, 30]), torch.ones(2, 5), torch.zeros(30, 5), torch.zeros(30, 5),
+                               0.1, 0.9, 0.999, 1e-8, 1)
+
+
+def test_dense_adam_gets_sparse_table_gradients_on_the_cpu_only():
+    from kbit_dgl.config import Config, resolve_device, sparse_table_gradients
+
+    config = Config()
+    assert config.train.optimizer == "adam"
+    assert sparse_table_gradients(config.train) == (resolve_device(config.train.device).type == "cpu")
+    config.train.device = "cpu"
+    assert sparse_table_gradients(config.train)
+    for name in ("sparse_adam", "sparse_adagrad", "rowwise_adagrad"):
+        config.train.optimizer = name
+        assert sparse_table_gradients(config.train)
+
+
 def test_adam_takes_torchs_step_where_the_kernel_does_not_apply():
     from kbit_dgl.train.optim import Adam
 

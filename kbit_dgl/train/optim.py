@@ -157,11 +157,27 @@ class Adam(_NativeStep, torch.optim.Adam):
     kernel (``models/csrc``: ``adam_step``) instead of torch's six; the same state (``step``,
     ``exp_avg``, ``exp_avg_sq``), so checkpoints load either way. Anything else (weight decay,
     amsgrad, maximize, a GPU, other dtypes, the kernels unavailable) takes torch's own step.
-    The two agree to float32 rounding, not bit for bit (``tests/test_native_kernels.py``)."""
+    The two agree to float32 rounding, not bit for bit (``tests/test_native_kernels.py``).
+
+    A row-sparse gradient (``nn.Embedding(sparse=True)``, which the trainer builds for Adam on the
+    CPU: :func:`kbit_dgl.config.sparse_table_gradients`) is the dense gradient that is zero outside
+    its rows: every row and its moments still move, as with the dense gradient (this is Adam, not
+    ``sparse_adam``'s lazy update), but the table-sized gradient is never made (``adam_step_rows``).
+    Where the kernel does not apply, the gradient is made dense and torch's step runs.
+    """
 
     def __init__(self, params, lr: float = 1e-3, **kwargs):
         kwargs.setdefault("foreach", True)  # torch's fallback: one multi-tensor op per term, not a loop
         super().__init__(params, lr=lr, **kwargs)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if self._native_ok() is None:  # torch's Adam refuses sparse gradients: make them dense
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None and p.grad.is_sparse:
+                        p.grad = p.grad.to_dense()
+        return super().step(closure)
 
     def _native_ok(self):
         """The native kernels' module where this step can use it, else None (torch's step)."""
@@ -172,8 +188,15 @@ class Adam(_NativeStep, torch.optim.Adam):
                 return None
             for p in group["params"]:
                 g = p.grad
-                if g is not None and (g.is_sparse or g.device.type != "cpu" or g.dtype != torch.float32
-                                      or p.dtype != torch.float32 or not g.is_contiguous() or not p.is_contiguous()):
+                if g is None:
+                    continue
+                if g.device.type != "cpu" or g.dtype != torch.float32 or p.dtype != torch.float32 \
+                        or not p.is_contiguous():
+                    return None
+                if g.is_sparse:
+                    if p.dim() != 2 or g.sparse_dim() != 1:
+                        return None
+                elif not g.is_contiguous():
                     return None
         return native.module()
 
@@ -184,8 +207,12 @@ class Adam(_NativeStep, torch.optim.Adam):
     @staticmethod
     def _update(kernels, p, state, group) -> None:
         beta1, beta2 = group["betas"]
-        kernels.adam_step(p, p.grad, state["exp_avg"], state["exp_avg_sq"], float(group["lr"]), beta1, beta2,
-                          group["eps"], int(state["step"].item()))
+        args = (float(group["lr"]), beta1, beta2, group["eps"], int(state["step"].item()))
+        if p.grad.is_sparse:  # uncoalesced is fine: the kernel sums a repeated row's values
+            kernels.adam_step_rows(p, p.grad._indices()[0].contiguous(), p.grad._values().contiguous(),
+                                   state["exp_avg"], state["exp_avg_sq"], *args)
+        else:
+            kernels.adam_step(p, p.grad, state["exp_avg"], state["exp_avg_sq"], *args)
 
 
 class SparseAdam(_NativeStep, torch.optim.SparseAdam):

@@ -14,6 +14,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 namespace {
 
@@ -242,6 +243,77 @@ void adam_step(torch::Tensor param, torch::Tensor grad, torch::Tensor exp_avg, t
   });
 }
 
+// adam_step for a 2-D parameter whose gradient is zero outside `rows` (values (n, D); a row id may come
+// more than once, its values summed in order): what nn.Embedding(sparse=True) gives a dense Adam. Every
+// row is updated, as with the dense gradient, but the (num_rows, D) gradient is never made: no zero
+// fill of the table's size, no scatter into it, and one stream less to read in the update.
+void adam_step_rows(torch::Tensor param, torch::Tensor rows, torch::Tensor values, torch::Tensor exp_avg,
+                    torch::Tensor exp_avg_sq, double lr, double beta1, double beta2, double eps, int64_t step) {
+  for (const auto* t : {&param, &values, &exp_avg, &exp_avg_sq})
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == torch::kFloat32 && t->is_contiguous() && t->dim() == 2 &&
+                    t->size(1) == param.size(1), "adam_step_rows: expected contiguous 2-D float32 CPU tensors");
+  TORCH_CHECK(exp_avg.sizes() == param.sizes() && exp_avg_sq.sizes() == param.sizes(),
+              "adam_step_rows: state of another shape than the parameter");
+  TORCH_CHECK(rows.device().is_cpu() && rows.scalar_type() == torch::kInt64 && rows.dim() == 1 &&
+                  rows.is_contiguous() && rows.numel() == values.size(0),
+              "adam_step_rows: expected one int64 row id per row of values");
+  const int64_t n = rows.numel(), width = param.size(1), num_rows = param.size(0);
+  const int64_t* r = rows.data_ptr<int64_t>();
+  // each row's occurrences as a list in ascending order: first[row], then next[i] (-1 ends it)
+  std::vector<int64_t> first(num_rows, -1), next(n, -1);
+  for (int64_t i = n - 1; i >= 0; --i) {
+    TORCH_CHECK(r[i] >= 0 && r[i] < num_rows, "adam_step_rows: row id ", r[i], " out of range [0, ", num_rows, ")");
+    next[i] = first[r[i]];
+    first[r[i]] = i;
+  }
+  const float step_size = static_cast<float>(lr / (1.0 - std::pow(beta1, static_cast<double>(step))));
+  const float correction2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(beta2, static_cast<double>(step))));
+  const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2), e = static_cast<float>(eps);
+  float* pp = param.data_ptr<float>();
+  float* mp = exp_avg.data_ptr<float>();
+  float* vp = exp_avg_sq.data_ptr<float>();
+  const float* vals = values.data_ptr<float>();
+  const int64_t* fp = first.data();
+  const int64_t* np = next.data();
+  at::parallel_for(0, num_rows, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(width, 1)),
+                   [=](int64_t begin, int64_t end) {
+    std::vector<float> summed;  // a row that occurs more than once: its values added up in order
+    for (int64_t row = begin; row < end; ++row) {
+      float* __restrict p = pp + row * width;
+      float* __restrict m = mp + row * width;
+      float* __restrict v = vp + row * width;
+      const int64_t at = fp[row];
+      if (at >= 0) {  // adam_step's arithmetic, number for number
+        const float* __restrict g = vals + at * width;
+        if (np[at] >= 0) {
+          summed.assign(g, g + width);
+          for (int64_t i = np[at]; i >= 0; i = np[i]) {
+            const float* __restrict more = vals + i * width;
+            for (int64_t j = 0; j < width; ++j) summed[j] += more[j];
+          }
+          g = summed.data();
+        }
+        for (int64_t j = 0; j < width; ++j) {
+          const float gj = g[j];
+          const float mj = m[j] + (1.f - b1) * (gj - m[j]);
+          const float vj = b2 * v[j] + (1.f - b2) * gj * gj;
+          m[j] = mj;
+          v[j] = vj;
+          p[j] -= step_size * mj / (std::sqrt(vj) / correction2_sqrt + e);
+        }
+      } else {  // the same with a zero gradient
+        for (int64_t j = 0; j < width; ++j) {
+          const float mj = m[j] + (1.f - b1) * (0.f - m[j]);
+          const float vj = b2 * v[j];
+          m[j] = mj;
+          v[j] = vj;
+          p[j] -= step_size * mj / (std::sqrt(vj) / correction2_sqrt + e);
+        }
+      }
+    }
+  });
+}
+
 // torch.optim.SparseAdam's update of the rows of a coalesced row-sparse gradient (`rows` unique, values
 // (n, D)) in one pass over each row, where torch makes a dozen sparse and dense passes: the same math
 // (m += (1 - b1)(g - m); v += (1 - b2)(g^2 - v); p -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)).
@@ -384,6 +456,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("packed_ids_distance", &packed_ids_distance);
   m.def("adam_step", &adam_step);
   m.def("sparse_adam_rows", &sparse_adam_rows);
+  m.def("adam_step_rows", &adam_step_rows);
   m.def("l1_forward", &l1_forward);
   m.def("l1_backward", &l1_backward);
   m.def("complex_l1_forward", &complex_l1_forward);
