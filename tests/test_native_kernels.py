@@ -1,7 +1,10 @@
 """The hand-written CPU kernels (models/csrc/pairwise_cpu.cpp) against the Python expressions."""
 import copy
 import shutil
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -116,6 +119,25 @@ def test_a_failed_build_warns_once_and_the_compiled_path_answers(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         kernels.pairwise_l1(query, candidates)  # no second warning
+
+
+@needs_compiler
+def test_a_lock_left_by_a_killed_build_does_not_hang_the_next_process():
+    """torch's load() waits for ever on the build folder's ``lock`` file while it exists; a process
+    killed while building leaves it behind (seen once: a benchmark killed in its first step)."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    assert native.module() is not None
+    lock = Path(_get_build_directory(f"kbit_dgl_pairwise_{native._cpu_signature()}", False)) / "lock"
+    lock.touch()
+    try:
+        code = "import sys; from kbit_dgl.models import native; sys.exit(0 if native.module() is not None else 3)"
+        result = subprocess.run([sys.executable, "-c", code], timeout=240, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert not lock.exists()
+        assert "did not finish" in result.stderr
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 @needs_compiler

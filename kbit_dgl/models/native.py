@@ -16,12 +16,13 @@ through the CPU's reciprocal square root and one Newton step (``-ffast-math``).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 
@@ -39,7 +40,9 @@ def enabled() -> bool:
 
 
 def _cpu_signature() -> str:
-    """What the build depends on besides the source: the CPU's instruction sets (-march=native) and torch."""
+    """What the build depends on besides the source's text: the CPU's instruction sets (-march=native),
+    torch, and where the source lies (torch's build file names it by path: two checkouts sharing one
+    build folder would rebuild it in turn, each time the other one had built)."""
     flags = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -49,7 +52,8 @@ def _cpu_signature() -> str:
     except OSError:
         pass
     link = " ".join(_openmp_link_flags())
-    return hashlib.sha1(f"{flags}|{torch.__version__}|{' '.join(FLAGS)}|{link}".encode()).hexdigest()[:10]
+    key = f"{flags}|{torch.__version__}|{' '.join(FLAGS)}|{link}|{SOURCE.resolve()}"
+    return hashlib.sha1(key.encode()).hexdigest()[:10]
 
 
 def _openmp_link_flags() -> list:
@@ -63,6 +67,36 @@ def _openmp_link_flags() -> list:
     return [f"-L{torch_lib}", f"-l:{bundled[0].name}", f"-Wl,-rpath,{torch_lib}"]
 
 
+@contextlib.contextmanager
+def _one_builder(name: str) -> Iterator[None]:
+    """Build (or load) one process at a time, and clear a lock that a killed build left behind.
+
+    torch's ``load`` marks a build in progress with a ``lock`` file in the build folder and makes every
+    other process wait until the file is gone; a process killed while building never removes it, and
+    every later one then waits for ever. Here each process first takes an ``flock`` on a file beside it,
+    which the kernel releases when its holder dies: whoever holds it is the only one of ours building,
+    so a ``lock`` file found then is stale and is removed (with a warning)."""
+    try:
+        import fcntl
+
+        from torch.utils.cpp_extension import _get_build_directory
+        directory = Path(_get_build_directory(name, verbose=False))
+    except (ImportError, AttributeError, OSError):  # not POSIX, or torch's layout changed: torch's own waiting
+        yield
+        return
+    with open(directory / "kbit_dgl_build.flock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            stale = directory / "lock"
+            if stale.exists():
+                warnings.warn(f"removed {stale}, left by a build that did not finish (a process killed while "
+                              f"building the CPU kernels)", stacklevel=4)
+                stale.unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def module():
     """The built extension, or None (disabled, or the build failed: warned once)."""
     if not enabled():
@@ -72,8 +106,10 @@ def module():
             return _STATE.get("module")
         try:
             from torch.utils.cpp_extension import load
-            _STATE["module"] = load(f"kbit_dgl_pairwise_{_cpu_signature()}", [str(SOURCE)],
-                                    extra_cflags=FLAGS, extra_ldflags=_openmp_link_flags(), verbose=False)
+            name = f"kbit_dgl_pairwise_{_cpu_signature()}"
+            with _one_builder(name):
+                _STATE["module"] = load(name, [str(SOURCE)], extra_cflags=FLAGS,
+                                        extra_ldflags=_openmp_link_flags(), verbose=False)
         except Exception as error:  # no compiler, no ninja, a toolchain error: the compiled path still works
             _STATE["error"] = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error) else ''}"
             warnings.warn(f"the CPU kernels in {SOURCE.name} could not be built ({_STATE['error']}); L1 and RotatE "
