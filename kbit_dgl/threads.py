@@ -9,6 +9,13 @@ sets ``torch.set_num_threads`` to the cores left, rounded, between 1 and the cou
 with. A new count is applied once two looks in a row agree, so a short burst elsewhere (a compile
 worker, a shell command) changes nothing.
 
+One exception: when other processes alone keep at least as many threads runnable as there are cores
+(/proc/stat's ``procs_running`` minus this process's own running threads) and OpenMP's threads sleep
+while they wait (``OMP_WAIT_POLICY=PASSIVE``), the count stays at the starting one. The cores are then
+oversubscribed whatever this run does, and the scheduler shares them by thread: beside two busy
+processes on 2 cores, two threads get half the CPU and one thread a third. (Spinning threads would
+burn their share waiting for each other, so with any other wait policy the rule above holds.)
+
 Only runs that left ``train.num_threads`` at 0 adapt; a fixed count, several training processes and
 ``KBIT_DGL_ADAPT_THREADS=0`` keep the count fixed. Without /proc/stat it does nothing.
 """
@@ -39,18 +46,45 @@ def busy_cpu_seconds() -> Optional[float]:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def others_running() -> Optional[int]:
+    """Threads of other processes runnable now: /proc/stat's ``procs_running`` minus this process's own
+    threads in state R (among them the one reading)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            running = next((int(line.split()[1]) for line in handle if line.startswith("procs_running")), None)
+        own = 0
+        for task in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{task}/stat", encoding="ascii") as handle:
+                    own += handle.read().rpartition(")")[2].split()[0] == "R"
+            except (OSError, IndexError):  # the thread ended meanwhile
+                continue
+    except (OSError, ValueError):
+        return None
+    return None if running is None else max(0, running - own)
+
+
+def sleeping_waits() -> bool:
+    """Whether OpenMP's waiting threads sleep (``OMP_WAIT_POLICY=PASSIVE``, as ``import kbit_dgl`` sets it
+    on a busy machine)."""
+    return os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
+
+
 class ThreadGovernor:
     """Fits torch's thread count to the cores other processes leave free (see the module docstring).
 
     ``busy``, ``own`` and ``clock`` read the machine's busy CPU seconds, this process's CPU seconds and
-    wall time (tests pass fakes); ``apply`` sets the count.
+    wall time, ``running`` the other processes' runnable threads now, ``passive`` whether waiting
+    threads sleep (tests pass fakes); ``apply`` sets the count.
     """
 
     def __init__(self, max_threads: int, cores: Optional[int] = None, period: float = PERIOD,
                  busy: Callable[[], Optional[float]] = busy_cpu_seconds, own: Callable[[], float] = time.process_time,
-                 clock: Callable[[], float] = time.monotonic, apply: Callable[[int], None] = torch.set_num_threads):
+                 clock: Callable[[], float] = time.monotonic, apply: Callable[[int], None] = torch.set_num_threads,
+                 running: Callable[[], Optional[int]] = others_running, passive: Callable[[], bool] = sleeping_waits):
         self.max_threads, self.cores = max(1, max_threads), cores or os.cpu_count() or 1
         self.period, self._busy, self._own, self._clock, self._apply = period, busy, own, clock, apply
+        self._running, self._passive = running, passive
         self.threads = self.max_threads
         self.changes: List[Tuple[float, int, float]] = []  # (seconds since start, threads, others' cores)
         self._started = clock()
@@ -72,6 +106,10 @@ class ThreadGovernor:
         wall = sample[0] - then
         others = max(0.0, (sample[1] - busy_then) - (sample[2] - own_then)) / wall
         wanted = min(self.max_threads, max(1, int(self.cores - others + 0.5)))
+        if wanted < self.max_threads and self._passive():
+            running = self._running()
+            if running is not None and running >= self.cores:  # oversubscribed by the others alone
+                wanted = self.max_threads
         self._agreeing = self._agreeing + 1 if wanted == self._candidate else 1
         self._candidate = wanted
         if wanted != self.threads and self._agreeing >= AGREEING_LOOKS:

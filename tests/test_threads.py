@@ -13,6 +13,7 @@ class FakeMachine:
     def __init__(self):
         self.now, self.busy, self.own = 0.0, 0.0, 0.0
         self.applied = []
+        self.others_running, self.passive = 0, True  # other processes' runnable threads; OMP_WAIT_POLICY=PASSIVE
 
     def run(self, seconds, own_cores, other_cores):
         self.now += seconds
@@ -21,7 +22,8 @@ class FakeMachine:
 
     def governor(self, max_threads=2, cores=2):
         return ThreadGovernor(max_threads, cores=cores, busy=lambda: self.busy, own=lambda: self.own,
-                              clock=lambda: self.now, apply=self.applied.append)
+                              clock=lambda: self.now, apply=self.applied.append,
+                              running=lambda: self.others_running, passive=lambda: self.passive)
 
 
 def test_threads_drop_when_another_process_takes_a_core_and_return_when_it_leaves():
@@ -42,6 +44,46 @@ def test_threads_drop_when_another_process_takes_a_core_and_return_when_it_leave
     machine.run(2.5, 1.0, 0.0)
     governor.tick()
     assert machine.applied == [1, 2] and [change[1] for change in governor.changes] == [1, 2]
+
+
+def test_beside_as_many_busy_threads_as_cores_sleeping_threads_keep_the_starting_count():
+    """Two busy processes on 2 cores: the scheduler shares the cores by thread, so two sleeping-wait
+    threads get half the CPU where one gets a third; spinning ones would waste it, so they still drop."""
+    for passive, expected in ((True, []), (False, [1])):
+        machine = FakeMachine()
+        machine.others_running, machine.passive = 2, passive
+        governor = machine.governor()
+        for _ in range(4):
+            machine.run(2.5, 1.0, 1.0)  # what two threads get beside two busy processes: 1 core
+            governor.tick()
+        assert machine.applied == expected
+    machine = FakeMachine()  # one busy process: one thread keeps a core of its own
+    machine.others_running = 1
+    governor = machine.governor()
+    for _ in range(2):
+        machine.run(2.5, 1.0, 1.0)
+        governor.tick()
+    assert machine.applied == [1]
+    machine.others_running = 2  # a second one arrives: back to the starting count
+    for _ in range(2):
+        machine.run(2.5, 0.67, 1.33)
+        governor.tick()
+    assert machine.applied == [1, 2]
+
+
+def test_other_processes_running_threads_are_counted_and_ours_are_not():
+    import subprocess
+    import sys
+    import time
+
+    assert threads.others_running() is not None  # this suite runs on Linux
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert max(threads.others_running() for _ in range(20)) >= 1
+    finally:
+        busy.kill()
+        busy.wait()
 
 
 def test_a_short_burst_and_looks_closer_than_the_period_change_nothing():
