@@ -351,20 +351,27 @@ void adam_step(torch::Tensor param, torch::Tensor grad, torch::Tensor exp_avg, t
   });
 }
 
+// The arguments of the row-sparse Adam updates: a 2-D float32 table, its two moments, and one int64 row
+// id per row of values.
+static void check_row_update(const char* name, const torch::Tensor& param, const torch::Tensor& rows,
+                             const torch::Tensor& values, const torch::Tensor& exp_avg, const torch::Tensor& exp_avg_sq) {
+  for (const auto* t : {&param, &values, &exp_avg, &exp_avg_sq})
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == torch::kFloat32 && t->is_contiguous() && t->dim() == 2 &&
+                    t->size(1) == param.size(1), name, ": expected contiguous 2-D float32 CPU tensors");
+  TORCH_CHECK(exp_avg.sizes() == param.sizes() && exp_avg_sq.sizes() == param.sizes(),
+              name, ": state of another shape than the parameter");
+  TORCH_CHECK(rows.device().is_cpu() && rows.scalar_type() == torch::kInt64 && rows.dim() == 1 &&
+                  rows.is_contiguous() && rows.numel() == values.size(0),
+              name, ": expected one int64 row id per row of values");
+}
+
 // adam_step for a 2-D parameter whose gradient is zero outside `rows` (values (n, D); a row id may come
 // more than once, its values summed in order): what nn.Embedding(sparse=True) gives a dense Adam. Every
 // row is updated, as with the dense gradient, but the (num_rows, D) gradient is never made: no zero
 // fill of the table's size, no scatter into it, and one stream less to read in the update.
 void adam_step_rows(torch::Tensor param, torch::Tensor rows, torch::Tensor values, torch::Tensor exp_avg,
                     torch::Tensor exp_avg_sq, double lr, double beta1, double beta2, double eps, int64_t step) {
-  for (const auto* t : {&param, &values, &exp_avg, &exp_avg_sq})
-    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == torch::kFloat32 && t->is_contiguous() && t->dim() == 2 &&
-                    t->size(1) == param.size(1), "adam_step_rows: expected contiguous 2-D float32 CPU tensors");
-  TORCH_CHECK(exp_avg.sizes() == param.sizes() && exp_avg_sq.sizes() == param.sizes(),
-              "adam_step_rows: state of another shape than the parameter");
-  TORCH_CHECK(rows.device().is_cpu() && rows.scalar_type() == torch::kInt64 && rows.dim() == 1 &&
-                  rows.is_contiguous() && rows.numel() == values.size(0),
-              "adam_step_rows: expected one int64 row id per row of values");
+  check_row_update("adam_step_rows", param, rows, values, exp_avg, exp_avg_sq);
   const int64_t n = rows.numel(), width = param.size(1), num_rows = param.size(0);
   const int64_t* r = rows.data_ptr<int64_t>();
   // each row's occurrences as a list in ascending order: first[row], then next[i] (-1 ends it)
@@ -427,14 +434,7 @@ void adam_step_rows(torch::Tensor param, torch::Tensor rows, torch::Tensor value
 // (m += (1 - b1)(g - m); v += (1 - b2)(g^2 - v); p -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)).
 void sparse_adam_rows(torch::Tensor param, torch::Tensor rows, torch::Tensor values, torch::Tensor exp_avg,
                       torch::Tensor exp_avg_sq, double lr, double beta1, double beta2, double eps, int64_t step) {
-  for (const auto* t : {&param, &values, &exp_avg, &exp_avg_sq})
-    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == torch::kFloat32 && t->is_contiguous() && t->dim() == 2 &&
-                    t->size(1) == param.size(1), "sparse_adam_rows: expected contiguous 2-D float32 CPU tensors");
-  TORCH_CHECK(exp_avg.sizes() == param.sizes() && exp_avg_sq.sizes() == param.sizes(),
-              "sparse_adam_rows: state of another shape than the parameter");
-  TORCH_CHECK(rows.device().is_cpu() && rows.scalar_type() == torch::kInt64 && rows.dim() == 1 &&
-                  rows.is_contiguous() && rows.numel() == values.size(0),
-              "sparse_adam_rows: expected one int64 row id per row of values");
+  check_row_update("sparse_adam_rows", param, rows, values, exp_avg, exp_avg_sq);
   const int64_t n = rows.numel(), width = param.size(1), num_rows = param.size(0);
   const int64_t* r = rows.data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i)
