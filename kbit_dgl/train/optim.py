@@ -133,7 +133,7 @@ class _NativeStep:
     def step(self, closure=None):
         kernels = self._native_ok()
         if kernels is None:
-            return super().step(closure)
+            return self._torch_step(closure)
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -150,6 +150,9 @@ class _NativeStep:
                 state["step"] += 1
                 self._update(kernels, p, state, group)
         return loss
+
+    def _torch_step(self, closure):
+        return super().step(closure)  # the torch optimizer this one extends
 
 
 class Adam(_NativeStep, torch.optim.Adam):
@@ -170,14 +173,12 @@ class Adam(_NativeStep, torch.optim.Adam):
         kwargs.setdefault("foreach", True)  # torch's fallback: one multi-tensor op per term, not a loop
         super().__init__(params, lr=lr, **kwargs)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        if self._native_ok() is None:  # torch's Adam refuses sparse gradients: make them dense
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None and p.grad.is_sparse:
-                        p.grad = p.grad.to_dense()
-        return super().step(closure)
+    def _torch_step(self, closure):
+        for group in self.param_groups:  # torch's Adam refuses sparse gradients: make them dense
+            for p in group["params"]:
+                if p.grad is not None and p.grad.is_sparse:
+                    p.grad = p.grad.to_dense()
+        return super()._torch_step(closure)
 
     def _native_ok(self):
         """The native kernels' module where this step can use it, else None (torch's step)."""
