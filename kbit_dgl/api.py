@@ -32,7 +32,7 @@ from .data.kg import KG
 from .errors import ConfigError
 
 __all__ = ["Run", "make_config", "train", "load_run", "evaluate", "predict", "predict_many", "quantize", "export",
-           "load_dataset"]
+           "migrate", "load_dataset"]
 
 
 @dataclass
@@ -224,3 +224,12 @@ def export(run: Union[Run, str], out: str, format: str = "npy") -> Dict[str, str
 
     run = _open(run)
     return export_embeddings(run.model, run.kg, run.config, out, format)
+
+
+def migrate(folder: str) -> List[str]:
+    """Rewrite the pickled model files of ``folder`` (written by kbit-dgl < 0.2) in the safe format; returns
+    the paths converted. It unpickles them, which runs any code they hold: only for folders you trust.
+    See :mod:`kbit_dgl.migrate`."""
+    from .migrate import migrate_folder
+
+    return migrate_folder(folder)

@@ -210,6 +210,17 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_migrate(args) -> int:
+    from . import api
+
+    converted = api.migrate(args.folder)
+    for path in converted:
+        print(f"converted {path}")
+    print(f"{args.folder}: {len(converted)} pickled file(s) rewritten in the safe format" if converted else
+          f"{args.folder}: nothing to convert (no pickled kbit-dgl files)")
+    return 0
+
+
 def format_table(header: List[str], rows: List[List[str]]) -> str:
     widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
     line = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w)  # noqa: E731
@@ -369,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     export_parser.add_argument("--out", required=True, help="folder to write")
     export_parser.add_argument("--format", default="npy", choices=["npy", "tsv", "pt"])
     export_parser.set_defaults(func=cmd_export)
+
+    migrate_parser = commands.add_parser(
+        "migrate", help="rewrite the pickled model files of a folder written by kbit-dgl < 0.2 (run, export or "
+        "partition folder) in the safe format; this reads the pickles, which can run code: only for folders you trust")
+    migrate_parser.add_argument("folder")
+    migrate_parser.set_defaults(func=cmd_migrate)
 
     demo_parser = commands.add_parser("demo", help="train TransE and RotatE on the built-in KG and compare")
     common(demo_parser)

@@ -34,6 +34,11 @@ class RunFileError(KbitError, ValueError):
     """A file in a run folder that is missing, truncated, of another format or of another run."""
 
 
+class UnsafeFileError(RunFileError):
+    """A file in a format whose reading can run code (a pickle): refused unread; ``kbit-dgl migrate``
+    converts a folder its owner trusts."""
+
+
 class MissingRunFileError(KbitError, FileNotFoundError):
     """A run folder, or a file a run folder must hold, that is not there."""
 

@@ -30,7 +30,7 @@ import torch
 from .config import Config
 from .data.kg import KG
 from .errors import ConfigError, RunFileError
-from .io import atomic_torch_save, atomic_write_json, atomic_write_text
+from .io import atomic_save, atomic_write_json, atomic_write_text, load_saved
 from .models.decoders import make_decoder
 from .models.model import KGEModel
 
@@ -108,7 +108,7 @@ def export_embeddings(model, kg: KG, config: Config, out: str, format: str = "np
                          "entity_names": "entity_metadata.tsv", "relation_names": "relation_metadata.tsv"}
     else:
         paths["embeddings"] = os.path.join(out, "embeddings.pt")
-        atomic_torch_save(paths["embeddings"], {"entity": entity, "relation": relation, "entity_names": entity_names,
+        atomic_save(paths["embeddings"], {"entity": entity, "relation": relation, "entity_names": entity_names,
                                                 "relation_names": relation_names, "meta": meta})
         meta["files"] = {"embeddings": "embeddings.pt"}
     paths["config"] = os.path.join(out, "config.json")
@@ -134,7 +134,8 @@ def load_exported(folder: str) -> Tuple[KGEModel, List[str], List[str]]:
     files = meta["files"]
     kind = meta["format"].rsplit("/", 1)[-1]
     if kind == "pt":
-        payload = torch.load(os.path.join(folder, files["embeddings"]), map_location="cpu")
+        payload = load_saved(os.path.join(folder, files["embeddings"]), ("entity", "relation"),
+                             "exported embeddings file")
         entity, relation = payload["entity"], payload["relation"]
         entity_names, relation_names = payload["entity_names"], payload["relation_names"]
     elif kind == "npy":

@@ -36,7 +36,7 @@ from .config import (
 )
 from .data.kg import KG
 from .errors import ConfigError, MissingRunFileError, RunFileError, RunFolderError
-from .io import atomic_write_json, atomic_write_text, load_torch_file
+from .io import atomic_write_json, atomic_write_text, load_saved
 from .models.decoders import make_decoder
 from .models.model import KGEModel, build_model
 from .quant.model import QuantizedKGEModel, quantize_model
@@ -258,7 +258,7 @@ def run_kind(run_dir: str) -> str:
 
 def load_model_file(path: str, run_dir: str) -> Dict:
     """A trained run's model file (``model.pt`` / ``checkpoint.pt``), checked against the run's id maps."""
-    payload = load_torch_file(path, ("model",), "model file")
+    payload = load_saved(path, ("model",), "model file", folder=run_dir)
     check_fingerprint(path, payload, run_dir)
     return payload
 
@@ -298,7 +298,8 @@ def load_quantized_run(run_dir: str, kg: Optional[KG] = None):
     """(config, kg, quantized model) of a quantized run folder; the dataset is loaded unless given."""
     config = run_config(run_dir)
     path = os.path.join(run_dir, QUANT_MODEL)
-    payload = load_torch_file(path, ("format", "model", "entity", "relation"), "quantized model file")
+    payload = load_saved(path, ("format", "model", "entity", "relation"), "quantized model file",
+                         folder=run_dir)
     if payload.get("format") != FILE_FORMAT:
         raise RunFileError(f"{path}: not a kbit-dgl quantized model file (expected format {FILE_FORMAT})")
     check_fingerprint(path, payload, run_dir)

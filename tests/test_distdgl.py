@@ -15,6 +15,7 @@ import torch
 from kbit_dgl.cli import main
 from kbit_dgl.data import load_dataset
 from kbit_dgl.errors import ConfigError
+from kbit_dgl.io import load_saved
 from kbit_dgl.train import distdgl
 from kbit_dgl.train.distributed import DistributedTrainingError
 
@@ -50,7 +51,7 @@ def test_partitions_map_back_to_every_training_triple_once(kg, tmp_path, method)
     maps = distdgl.load_maps(str(tmp_path / "kg.json"), kg)
     if method == "random":  # the same seed, the same partitions (DGL's METIS call takes no seed)
         distdgl.partition(kg, str(tmp_path / "again"), 2, method)
-        again = torch.load(tmp_path / "again" / "kbit_partition.pt")
+        again = load_saved(tmp_path / "again" / "kbit_partition.pt")
         assert torch.equal(maps["entity_of_node"], again["entity_of_node"])
     assert torch.equal(maps["entity_of_node"].sort().values, torch.arange(kg.num_entities))
     rows = []
@@ -108,7 +109,7 @@ def test_distdgl_trains_like_one_process_and_resumes_bit_for_bit(parts, tmp_path
     dist = _train(tmp_path / "dist", "--partitions", str(parts), sets=sets)
     assert dist["epochs"] == 30 and dist["steps"] == one["steps"]
     assert abs(dist["test"]["mrr"] - one["test"]["mrr"]) < 0.01, (dist["test"]["mrr"], one["test"]["mrr"])
-    assert torch.load(tmp_path / "dist" / "checkpoint.pt")["num_procs"] == 2
+    assert load_saved(tmp_path / "dist" / "checkpoint.pt")["num_procs"] == 2
     assert not glob.glob("/dev/shm/kbitm*")
     # the saved model is an ordinary model file: the usual evaluation gives the run's test metrics
     from kbit_dgl import api
@@ -123,8 +124,8 @@ def test_distdgl_trains_like_one_process_and_resumes_bit_for_bit(parts, tmp_path
     _train(tmp_path / "half", "--partitions", str(parts), sets=["train.max_epochs=1", *rowwise])
     assert main(["train", "--out", str(tmp_path / "half"), "--resume", "--partitions", str(parts), "--no-progress",
                  "--set", "train.max_epochs=2"]) == 0
-    whole = torch.load(tmp_path / "two" / "checkpoint.pt")
-    resumed = torch.load(tmp_path / "half" / "checkpoint.pt")
+    whole = load_saved(tmp_path / "two" / "checkpoint.pt")
+    resumed = load_saved(tmp_path / "half" / "checkpoint.pt")
     assert resumed["state"]["epoch"] == 2
     for key in whole["model"]:
         assert torch.equal(whole["model"][key], resumed["model"][key]), key
@@ -172,5 +173,5 @@ def test_a_trainer_killed_mid_run_stops_the_others_and_keeps_the_checkpoint(part
     _, err = launcher.communicate(timeout=120)  # no hang: the launcher stops the rest
     assert launcher.returncode == 2
     assert "DistDGL trainer 1 (machine 1) failed (signal 9)" in err and str(out / "checkpoint.pt") in err
-    assert torch.load(out / "checkpoint.pt")["state"]["epoch"] >= 1  # intact
+    assert load_saved(out / "checkpoint.pt")["state"]["epoch"] >= 1  # intact
     assert not _trainer_pids(str(out)) and not glob.glob("/dev/shm/kbitm*")

@@ -22,6 +22,7 @@ from kbit_dgl.cli import main
 from kbit_dgl.config import Config
 from kbit_dgl.errors import ConfigError, NonFiniteError, RunFolderError, TrainingDivergedError
 from kbit_dgl.eval import evaluate, rank_from_scores
+from kbit_dgl.io import atomic_save, load_saved
 from kbit_dgl.runs import model_from_config, run_lock
 from kbit_dgl.train import trainer
 from kbit_dgl.train.trainer import train
@@ -62,9 +63,9 @@ def test_nan_target_scores_get_the_worst_rank_and_nan_candidates_count_against_i
 def test_a_nan_model_does_not_evaluate(trained_run, tmp_path, capsys):
     run = _copy(trained_run, tmp_path)
     path = os.path.join(run, "model.pt")
-    payload = torch.load(path)
+    payload = load_saved(path)
     payload["model"]["entity.weight"][3] = float("nan")
-    torch.save(payload, path)
+    atomic_save(path, payload)
     assert main(["evaluate", run]) == 2
     assert "NaN or infinite" in capsys.readouterr().err
     assert main(["predict", run, "--head", "person_0", "--relation", "lives_in"]) in (0, 2)  # row 3 may not be read
@@ -162,7 +163,7 @@ def test_a_resume_learning_rate_is_applied_and_recorded(trained_run, tmp_path, c
     assert {"epoch": 2, "lr": 0.5, "reason": "resume"} in metrics["lr_decays"]
     assert metrics["resume_changes"][0]["train.lr"][1] == 0.5
     assert yaml.safe_load(open(os.path.join(run, "config.yaml")))["train"]["lr"] == 0.5
-    checkpoint = torch.load(os.path.join(run, "checkpoint.pt"))
+    checkpoint = load_saved(os.path.join(run, "checkpoint.pt"))
     assert all(group["lr"] == 0.5 for group in checkpoint["optimizer"]["param_groups"])
 
 
@@ -302,22 +303,22 @@ def test_predict_top_must_be_positive(trained_run, capsys):
 
 def test_a_full_disk_during_a_checkpoint_keeps_the_last_one(small_kg, tmp_path, monkeypatch):
     run = tmp_path / "full"
-    real_save, calls = torch.save, {"n": 0}
+    real_save, calls = kbit_io.save_file, {"n": 0}
 
-    def save(obj, stream, *args, **kwargs):
-        if isinstance(obj, dict) and "optimizer" in obj:
+    def save(tensors, path, metadata=None):
+        if '"optimizer"' in (metadata or {}).get("kbit_dgl", ""):
             calls["n"] += 1
             if calls["n"] == 2:  # the second checkpoint: the disk is full half-way through
-                with open(stream, "wb") as partial:
+                with open(path, "wb") as partial:
                     partial.write(b"partial")
                 raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(obj, stream, *args, **kwargs)
+        return real_save(tensors, path, metadata=metadata)
 
-    monkeypatch.setattr(kbit_io.torch, "save", save)
+    monkeypatch.setattr(kbit_io, "save_file", save)
     with pytest.raises(OSError, match="checkpoint.pt: could not be written .*previous version"):
         train(small_config("transe", epochs=3, valid_every=1), small_kg, str(run), progress=False)
-    monkeypatch.setattr(kbit_io.torch, "save", real_save)
-    assert torch.load(run / "checkpoint.pt")["state"]["epoch"] == 1
+    monkeypatch.setattr(kbit_io, "save_file", real_save)
+    assert load_saved(run / "checkpoint.pt")["state"]["epoch"] == 1
     assert not [name for name in os.listdir(run) if name.endswith(".tmp")]
     train(small_config("transe", epochs=3, valid_every=1), small_kg, str(run), resume=True, progress=False)
 

@@ -12,6 +12,7 @@ import torch
 from conftest import small_config
 
 from kbit_dgl.errors import ConfigError
+from kbit_dgl.io import load_saved
 from kbit_dgl.runs import check_config
 from kbit_dgl.train import distributed, steps
 from kbit_dgl.train.trainer import train
@@ -38,7 +39,7 @@ def test_two_processes_train_validate_and_test_like_one(small_kg, tmp_path):
     assert two["test"]["mrr"] > 0.5 * one["test"]["mrr"] and two["test"]["mrr"] > 0.1
     for name in ("model.pt", "checkpoint.pt", "metrics.json", "config.yaml", "entities.dict", "train.log"):
         assert (tmp_path / "two" / name).exists(), name
-    assert torch.load(tmp_path / "two" / "checkpoint.pt")["num_procs"] == 2
+    assert load_saved(tmp_path / "two" / "checkpoint.pt")["num_procs"] == 2
     assert set(_leftover_shared_memory()) == before  # the shared tables and buffers are unlinked
 
 
@@ -70,8 +71,8 @@ def test_a_two_process_run_resumes_exactly_inside_an_epoch(small_kg, tmp_path):
     config.train.max_steps = 0
     resumed = train(config, small_kg, str(tmp_path / "cut"), resume=True, progress=False)
     assert resumed["steps"] == whole["steps"]
-    a = torch.load(tmp_path / "whole" / "checkpoint.pt")["model"]
-    b = torch.load(tmp_path / "cut" / "checkpoint.pt")["model"]
+    a = load_saved(tmp_path / "whole" / "checkpoint.pt")["model"]
+    b = load_saved(tmp_path / "cut" / "checkpoint.pt")["model"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
 
@@ -101,7 +102,7 @@ def test_a_process_that_dies_ends_the_run_with_a_clear_error_and_the_checkpoint_
     with pytest.raises(distributed.DistributedTrainingError, match="process 1 of 2 died") as error:
         train(config, small_kg, str(tmp_path / "run"), progress=False)
     assert "checkpoint.pt" in str(error.value)
-    saved = torch.load(tmp_path / "run" / "checkpoint.pt")
+    saved = load_saved(tmp_path / "run" / "checkpoint.pt")
     assert saved["state"]["epoch"] == 1 and saved["num_procs"] == 2
 
 
@@ -211,13 +212,13 @@ def test_torchrun_launches_the_cli_as_n_ranks(tsv_folder, tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count('"test"') == 1  # rank 0 reports once
-    assert torch.load(out / "checkpoint.pt")["num_procs"] == 2
+    assert load_saved(out / "checkpoint.pt")["num_procs"] == 2
     assert (out / "metrics.json").exists() and not _leftover_shared_memory()
     resume = command[:command.index("--dataset")] + ["--out", str(out), "--resume", "--no-progress", "--set",
                                                      "train.max_epochs=3", "train.lr=0.005"]
     resume[resume.index("--master_port") + 1] = str(distributed.free_port())
     done = subprocess.run(resume, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    saved = torch.load(out / "checkpoint.pt")
+    saved = load_saved(out / "checkpoint.pt")
     assert saved["state"]["epoch"] == 3
     assert saved["state"]["lr_decays"][-1]["lr"] == 0.005  # rank 0 hands the resume's changes to the others

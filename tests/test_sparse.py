@@ -5,6 +5,7 @@ import pytest
 import torch
 from conftest import small_config, train_interrupted
 
+from kbit_dgl.io import load_saved
 from kbit_dgl.models.model import build_model
 from kbit_dgl.runs import model_from_config
 from kbit_dgl.train.optim import OptimizerGroup, SparseAdagrad, make_optimizer
@@ -145,7 +146,7 @@ def test_short_training_with_each_optimizer(small_kg, tmp_path, optimizer, lr):
     config = small_config("rotate", epochs=2, lr=lr, optimizer=optimizer, regularization=1e-4)
     metrics = train(config, small_kg, str(tmp_path / optimizer), progress=False)
     assert 0 < metrics["test"]["mrr"] <= 1 and metrics["steps"] > 0
-    checkpoint = torch.load(tmp_path / optimizer / "checkpoint.pt")
+    checkpoint = load_saved(tmp_path / optimizer / "checkpoint.pt")
     assert checkpoint["optimizer_name"] == optimizer
 
 
@@ -183,8 +184,8 @@ def test_resume_with_sparse_optimizer_equals_uninterrupted_run(small_kg, tmp_pat
         train(other, small_kg, str(tmp_path / "split"), resume=True, progress=False)
     resumed = train(config, small_kg, str(tmp_path / "split"), resume=True, progress=False)
 
-    whole = torch.load(tmp_path / "whole" / "checkpoint.pt")
-    split = torch.load(tmp_path / "split" / "checkpoint.pt")
+    whole = load_saved(tmp_path / "whole" / "checkpoint.pt")
+    split = load_saved(tmp_path / "split" / "checkpoint.pt")
     for key in whole["model"]:
         assert torch.equal(whole["model"][key], split["model"][key]), key
     for index, state in whole["optimizer"]["state"].items():

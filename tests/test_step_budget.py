@@ -7,6 +7,7 @@ import torch
 from conftest import small_config
 
 from kbit_dgl.errors import ConfigError
+from kbit_dgl.io import load_saved
 from kbit_dgl.runs import check_config
 from kbit_dgl.train import steps, trainer
 from kbit_dgl.train.trainer import train
@@ -22,7 +23,7 @@ def test_max_steps_stops_inside_an_epoch_and_checkpoints_there(small_kg, tmp_pat
     config.train.max_steps = per_epoch + 3
     metrics = train(config, small_kg, str(tmp_path / "run"), progress=False)
     assert metrics["steps"] == per_epoch + 3 and metrics["epochs"] == 1 and metrics["stopped_at_max_steps"]
-    state = torch.load(tmp_path / "run" / "checkpoint.pt")["state"]
+    state = load_saved(tmp_path / "run" / "checkpoint.pt")["state"]
     assert state["batch_in_epoch"] == 3 and state["step"] == per_epoch + 3
     assert metrics["history"][-1]["step"] == per_epoch + 3  # the stop is validated
 
@@ -45,11 +46,11 @@ def test_a_run_killed_inside_an_epoch_resumes_exactly(small_kg, tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         train(config, small_kg, str(tmp_path / "split"), progress=False)
     monkeypatch.setattr(steps, "train_step", real_step)
-    saved = torch.load(tmp_path / "split" / "checkpoint.pt")["state"]
+    saved = load_saved(tmp_path / "split" / "checkpoint.pt")["state"]
     assert 0 < saved["batch_in_epoch"] < per_epoch and saved["step"] % 4 == 0
     resumed = train(config, small_kg, str(tmp_path / "split"), resume=True, progress=False)
-    a = torch.load(tmp_path / "whole" / "checkpoint.pt")["model"]
-    b = torch.load(tmp_path / "split" / "checkpoint.pt")["model"]
+    a = load_saved(tmp_path / "whole" / "checkpoint.pt")["model"]
+    b = load_saved(tmp_path / "split" / "checkpoint.pt")["model"]
     assert all(torch.equal(a[key], b[key]) for key in a)
     assert resumed["test"] == whole["test"] and resumed["steps"] == whole["steps"]
 
@@ -70,7 +71,7 @@ def test_checkpoints_by_the_clock(small_kg, tmp_path):
     config.train.checkpoint_every_minutes = 1e-9  # every step
     config.train.max_steps = 3
     train(config, small_kg, str(tmp_path / "run"), progress=False)
-    assert torch.load(tmp_path / "run" / "checkpoint.pt")["state"]["step"] == 3
+    assert load_saved(tmp_path / "run" / "checkpoint.pt")["state"]["step"] == 3
 
 
 def test_valid_is_evaluated_once_per_validation_not_again_at_the_end(small_kg, tmp_path, monkeypatch):

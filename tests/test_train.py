@@ -11,6 +11,7 @@ from conftest import small_config, train_interrupted
 from kbit_dgl.config import Config
 from kbit_dgl.errors import RunFolderError, TrainingDivergedError
 from kbit_dgl.eval import evaluate
+from kbit_dgl.io import load_saved
 from kbit_dgl.runs import model_from_config
 from kbit_dgl.train import steps, trainer
 from kbit_dgl.train.trainer import train
@@ -39,8 +40,8 @@ def test_resume_equals_uninterrupted_run(small_kg, tmp_path, monkeypatch):
     assert not os.path.exists(tmp_path / "split" / "metrics.json")
     resumed = train(config, small_kg, str(tmp_path / "split"), resume=True, progress=False)
 
-    whole = torch.load(tmp_path / "whole" / "checkpoint.pt")["model"]
-    split = torch.load(tmp_path / "split" / "checkpoint.pt")["model"]
+    whole = load_saved(tmp_path / "whole" / "checkpoint.pt")["model"]
+    split = load_saved(tmp_path / "split" / "checkpoint.pt")["model"]
     for key in whole:
         assert torch.equal(whole[key], split[key]), key
     assert resumed["test"] == reference["test"]
@@ -59,7 +60,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(small_kg, tmp_path, monke
     monkeypatch.setattr(steps, "train_step", diverging_step)
     with pytest.raises(TrainingDivergedError, match="loss became nan .*checkpoint.pt"):
         train(config, small_kg, str(tmp_path / "run"), progress=False)
-    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt")
+    checkpoint = load_saved(tmp_path / "run" / "checkpoint.pt")
     assert checkpoint["state"]["epoch"] >= 1
     assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
 
@@ -101,7 +102,7 @@ def test_learning_rate_decays_on_plateau_and_resumes(small_kg, tmp_path, monkeyp
     assert metrics["stopped_early"] and metrics["epochs"] == 8 and metrics["best_epoch"] == 4
     assert [d["epoch"] for d in metrics["lr_decays"]] == [3, 6]
     assert metrics["lr_decays"][-1]["lr"] == pytest.approx(1e-4)
-    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt")
+    checkpoint = load_saved(tmp_path / "run" / "checkpoint.pt")
     assert checkpoint["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)  # resume keeps the rate
 
     config.train.lr_decay = 1.5
@@ -125,7 +126,7 @@ def test_scheduled_learning_rate_decay_ignores_plateaus(small_kg, tmp_path, monk
     metrics = train(config, small_kg, str(tmp_path / "run"), progress=False)
     assert metrics["epochs"] == 6 and not metrics["stopped_early"]
     assert [d["epoch"] for d in metrics["lr_decays"]] == [2, 4]
-    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt")
+    checkpoint = load_saved(tmp_path / "run" / "checkpoint.pt")
     assert checkpoint["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
 
     config.train.lr_decay = 0.0
@@ -173,7 +174,7 @@ def test_reciprocal_training_uses_inverse_rows_and_quantizes(small_kg, tmp_path)
     config.model.reciprocal = "true"
     metrics = train(config, small_kg, str(tmp_path / "run"), progress=False)
     assert metrics["test"]["mrr"] > 0.15  # untrained: about 0.02
-    relation = torch.load(tmp_path / "run" / "model.pt")["model"]["relation.weight"]
+    relation = load_saved(tmp_path / "run" / "model.pt")["model"]["relation.weight"]
     assert relation.shape[0] == 2 * small_kg.num_relations
     _, _, trained = load_any_run(str(tmp_path / "run"), small_kg)
     assert evaluate(trained, small_kg, "test")["mrr"] == metrics["test"]["mrr"]

@@ -11,7 +11,7 @@ from typing import Dict, Optional
 import torch
 
 from ..errors import RunFileError
-from ..io import atomic_torch_save, load_torch_file
+from ..io import atomic_save, load_saved
 from ..models.decoders import make_decoder
 from .embedding import QuantizedEmbedding
 from .model import QuantizedKGEModel, table_specs
@@ -39,14 +39,14 @@ def save_quantized_model(path: str, model: QuantizedKGEModel, model_name: str, d
                "model": {"name": model_name, "dim": dim, "gamma": gamma, "reciprocal": model.reciprocal},
                "entity": {k: _compact(v) for k, v in model.entity.quantized_state().items()},
                "relation": {k: _compact(v) for k, v in model.relation.quantized_state().items()}}
-    atomic_torch_save(path, payload)
+    atomic_save(path, payload)
     return os.path.getsize(path)
 
 
 def load_quantized_model(path: str, payload: Optional[Dict] = None) -> QuantizedKGEModel:
     """The :class:`QuantizedKGEModel` stored in a packed model file (``payload``: the file already read)."""
     if payload is None:
-        payload = load_torch_file(path, ("format", "model", "entity", "relation"), "quantized model file")
+        payload = load_saved(path, ("format", "model", "entity", "relation"), "quantized model file")
     if payload.get("format") != FILE_FORMAT:
         raise RunFileError(f"{path}: not a kbit-dgl quantized model file (expected format {FILE_FORMAT})")
     spec = payload["model"]
@@ -60,7 +60,7 @@ def load_quantized_model(path: str, payload: Optional[Dict] = None) -> Quantized
 
 def saved_tensor_bytes(path: str) -> int:
     """Bytes of the tensor storages inside a saved file (the file minus torch.save's container)."""
-    payload = load_torch_file(path, ("entity", "relation"), "quantized model file")
+    payload = load_saved(path, ("entity", "relation"), "quantized model file")
     return sum(tensor.untyped_storage().nbytes() for part in ("entity", "relation")
                for tensor in payload[part].values())
 

@@ -19,7 +19,7 @@ import torch
 from ..config import Config
 from ..data.kg import KG
 from ..errors import ConfigError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, load_saved
 from ..runs import CHECKPOINT as LAST_CHECKPOINT
 from ..runs import load_run, model_from_config
 from ..train.trainer import train
@@ -123,13 +123,13 @@ def staged_run(config: Config, kg: KG, run_dir: str, epochs: Sequence[int], batc
         checkpoint_path = os.path.join(run_dir, LAST_CHECKPOINT)
         resume = os.path.exists(checkpoint_path)
         if resume:
-            reached = torch.load(checkpoint_path, map_location="cpu")["state"]["epoch"]
+            reached = load_saved(checkpoint_path, ("state",), "checkpoint")["state"]["epoch"]
             if reached > target:
                 raise ValueError(f"{run_dir}: the checkpoint is at epoch {reached}, past the stage {target} that "
                                  f"was never evaluated; remove the folder to rerun the steps axis")
         config.train.max_epochs = target
         train(config, kg, run_dir, resume=resume, overwrite=not resume, progress=progress)
-        checkpoint = torch.load(checkpoint_path, map_location="cpu")
+        checkpoint = load_saved(checkpoint_path, ("model", "state"), "checkpoint")
         model = model_from_config(config, kg)
         model.load_state_dict(checkpoint["model"])
         model.eval()

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, KbitError
+from ..io import atomic_save, load_saved
 from . import distributed
 from .distributed import DistributedOptimizer, DistributedTrainingError, Group
 
@@ -99,8 +100,8 @@ def partition(kg, out_dir: str, num_parts: int, method: str = "random", overwrit
                "seconds": round(time.perf_counter() - started, 2),
                "part_edges": [int(m["num_edges"]) for m in book.metadata()],
                "part_entities": [int(m["num_nodes"]) for m in book.metadata()]}
-    torch.save({**summary, "entity_of_node": entity_of_node, "train_of_edge": train_of_edge},
-               os.path.join(out_dir, MAPS))
+    atomic_save(os.path.join(out_dir, MAPS), {**summary, "entity_of_node": entity_of_node,
+                                              "train_of_edge": train_of_edge})
     return summary
 
 
@@ -112,7 +113,7 @@ def load_maps(part_config: str, kg) -> Dict[str, Any]:
     path = os.path.join(folder, MAPS)
     if not os.path.exists(path):
         raise PartitionMismatchError(f"{folder}: no {MAPS}; partition the dataset with `kbit-dgl partition`")
-    maps = torch.load(path)
+    maps = load_saved(path, ("format",), "partition map")
     if maps.get("format") != FORMAT:
         raise PartitionMismatchError(f"{folder} was written by another version of `kbit-dgl partition` (format "
                                      f"{maps.get('format')}, this one reads {FORMAT}); partition the dataset again")

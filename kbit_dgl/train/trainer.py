@@ -28,7 +28,7 @@ from ..config import Config, resolve_device
 from ..data.kg import KG
 from ..errors import ConfigError, TrainingDivergedError
 from ..eval import evaluate, resolve_protocol
-from ..io import atomic_torch_save, atomic_write_json, atomic_write_text, load_torch_file
+from ..io import atomic_save, atomic_write_json, atomic_write_text, load_saved
 from ..models.model import KGEModel
 from ..runs import (
     BEST_MODEL,
@@ -199,8 +199,8 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
     if cfg.num_threads or group is not None:
         torch.set_num_threads(cfg.num_threads or group.threads())
     best_path = os.path.join(run_dir, BEST_MODEL)
-    checkpoint = load_torch_file(checkpoint_path, ("model", "optimizer", "generator", "state"),
-                                 "checkpoint") if resume else None
+    checkpoint = load_saved(checkpoint_path, ("model", "optimizer", "generator", "state"),
+                            "checkpoint", folder=run_dir) if resume else None
     if resume:
         check_fingerprint(checkpoint_path, checkpoint, run_dir)
         saved_optimizer = checkpoint.get("optimizer_name", "adam")  # checkpoints before train.optimizer: adam
@@ -285,7 +285,7 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
                               order_generator=order_generator.get_state())
         if model.encoder is not None:
             checkpoint["torch_rng"] = torch.get_rng_state()
-        atomic_torch_save(checkpoint_path, checkpoint)
+        atomic_save(checkpoint_path, checkpoint)
 
     train_triples = kg.train.to(device)
     # DistDGL: the rows of this trainer's partition, each epoch in the same number of batches on every
@@ -380,7 +380,7 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
         if valid["mrr"] > state["best_valid_mrr"]:
             state.update(best_valid_mrr=valid["mrr"], best_epoch=state["epoch"], best_step=state["step"],
                          bad_validations=0, bad_at_decay=0, best_valid=valid if valid_kg is kg else None)
-            atomic_torch_save(best_path, {"model": model.state_dict(), "epoch": state["epoch"],
+            atomic_save(best_path, {"model": model.state_dict(), "epoch": state["epoch"],
                                           "step": state["step"], "id_maps": fingerprint})
         else:
             state["bad_validations"] += 1
@@ -474,8 +474,8 @@ def _finish(model: KGEModel, kg: KG, config: Config, state: Dict, progress: bool
     """Test the best model and write the run's metrics."""
     if not os.path.exists(best_path):  # e.g. max_epochs == 0
         _check_finite(model, "before the first validation", checkpoint_path)
-        atomic_torch_save(best_path, {"model": model.state_dict(), "epoch": state["epoch"], "id_maps": fingerprint})
-    load_state(model, load_torch_file(best_path, ("model",), "model file")["model"], best_path)
+        atomic_save(best_path, {"model": model.state_dict(), "epoch": state["epoch"], "id_maps": fingerprint})
+    load_state(model, load_saved(best_path, ("model",), "model file")["model"], best_path)
     metrics = run_metrics(model, kg, config, state, progress)
     atomic_write_json(os.path.join(run_dir, METRICS), metrics)
     log.info("test mrr %.4f (best epoch %d)", metrics["test"]["mrr"], state["best_epoch"])
