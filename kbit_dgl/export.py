@@ -10,7 +10,8 @@
 ``tsv`` (the TensorFlow embedding projector's input): ``entity_embeddings.tsv`` /
 ``relation_embeddings.tsv`` (one row of tab-separated numbers per line) with
 ``entity_metadata.tsv`` / ``relation_metadata.tsv`` (the name of each row), plus ``config.json``.
-``pt``: ``embeddings.pt``, a dict of both tables, both name lists and the config.
+``pt``: ``embeddings.pt``, a dict of both tables, both name lists and the config, as a safetensors file
+(:func:`kbit_dgl.io.load_saved` reads it; reading it cannot run code).
 
 The rows are what the decoder scores: a packed (k-bit) run is dequantized, a run trained with
 QAT gives its fake-quantized tables, a run with a GNN encoder gives the encoder's output for every

@@ -25,7 +25,7 @@ import json
 import os
 import struct
 import tempfile
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -154,7 +154,8 @@ class _Encoder:
                         f"file does not store (tensors, numbers, strings, None, lists, tuples and dicts only)")
 
 
-def _decode(value: Any, tensors: Dict[str, torch.Tensor]) -> Any:
+def _decode(value: Any, tensors: Callable[[str], torch.Tensor]) -> Any:
+    """The tree :class:`_Encoder` made, rebuilt; ``tensors(key)`` reads a tensor (only those the tree names)."""
     if isinstance(value, list):
         return [_decode(item, tensors) for item in value]
     if not isinstance(value, dict):
@@ -162,9 +163,9 @@ def _decode(value: Any, tensors: Dict[str, torch.Tensor]) -> Any:
     if len(value) == 1 or "@s" in value:
         tag = next(iter(value))
         if tag == "@t":
-            return tensors[value["@t"]]
+            return tensors(value["@t"])
         if tag == "@s":
-            data = tensors[value["@s"]].numpy().tobytes().decode("utf-8", "surrogatepass")
+            data = tensors(value["@s"]).numpy().tobytes().decode("utf-8", "surrogatepass")
             names = data.split("\n") if value["n"] else []
             if len(names) != value["n"]:
                 raise ValueError(f"a string list of {value['n']} items holds {len(names)}")
@@ -205,12 +206,14 @@ def file_kind(path: str) -> str:
     return "unknown"
 
 
-def load_saved(path: str, required: Sequence[str] = (), what: str = "file", folder: str = "") -> Dict[str, Any]:
+def load_saved(path: str, required: Sequence[str] = (), what: str = "file", folder: str = "",
+               only: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """The dict that :func:`atomic_save` wrote in ``path``, with ``required`` keys.
 
     A missing, empty, truncated or foreign file raises :class:`RunFileError` naming it; a pickle (what
     kbit-dgl wrote before safetensors, or a planted file) is never unpickled: it raises
     :class:`UnsafeFileError`, which tells how to migrate ``folder`` (default: the file's folder).
+    With ``only``, just those top-level keys are read (a checkpoint's ``state`` without its tables).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -232,12 +235,14 @@ def load_saved(path: str, required: Sequence[str] = (), what: str = "file", fold
             metadata = handle.metadata() or {}
             if metadata.get("format") != FILE_FORMAT or _TREE_KEY not in metadata:
                 raise ValueError(f"a safetensors file without kbit-dgl's metadata (format {metadata.get('format')!r})")
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-        payload = _decode(json.loads(metadata[_TREE_KEY]), tensors)
+            tree = json.loads(metadata[_TREE_KEY])
+            if only is not None and isinstance(tree, dict):
+                tree = {key: tree[key] for key in only if key in tree}
+            payload = _decode(tree, handle.get_tensor)
     except Exception as error:  # safetensors, JSON and decoding errors for a damaged file: name the file
         raise RunFileError(f"{path}: unreadable as a kbit-dgl {what}, truncated or of another format "
                            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
-    if not isinstance(payload, dict) or any(key not in payload for key in required):
+    if not isinstance(payload, dict) or any(key not in payload for key in required if only is None or key in only):
         found = sorted(map(str, payload)) if isinstance(payload, dict) else type(payload).__name__
         raise RunFileError(f"{path}: not a kbit-dgl {what} (expected the keys {list(required)}, found {found})")
     return payload

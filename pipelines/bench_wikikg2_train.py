@@ -23,11 +23,9 @@ import sys
 import tempfile
 import time
 
-import torch
-
 from kbit_dgl.bench.leaderboard import ENTRIES
 from kbit_dgl.bench.memory import process_memory_kib
-from kbit_dgl.io import atomic_write_json
+from kbit_dgl.io import atomic_write_json, load_saved
 from kbit_dgl.provenance import project_root, provenance
 
 
@@ -70,7 +68,7 @@ def main() -> None:
         else:
             raise SystemExit(f"kbit-dgl train exited with {process.returncode} before the step budget's checkpoint")
         stamps = re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ training", log, flags=re.M)
-        state = torch.load(os.path.join(run, "checkpoint.pt"), map_location="cpu", mmap=True)["state"]
+        state = load_saved(os.path.join(run, "checkpoint.pt"), only=("state",))["state"]
         triples = state["step"] * 512  # every leaderboard entry trains with batches of 512
         first_step = state["warmup_seconds"]
         record = {**provenance(started), "entry": args.entry, "load_before": list(load_before),

@@ -15,10 +15,8 @@ import argparse
 import os
 import time
 
-import torch
-
 from kbit_dgl.eval import evaluate
-from kbit_dgl.io import atomic_write_json
+from kbit_dgl.io import atomic_write_json, load_saved
 from kbit_dgl.provenance import provenance
 from kbit_dgl.runs import load_run
 
@@ -31,8 +29,8 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(ROOT, "results", "foundation-interim"))
     args = parser.parse_args()
     started = time.time()
-    state = torch.load(os.path.join(args.run, "checkpoint.pt"), map_location="cpu")["state"]
-    model_epoch = torch.load(os.path.join(args.run, "model.pt"), map_location="cpu")["epoch"]
+    state = load_saved(os.path.join(args.run, "checkpoint.pt"), only=("state",))["state"]
+    model_epoch = load_saved(os.path.join(args.run, "model.pt"), only=("epoch",))["epoch"]
     config, kg, model = load_run(args.run)
     test = evaluate(model, kg, "test")
     record = {"run": os.path.basename(os.path.normpath(args.run)), "dataset": config.data.dataset,

@@ -123,7 +123,7 @@ def staged_run(config: Config, kg: KG, run_dir: str, epochs: Sequence[int], batc
         checkpoint_path = os.path.join(run_dir, LAST_CHECKPOINT)
         resume = os.path.exists(checkpoint_path)
         if resume:
-            reached = load_saved(checkpoint_path, ("state",), "checkpoint")["state"]["epoch"]
+            reached = load_saved(checkpoint_path, ("state",), "checkpoint", only=("state",))["state"]["epoch"]
             if reached > target:
                 raise ValueError(f"{run_dir}: the checkpoint is at epoch {reached}, past the stage {target} that "
                                  f"was never evaluated; remove the folder to rerun the steps axis")
