@@ -330,7 +330,9 @@ def run_pyg(data: Dict, model_name: str, args) -> Dict:
 def worker(args) -> None:
     import torch
 
-    data = torch.load(args.data)
+    from kbit_dgl.io import load_saved
+
+    data = load_saved(args.data)
     data["eval"] = data["eval"][:args.eval_triples]
     gflops = matmul_gflops(3)
     if args.peer == "kbit-dgl":
@@ -367,11 +369,12 @@ def prepare_data(data_dir: str, path: str, seed: int = 0) -> None:
     import torch
 
     from kbit_dgl.data import load_dataset
+    from kbit_dgl.io import atomic_save
 
     kg = load_dataset("fb15k-237", data_dir)
     order = torch.randperm(len(kg.test), generator=torch.Generator().manual_seed(seed))
-    torch.save({"train": kg.train, "valid": kg.valid, "test": kg.test, "eval": kg.test[order],
-                "num_entities": kg.num_entities, "num_relations": kg.num_relations}, path)
+    atomic_save(path, {"train": kg.train, "valid": kg.valid, "test": kg.test, "eval": kg.test[order],
+                       "num_entities": kg.num_entities, "num_relations": kg.num_relations})
 
 
 def orchestrate(args) -> None:
