@@ -474,7 +474,7 @@ def _read_split_files(sources: Dict[str, str], narrow: _NarrowIds) -> Dict[str, 
     for path in dict.fromkeys(sources.values()):
         try:
             loaded[path] = load_id_arrays(path, narrow)
-        except MemoryError:
+        except (MemoryError, KGFormatError):  # KGFormatError: a refused global, already naming the file
             raise
         except Exception as error:  # a truncated or foreign file: pickle, zip, EOF or torch errors
             raise KGFormatError(f"{path}: torch.load cannot read it ({type(error).__name__}: {error}); expected "
