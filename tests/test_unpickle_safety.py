@@ -80,6 +80,20 @@ def test_a_planted_pickle_in_a_split_file_is_refused_and_never_runs(tmp_path, wr
     assert "\n" not in message and len(message) < 400
 
 
+def test_a_planted_processed_graph_is_refused_before_ogb_loads_it(tmp_path):
+    """ogb itself reads ``processed/data_processed`` with a plain torch.load: it is checked first."""
+    fixture = write_ogb_wikikg2_fixture(tmp_path / "root")
+    load_ogb("ogbl-wikikg2", str(tmp_path / "root"), cache=False)  # ogb writes processed/data_processed
+    path = os.path.join(fixture["dir"], "processed", "data_processed")
+    graph = torchfile.load_id_arrays(path, lambda array: array)
+    marker = str(tmp_path / "MARKER")
+    torch.save({**graph, "num_nodes": _System(marker)}, path, pickle_protocol=4)
+    with pytest.raises(KGFormatError) as caught:
+        load_ogb("ogbl-wikikg2", str(tmp_path / "root"), cache=False)
+    assert not os.path.exists(marker)
+    assert str(caught.value).startswith(f"{path}: refused to unpickle {os.system.__module__}.system")
+
+
 def _legacy_file(path: str, payload: bytes) -> None:
     """torch's legacy layout around a hand-written pickle: magic, protocol version, system info, payload, keys."""
     with open(path, "wb") as handle:
@@ -103,6 +117,18 @@ def test_a_dtype_is_always_a_copy_so_numpys_own_int64_stays_little_endian(tmp_pa
     _legacy_file(path, b"\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00i8\x89\x89\x87R" + state + b".")
     loaded = torchfile.load_id_arrays(path, lambda array: array)
     assert loaded.byteorder == ">" and np.dtype("i8").byteorder == "="
+
+
+@pytest.mark.parametrize("spec, state", [
+    (b"S8", b"(K\x03X\x01\x00\x00\x00|NNNK\x08K\x01K?t"),  # bytes made object pointers: flags 63 (hasobject)
+    (b"i8", b"(K\x03X\x01\x00\x00\x00<NNNK\x10K\x08K\x00t"),  # itemsize 16 for an 8-byte type
+    (b"V8", b"(K\x03X\x01\x00\x00\x00|NNNK\x08K\x01K\x00t"),  # raw void: not array data of OGB's
+])
+def test_a_dtype_state_that_changes_more_than_the_byte_order_is_refused(tmp_path, spec, state):
+    path = str(tmp_path / "split.pt")
+    _legacy_file(path, b"\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00" + spec + b"\x89\x88\x87R" + state + b"b.")
+    with pytest.raises(pickle.UnpicklingError, match="numpy.dtype"):
+        torchfile.load_id_arrays(path, lambda array: array)
 
 
 def test_state_of_anything_but_arrays_and_dtypes_is_refused(tmp_path):

@@ -145,6 +145,8 @@ def load_ogb(name: str, root: str, download: bool = False, cache: bool = True) -
     os.environ.setdefault("OUTDATED_IGNORE", "1")  # ogb's version check would reach for the network
     from ogb.linkproppred import LinkPropPredDataset
 
+    _check_processed_graph(base)
+
     try:
         with _no_ogb_prompts():
             dataset = LinkPropPredDataset(name=name, root=root)
@@ -461,6 +463,26 @@ class _NarrowIds:
         ids = _LargeIds(array.shape, low, high, path=path)
         self.written.append(ids)
         return ids
+
+
+def _check_processed_graph(base: str) -> None:
+    """Refuse a ``processed/data_processed`` that holds anything but array data, before ogb reads it.
+
+    ogb reads that file with a plain ``torch.load`` (full unpickling, able to run code); here it is read
+    first by the restricted unpickler of :mod:`.torchfile`, array by array (each one dropped at once),
+    and a file that asks for any other global raises its :class:`~.torchfile.UnsafePickleError`.
+    """
+    from .torchfile import UnsafePickleError, load_id_arrays
+
+    path = os.path.join(base, "processed", "data_processed")
+    if not os.path.isfile(path):
+        return
+    try:
+        load_id_arrays(path, lambda array: None)
+    except UnsafePickleError:
+        raise
+    except Exception:  # damaged or of another ogb version: left to ogb, which reports (or rebuilds) it
+        pass
 
 
 def _read_split_files(sources: Dict[str, str], narrow: _NarrowIds) -> Dict[str, Any]:

@@ -186,7 +186,22 @@ def _dtype(spec: Any, align: Any = False, copy: Any = True) -> np.dtype:
     must never touch numpy's shared built-in dtypes (as ``copy=False`` would let it)."""
     if not isinstance(spec, str) or len(spec) > 8 or not isinstance(align, bool):
         raise pickle.UnpicklingError(f"numpy.dtype({spec!r:.40}, ...): expected a type code such as 'i8'")
-    return np.dtype(spec, align, True)
+    dtype = np.dtype(spec, align, True)
+    if dtype.kind not in "biufcOUS" or dtype.fields is not None or dtype.subdtype is not None:
+        raise pickle.UnpicklingError(f"numpy.dtype({spec!r}): only numbers, strings and objects are allowed")
+    return dtype
+
+
+def _set_dtype_state(dtype: np.dtype, state: Any) -> None:
+    """BUILD of a dtype: numpy's state ``(3, byte order, None, None, None, itemsize, alignment, flags)``, where
+    only the byte order may differ from what the type code gave. numpy takes any flags from a state: with
+    the object flags, a dtype of raw bytes would make numpy treat those bytes as object pointers."""
+    if not (isinstance(state, tuple) and len(state) == 8 and state[0] == 3 and state[1] in ("<", ">", "|", "=")
+            and state[2:5] == (None, None, None) and state[5] in (-1, dtype.itemsize)
+            and state[6] in (-1, dtype.alignment) and state[7] == dtype.flags):
+        raise pickle.UnpicklingError(f"the state {state!r:.120} of numpy.dtype({dtype.str!r}) changes more than "
+                                     f"its byte order")
+    dtype.__setstate__(state)
 
 
 class _Unpickler(pickle._Unpickler):
@@ -232,9 +247,8 @@ class _Unpickler(pickle._Unpickler):
         target = self.stack[-1]
         if isinstance(target, _PendingArray):
             target.__setstate__(state)
-        elif isinstance(target, np.dtype) and isinstance(state, tuple) \
-                and all(item is None or isinstance(item, (int, str)) for item in state):
-            target.__setstate__(state)  # a plain dtype's state: (3, byte order, None, None, None, -1, -1, flags)
+        elif isinstance(target, np.dtype):
+            _set_dtype_state(target, state)
         else:
             raise pickle.UnpicklingError(f"cannot set the state of a {type(target).__name__} from "
                                          f"a {type(state).__name__} (only numpy arrays and dtypes have one here)")
