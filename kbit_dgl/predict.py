@@ -11,6 +11,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from .data.kg import preview
+from .data.tsv import _locate_decode_error
 from .errors import ConfigError, KGFormatError, UnknownNameError
 from .eval.ranking import top_k
 
@@ -113,15 +115,26 @@ def known_answers(kg, ids: Sequence[Tuple[int, int, str]]) -> Dict[Tuple[int, in
 def read_queries(path: str) -> Tuple[List[Query], List[str]]:
     """Queries from a file, one per line: ``head<TAB>relation<TAB>?`` (predict tails) or
     ``?<TAB>relation<TAB>tail`` (predict heads); blank lines and lines starting with ``#`` are skipped.
-    Returns the queries and where each came from (``path line N``), for errors and output."""
+    Returns the queries and where each came from (``path line N``), for errors and output.
+
+    The file must be UTF-8 (a leading byte-order mark is dropped). It is read as bytes and decoded
+    line by line, so a binary or mis-encoded file is a :class:`KGFormatError` naming the line and the
+    byte offset of the first bad byte; lines and names in errors are cut by :func:`preview`.
+    """
     queries: List[Query] = []
     sources: List[str] = []
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, "rb")
     except OSError as error:
         raise KGFormatError(f"{path}: cannot read the queries file ({error.strerror})") from None
     with handle:
-        for number, line in enumerate(handle, 1):
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:  # names the line, the byte offset and the bytes around it
+                raise _locate_decode_error(path, error) from None
+            if number == 1 and line.startswith("\ufeff"):
+                line = line[1:]
             text = line.rstrip("\n").rstrip("\r")
             if not text.strip() or text.lstrip().startswith("#"):
                 continue
@@ -129,10 +142,11 @@ def read_queries(path: str) -> Tuple[List[Query], List[str]]:
             if len(fields) != 3 or [field == "?" for field in (fields[0], fields[2])].count(True) != 1 \
                     or not all(field.strip() for field in fields):
                 raise KGFormatError(f"{path} line {number}: expected head<TAB>relation<TAB>? or "
-                                    f"?<TAB>relation<TAB>tail (exactly one '?'), got {text[:200]!r}")
+                                    f"?<TAB>relation<TAB>tail (exactly one '?'), got {preview(text)}")
             head, relation, tail = fields
             queries.append((None if head == "?" else head, relation, None if tail == "?" else tail))
             sources.append(f"{path} line {number}")
     if not queries:
         raise KGFormatError(f"{path}: no queries (expected head<TAB>relation<TAB>? or ?<TAB>relation<TAB>tail lines)")
     return queries, sources
+

@@ -303,7 +303,7 @@ def _lookup(names: List[str], name: str, what: str, kg_name: str) -> int:
     except ValueError:
         if name.isdigit() and int(name) < len(names):
             return int(name)
-        raise UnknownNameError(f"{kg_name}: no {what} named {name!r}") from None
+        raise UnknownNameError(f"{kg_name}: no {what} named {preview(name)}") from None
 
 
 class FilterIndex:

@@ -145,6 +145,8 @@ def load_ogb(name: str, root: str, download: bool = False, cache: bool = True) -
     os.environ.setdefault("OUTDATED_IGNORE", "1")  # ogb's version check would reach for the network
     from ogb.linkproppred import LinkPropPredDataset
 
+    _check_processed_graph(base)
+
     try:
         with _no_ogb_prompts():
             dataset = LinkPropPredDataset(name=name, root=root)
@@ -463,6 +465,26 @@ class _NarrowIds:
         return ids
 
 
+def _check_processed_graph(base: str) -> None:
+    """Refuse a ``processed/data_processed`` that holds anything but array data, before ogb reads it.
+
+    ogb reads that file with a plain ``torch.load`` (full unpickling, able to run code); here it is read
+    first by the restricted unpickler of :mod:`.torchfile`, array by array (each one dropped at once),
+    and a file that asks for any other global raises its :class:`~.torchfile.UnsafePickleError`.
+    """
+    from .torchfile import UnsafePickleError, load_id_arrays
+
+    path = os.path.join(base, "processed", "data_processed")
+    if not os.path.isfile(path):
+        return
+    try:
+        load_id_arrays(path, lambda array: None)
+    except UnsafePickleError:
+        raise
+    except Exception:  # damaged or of another ogb version: left to ogb, which reports (or rebuilds) it
+        pass
+
+
 def _read_split_files(sources: Dict[str, str], narrow: _NarrowIds) -> Dict[str, Any]:
     """``{split: dict of arrays}`` from the files ogb's ``get_edge_split`` reads, large arrays narrowed.
 
@@ -474,7 +496,7 @@ def _read_split_files(sources: Dict[str, str], narrow: _NarrowIds) -> Dict[str, 
     for path in dict.fromkeys(sources.values()):
         try:
             loaded[path] = load_id_arrays(path, narrow)
-        except MemoryError:
+        except (MemoryError, KGFormatError):  # KGFormatError: a refused global, already naming the file
             raise
         except Exception as error:  # a truncated or foreign file: pickle, zip, EOF or torch errors
             raise KGFormatError(f"{path}: torch.load cannot read it ({type(error).__name__}: {error}); expected "
