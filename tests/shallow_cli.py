@@ -4,7 +4,8 @@ Usage: ``python tests/shallow_cli.py COMMANDS.json RESULTS.json``. COMMANDS.json
 argument lists (``[["train", "--dataset", ...], ["evaluate", ...]]``); each is passed to
 :func:`kbit_dgl.cli.main` in turn, and RESULTS.json receives, per command, its exit code and what it
 printed to stdout and stderr, plus every attempt to import DGL (even one the code caught and
-survived, as ``except ImportError`` would) and whether ``dgl`` ended up in ``sys.modules``.
+survived, as ``except ImportError`` would) and whether ``dgl`` ended up in ``sys.modules``. Warnings
+are all shown (once per place, deprecations included), so a command's stderr holds them.
 
 tests/test_shallow_without_dgl.py starts this in a subprocess, in the pinned environment (where DGL
 is installed, so an import would succeed without the block) and in CI's newest-torch environment
@@ -19,6 +20,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from typing import List
 
 
@@ -40,6 +42,8 @@ def main(commands_path: str, results_path: str) -> int:
     """Run the commands in ``commands_path``; write their results to ``results_path``; return 0."""
     block = BlockDGL()
     sys.meta_path.insert(0, block)
+    # every warning once per place, deprecations included: a newer torch or numpy warns before it breaks
+    warnings.simplefilter("default")
     with open(commands_path) as f:
         commands = json.load(f)
     from kbit_dgl.cli import main as cli_main

@@ -52,7 +52,8 @@ def assert_finite_metrics(metrics, where):
 
 def commands_for(model, tsv_folder, folder):
     """The commands run for ``model``, writing under ``folder``: train, evaluate, predict, quantize to 4
-    bits, evaluate and predict from the packed run, evaluate at 2 bits in memory, export in each format."""
+    bits, evaluate and predict from the packed run, evaluate at 2 bits in memory, export in each format,
+    resume training for one more epoch."""
     run, packed = os.path.join(folder, "run"), os.path.join(folder, "run-4bit")
     predict = ["--head", "person_0", "--relation", "lives_in", "--top", "3"]
     return [
@@ -64,6 +65,7 @@ def commands_for(model, tsv_folder, folder):
         ["predict", packed, *predict],
         ["evaluate", run, "--split", "valid", "--bits", "2"],  # quantized in memory
         *(["export", run, "--out", os.path.join(folder, f"export-{fmt}"), "--format", fmt] for fmt in FORMATS),
+        ["train", "--out", run, "--resume", "--no-progress", "--set", "train.max_epochs=2"],  # reads the checkpoint
     ]
 
 
@@ -95,6 +97,8 @@ def test_shallow_path_without_dgl(model, shallow_runs):
     folder, model_results = by_model[model]
     for result in model_results:
         assert result["code"] == 0, f"kbit-dgl {' '.join(result['argv'])} exited {result['code']}:\n{result['stderr']}"
+        warned = [line for line in result["stderr"].splitlines() if "Warning:" in line]
+        assert not warned, f"kbit-dgl {' '.join(result['argv'])} warned:\n" + "\n".join(warned)
     exports = {fmt: os.path.join(folder, f"export-{fmt}") for fmt in FORMATS}
     results = [r["stdout"] for r in model_results]
 
@@ -110,6 +114,9 @@ def test_shallow_path_without_dgl(model, shallow_runs):
         assert lines[0] == "top 3 answers to (person_0, lives_in, ?):" and len(lines) == 4, out
     assert_finite_metrics(json.loads(results[4]), "evaluate the 4-bit run")
     assert_finite_metrics(json.loads(results[6]), "evaluate --bits 2")
+    resumed = json.loads(results[10])
+    assert_finite_metrics(resumed["test"], "resumed: test")
+    assert json.loads(open(os.path.join(folder, "run", "metrics.json")).read())["epochs"] == 2
 
     # every export loads back and scores as the run did
     import torch
