@@ -2,10 +2,11 @@
 
 Usage: ``python tests/shallow_cli.py COMMANDS.json RESULTS.json``. COMMANDS.json holds a list of
 argument lists (``[["train", "--dataset", ...], ["evaluate", ...]]``); each is passed to
-:func:`kbit_dgl.cli.main` in turn, and RESULTS.json receives, per command, its exit code and what it
-printed to stdout and stderr, plus every attempt to import DGL (even one the code caught and
-survived, as ``except ImportError`` would) and whether ``dgl`` ended up in ``sys.modules``. Warnings
-are all shown (once per place, deprecations included), so a command's stderr holds them.
+:func:`kbit_dgl.cli.main` in turn. RESULTS.json receives, per command, its exit code (``"raised"``,
+with the traceback in stderr, for an exception) and what it printed to stdout and stderr, plus every
+attempt to import DGL (even one the code caught and survived, as ``except ImportError`` would) and
+whether ``dgl`` ended up in ``sys.modules``. Warnings are all shown (once per place, deprecations
+included), so a command's stderr holds them.
 
 tests/test_shallow_without_dgl.py starts this in a subprocess, in the pinned environment (where DGL
 is installed, so an import would succeed without the block) and in CI's newest-torch environment
@@ -20,6 +21,7 @@ import json
 import shutil
 import sys
 import time
+import traceback
 import warnings
 from typing import List
 
@@ -56,6 +58,9 @@ def main(commands_path: str, results_path: str) -> int:
                 code = cli_main(argv)
             except SystemExit as stop:  # argparse errors
                 code = stop.code
+            except Exception:  # the blocked import, say: recorded, and the next command still runs
+                code = "raised"
+                traceback.print_exc()
         results.append({"argv": argv, "code": code, "stdout": out.getvalue(), "stderr": err.getvalue(),
                         "seconds": round(time.perf_counter() - started, 2)})
     import numpy

@@ -91,6 +91,15 @@ def test_dgl_never_imported(shallow_runs):
                     f"{summary['native_error']}")
 
 
+def test_the_block_catches_an_import_of_dgl(tmp_path):
+    """The guard itself: an encoder run imports DGL (models/encoders.py), which is seen and refused."""
+    argv = ["train", "--model", "transe", "--encoder", "rgcn", "--out", str(tmp_path / "run"), "--no-progress"]
+    summary = run_without_dgl([argv], tmp_path)
+    assert summary["dgl_import_attempts"][0] == "dgl" and summary["dgl_in_sys_modules"] == []
+    assert summary["results"][0]["code"] == "raised"
+    assert "blocked: the shallow-model path must not import DGL" in summary["results"][0]["stderr"]
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_shallow_path_without_dgl(model, shallow_runs):
     summary, by_model = shallow_runs
