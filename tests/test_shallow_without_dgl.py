@@ -127,7 +127,7 @@ def test_shallow_path_without_dgl(model, shallow_runs):
     assert_finite_metrics(resumed["test"], "resumed: test")
     assert json.loads(open(os.path.join(folder, "run", "metrics.json")).read())["epochs"] == 2
 
-    # every export loads back and scores as the run did
+    # every export loads back (in this process: under the newest torch, torch.load of the pt file), finite, alike
     import torch
 
     from kbit_dgl.export import load_exported
