@@ -16,6 +16,8 @@ from kbit_dgl.data.kg import FilterIndex
 from kbit_dgl.data.synthetic import generate_kg
 from kbit_dgl.data.tsv import load_tsv_folder
 
+pytestmark = pytest.mark.shallow  # DGL-free: CI runs it under the newest torch too (.ci/newest)
+
 # ------------------------------------------------------------------------------------ split-level warnings
 
 def toy_kg(train, valid, test, num_entities=6, num_relations=3, **kwargs) -> KG:

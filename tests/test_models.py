@@ -11,6 +11,8 @@ from kbit_dgl.models.decoders import RotatE, make_decoder
 from kbit_dgl.models.model import build_model
 from kbit_dgl.train.losses import margin_ranking_loss, self_adversarial_loss
 
+pytestmark = pytest.mark.shallow  # DGL-free: CI runs it under the newest torch too (.ci/newest)
+
 MODELS = ["transe", "transe_l2", "rotate", "distmult", "complex", "pairre"]
 
 
@@ -69,7 +71,7 @@ def test_rotate_relations_are_unit_rotations():
     assert torch.allclose(decoder.score(head, phase, -head), torch.zeros(1), atol=1e-5)
     model = build_model("rotate", 10, 3, 8, 12.0)
     assert model.relation.weight.shape == (3, 4)
-    assert float(model.relation.weight.abs().max()) <= math.pi
+    assert float(model.relation.weight.detach().abs().max()) <= math.pi
     bound = (12.0 + 2.0) / 8
     assert float(model.entity.weight.abs().max()) <= bound
 

@@ -12,6 +12,8 @@ from kbit_dgl.train.optim import OptimizerGroup, SparseAdagrad, make_optimizer
 from kbit_dgl.train.steps import train_step
 from kbit_dgl.train.trainer import train
 
+pytestmark = pytest.mark.shallow  # DGL-free: CI runs it under the newest torch too (.ci/newest)
+
 
 def twin_models(model="transe", num_entities=12, num_relations=3, dim=8):
     """The same initial tables, once dense and once with sparse gradients."""

@@ -12,6 +12,8 @@ from kbit_dgl.runs import check_config
 from kbit_dgl.train import steps, trainer
 from kbit_dgl.train.trainer import train
 
+pytestmark = pytest.mark.shallow  # DGL-free: CI runs it under the newest torch too (.ci/newest)
+
 
 def _steps_per_epoch(kg, config):
     return -(-len(kg.train) // config.train.batch_size)

@@ -1,10 +1,13 @@
 """The thread governor: torch's thread count follows the cores other processes leave free."""
 import json
 
+import pytest
 import torch
 
 from kbit_dgl import threads
 from kbit_dgl.threads import ThreadGovernor
+
+pytestmark = pytest.mark.shallow  # DGL-free: CI runs it under the newest torch too (.ci/newest)
 
 
 class FakeMachine:

@@ -67,6 +67,15 @@ def _openmp_link_flags() -> list:
     return [f"-L{torch_lib}", f"-l:{bundled[0].name}", f"-Wl,-rpath,{torch_lib}"]
 
 
+def _lock_file_blocks() -> bool:
+    """Whether torch's ``load`` waits while the build folder's ``lock`` file exists (its ``FileBaton``,
+    torch 2.2). Newer releases hold an ``flock`` on that file instead, which the kernel releases when
+    the holder dies, and leave the file in place: there it is no sign of a killed build."""
+    from torch.utils import cpp_extension
+
+    return hasattr(cpp_extension, "FileBaton")
+
+
 @contextlib.contextmanager
 def _one_builder(name: str) -> Iterator[None]:
     """Build (or load) one process at a time, and clear a lock that a killed build left behind.
@@ -75,7 +84,7 @@ def _one_builder(name: str) -> Iterator[None]:
     other process wait until the file is gone; a process killed while building never removes it, and
     every later one then waits for ever. Here each process first takes an ``flock`` on a file beside it,
     which the kernel releases when its holder dies: whoever holds it is the only one of ours building,
-    so a ``lock`` file found then is stale and is removed (with a warning)."""
+    so a ``lock`` file found then is stale and is removed (with a warning), where torch waits on it."""
     try:
         import fcntl
 
@@ -88,7 +97,7 @@ def _one_builder(name: str) -> Iterator[None]:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             stale = directory / "lock"
-            if stale.exists():
+            if _lock_file_blocks() and stale.exists():
                 warnings.warn(f"removed {stale}, left by a build that did not finish (a process killed while "
                               f"building the CPU kernels)", stacklevel=4)
                 stale.unlink(missing_ok=True)

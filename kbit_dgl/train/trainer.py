@@ -404,7 +404,7 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
                 loss = torch.zeros(())
             elif not torch.isfinite(loss):
                 raise TrainingDivergedError(
-                    f"loss became {float(loss)} at epoch {state['epoch'] + 1}, step {state['step']}; "
+                    f"loss became {float(loss.detach())} at epoch {state['epoch'] + 1}, step {state['step']}; "
                     f"the last good checkpoint is {checkpoint_path} (try a smaller train.lr)")
             optimizer.zero_grad(set_to_none=True)
             if loss.requires_grad:
@@ -414,7 +414,8 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
             state["step"] += 1
             state["batch_in_epoch"] += 1
             process_steps += 1
-            state["epoch_loss"] += float(loss) * batch_size
+            # float() of a tensor that requires grad warns in newer torch (2.15 here), once per process
+            state["epoch_loss"] += float(loss.detach()) * batch_size
             state["epoch_triples"] += batch_size
             now = time.perf_counter()  # step time only: validation and checkpoints are not training
             state["train_seconds"] += now - last
