@@ -43,6 +43,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+try:  # numpy 2 (and 1.26's forward-compatible alias); numpy.core is deprecated there
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # numpy < 1.26
+    from numpy.core.multiarray import _reconstruct
+
 from ..errors import KGFormatError
 from .kg import preview
 
@@ -116,7 +121,7 @@ class _PendingArray:
             del array
             self._unpickler.forget_large_payloads()
         else:
-            array = np.core.multiarray._reconstruct(np.ndarray, (0,), b"b")
+            array = _reconstruct(np.ndarray, (0,), b"b")
             array.__setstate__(state)  # numpy checks the data's size against shape and dtype
             self.value = array
 
