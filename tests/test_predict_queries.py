@@ -11,6 +11,8 @@ from kbit_dgl.cli import main
 from kbit_dgl.errors import KGFormatError
 from kbit_dgl.predict import read_queries
 
+pytestmark = pytest.mark.shallow  # DGL-free: CI runs it under the newest torch too (.ci/newest)
+
 SMALL = ["model.dim=8", "train.batch_size=128", "train.num_negatives=4", "train.max_epochs=1", "train.valid_every=1"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIG = 10 * 1024 * 1024  # a 10 MB line
