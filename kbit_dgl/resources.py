@@ -16,6 +16,12 @@ FLOAT_BYTES = 4
 MEMINFO = "/proc/meminfo"
 
 
+def gib(num_bytes: int) -> str:
+    """``num_bytes`` in GiB, with the digits that matter: ``2,477.7 GiB``, ``0.0036 GiB``."""
+    value = num_bytes / GIB
+    return f"{value:,.1f} GiB" if value >= 0.1 else f"{value:.2g} GiB"
+
+
 def estimate_training_bytes(config: Config, num_entities: int, num_relations: int,
                             num_train_triples: int = 0) -> Dict[str, int]:
     """Bytes a training run needs at its peak, by part: ``{"tables", "optimizer", "gradients", "qat",
@@ -96,13 +102,12 @@ def check_memory(config: Config, num_entities: int, num_relations: int,
     available = available_bytes(device)
     if available is not None and parts["total"] > available:
         where = "free GPU memory" if device.type == "cuda" else f"MemAvailable in {MEMINFO}"
-        shown = ", ".join(f"{name} {value / GIB:.1f}" for name, value in parts.items()
-                          if name != "total" and value >= GIB / 10)
-        raise ConfigError(f"the run needs about {parts['total'] / GIB:.1f} GiB ({shown}) for {num_entities} entities "
-                          f"at model.dim={config.model.dim} with train.optimizer={config.train.optimizer}, but "
-                          f"{device} has {available / GIB:.1f} GiB available ({where}); make model.dim, "
-                          f"train.batch_size or train.num_negatives smaller, or set train.check_memory=false "
-                          f"to train anyway")
+        shown = ", ".join(f"{name} {gib(value)}" for name, value in parts.items()
+                          if name != "total" and value >= parts["total"] / 10)
+        raise ConfigError(f"the run needs about {gib(parts['total'])} ({shown}) for {num_entities} entities at "
+                          f"model.dim={config.model.dim} with train.optimizer={config.train.optimizer}, but {device} "
+                          f"has {gib(available)} available ({where}); make model.dim, train.batch_size or "
+                          f"train.num_negatives smaller, or set train.check_memory=false to train anyway")
     return parts
 
 
