@@ -290,8 +290,9 @@ def needs_sparse_tables(optimizer: str) -> bool:
     return optimizer != "adam"
 
 
-def sparse_table_gradients(train: "TrainConfig") -> bool:
-    """Whether a shallow model's tables are ``nn.Embedding(sparse=True)`` for the ``train`` section.
+def sparse_table_gradients(train: "TrainConfig", device=None) -> bool:
+    """Whether a shallow model's tables are ``nn.Embedding(sparse=True)`` for the ``train`` section,
+    training on ``device`` (default: ``train.device``, resolved on this machine).
 
     The sparse optimizers need it. Dense Adam takes it too on the CPU: its native step updates every
     row from the row-sparse gradient (``kbit_dgl.train.optim.Adam``), which saves making, filling and
@@ -300,7 +301,9 @@ def sparse_table_gradients(train: "TrainConfig") -> bool:
     """
     if needs_sparse_tables(train.optimizer):
         return True
-    return train.optimizer == "adam" and resolve_device(train.device).type == "cpu"
+    if device is None:
+        device = resolve_device(train.device)
+    return train.optimizer == "adam" and str(device).startswith("cpu")
 
 
 def encoder_mode(config: "Config", num_entities: int) -> str:

@@ -87,15 +87,16 @@ def check_config(config: Config) -> Config:
     return config
 
 
-def model_from_config(config: Config, kg: KG) -> KGEModel:
-    """The untrained model ``config`` describes for ``kg`` (tables, optional encoder, decoder, QAT)."""
+def model_from_config(config: Config, kg: KG, device=None) -> KGEModel:
+    """The untrained model ``config`` describes for ``kg`` (tables, optional encoder, decoder, QAT), to
+    train on ``device`` (the tables' gradient layout follows it; default ``train.device``)."""
     from .quant.qat import attach_qat  # fake quantisation when train.qat_bits is set, else a no-op
 
     if config.model.encoder:
         return attach_qat(_encoder_model(config, kg), config.train)
     model = build_model(config.model.name, kg.num_entities, kg.num_relations, config.model.dim, config.model.gamma,
                         reciprocal=reciprocal_relations(config.model),
-                        sparse=sparse_table_gradients(config.train))
+                        sparse=sparse_table_gradients(config.train, device))
     return attach_qat(model, config.train)
 
 
@@ -328,7 +329,8 @@ def load_run(run_dir: str, kg: Optional[KG] = None):
     if not os.path.exists(path):
         raise MissingRunFileError(f"{run_dir}: no {BEST_MODEL}; the run has not validated yet")
     payload = load_model_file(path, run_dir)
-    model = model_from_config(config, kg)
+    # the tables' gradient layout matters only to training: a run trained on a GPU opens on a CPU machine
+    model = model_from_config(config, kg, device="cpu")
     load_state(model, payload["model"], path)
     model.eval()
     return config, kg, model

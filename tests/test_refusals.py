@@ -15,7 +15,8 @@ import pytest
 import torch
 import yaml
 
-from kbit_dgl import api, config as config_module, resources
+from kbit_dgl import api, resources
+from kbit_dgl import config as config_module
 from kbit_dgl.cli import main
 from kbit_dgl.config import Config, resolve_device
 from kbit_dgl.errors import ConfigError
@@ -286,3 +287,16 @@ def test_the_memory_estimate_and_its_override(small_kg, tmp_path, monkeypatch):
     assert not out.exists()
     run = api.train(kg=small_kg, out=str(out), config=config, progress=False, check_memory=False)
     assert run.metrics["epochs"] == 1 and Config.from_yaml(str(out / "config.yaml")).train.check_memory is False
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_run_trained_on_a_gpu_opens_on_a_machine_without_one(trained_run, tmp_path, capsys):
+    run = copy_run(trained_run, tmp_path)
+    path = os.path.join(run, "config.yaml")
+    data = yaml.safe_load(open(path))
+    data["train"]["device"] = "cuda"
+    yaml.safe_dump(data, open(path, "w"))
+    assert main(["evaluate", run]) == 0  # train.device names where it trained; --device where it evaluates
+    assert json.loads(capsys.readouterr().out)["mrr"] > 0
+    assert main(["evaluate", run, "--device", "cuda"]) == 2
+    assert "0 CUDA device(s)" in capsys.readouterr().err

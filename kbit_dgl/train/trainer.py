@@ -227,7 +227,7 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
     threads.adapt(not cfg.num_threads and group is None and device.type == "cpu")
     if group is not None and device.type == "cuda":
         device = group.device  # one GPU per process
-    model = model_from_config(config, kg).to(device)
+    model = model_from_config(config, kg, device).to(device)
     generator = torch.Generator().manual_seed(cfg.seed)
     order_generator = generator  # draws each epoch's order of the training triples
     if group is None:
