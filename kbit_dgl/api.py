@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .config import Config, allow_encoder_import, is_import_spec
+from .config import Config, allow_encoder_import
 from .data import load_dataset  # noqa: F401  (part of the API)
 from .data.kg import KG
 from .errors import ConfigError
@@ -113,8 +113,6 @@ def make_config(dataset: Optional[str] = None, model: Optional[str] = None,
         result.model.name = model
     for name, value in overrides.items():
         result.set(_override_key(name, result), value, "keyword")
-    if is_import_spec(result.model.encoder):  # the caller's own config names it: that is asking for it
-        allow_encoder_import([result.model.encoder])
     return check_config(result)
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from .config import Config, allow_encoder_import, is_import_spec
+from .config import Config, allow_encoder_import
 from .errors import ConfigError, KbitError
 
 
@@ -24,8 +24,6 @@ def _load_config(args) -> Config:
     if getattr(args, "encoder", None):
         config.model.encoder = args.encoder
     config.apply_overrides(args.set or [])
-    if is_import_spec(config.model.encoder):  # named by this command (--encoder, --set, --config): asked for
-        allow_encoder_import([config.model.encoder])
     return config
 
 

@@ -362,7 +362,8 @@ def is_import_spec(spec: Optional[str]) -> bool:
 
 def allow_encoder_import(specs: Iterable[str]) -> None:
     """Let this process import the ``package.module:Attribute`` encoders ``specs`` when a run folder's
-    config.yaml names them (``--allow-import``, the API's ``allow_import``, a config given to train)."""
+    config.yaml names them (``--allow-import``, the API's ``allow_import``; training a config naming
+    one allows it, since that config is the caller's own)."""
     for spec in [specs] if isinstance(specs, str) else specs:
         if not is_import_spec(spec):
             raise ConfigError(f"--allow-import {spec!r}: expected package.module:Attribute, the model.encoder of "

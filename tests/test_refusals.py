@@ -131,6 +131,8 @@ def test_an_allowed_or_registered_encoder_path_still_works(tsv_folder, tmp_path,
     assert main(["train", "--dataset", str(tsv_folder), "--model", "distmult", "--encoder", RGCN_PATH, "--out", run,
                  "--no-progress", "--set", *SMALL, "encoder.num_bases=2"]) == 0
     trained = json.loads(capsys.readouterr().out)["test"]["mrr"]
+    assert main(["evaluate", run]) == 0  # the process that trained it reopens it
+    capsys.readouterr()
     monkeypatch.setattr(config_module, "_ALLOWED_ENCODER_IMPORTS", set())  # a new process
     assert main(["evaluate", run]) == 2
     assert f"--allow-import {RGCN_PATH}" in capsys.readouterr().err

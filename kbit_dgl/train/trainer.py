@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from .. import threads
-from ..config import Config, resolve_device
+from ..config import Config, allow_encoder_import, is_import_spec, resolve_device
 from ..data.kg import KG
 from ..errors import ConfigError, TrainingDivergedError
 from ..eval import evaluate, resolve_protocol
@@ -105,6 +105,8 @@ def train(config: Config, kg: KG, run_dir: str, resume: bool = False, overwrite:
     tuner's pruning). Returns the metrics dict.
     """
     check_config(config)  # the device too: a machine without the GPU asked for is refused here
+    if is_import_spec(config.model.encoder):  # the caller's own config names it (a run folder's passed run_config)
+        allow_encoder_import([config.model.encoder])  # so this process may reopen the run it writes
     check_memory_for(config, kg)  # before the folder, its lock, config.yaml or train.log exist
     if distributed.launched_by_torchrun() or distdgl.launched_by_dgl():  # one of N, started by torchrun / DGL
         return _train_as_torchrun_rank(config, kg, run_dir, resume, overwrite, progress)
