@@ -9,6 +9,11 @@
     packed.evaluate("test")["mrr"]
     run.export("exported/", format="npy")             # DGL-KE's .npy layout with the id maps
 
+A run folder's config.yaml naming its encoder by module path (``model.encoder: pkg.mod:Class``)
+is opened only when asked: ``allow_import=["pkg.mod:Class"]`` (or ``register_encoder``), since
+importing it runs that module's code; the config given to :func:`train` or :func:`make_config` is
+the caller's own and needs no permission.
+
 Overrides are keyword arguments: ``section__key=value`` (``train__batch_size=512``) or a key name
 that only one section has (``dim``, ``lr``, ``max_epochs``, ``encoder``, ...). Every function
 returns plain data (dicts, lists) or a :class:`Run`, which holds the config, the KG and the model
@@ -26,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .config import Config
+from .config import Config, allow_encoder_import
 from .data import load_dataset  # noqa: F401  (part of the API)
 from .data.kg import KG
 from .errors import ConfigError
@@ -66,8 +71,8 @@ class Run:
     def quantize(self, out: str, bits: int = 4, **options) -> "Run":
         return quantize(self, out, bits, **options)
 
-    def export(self, out: str, format: str = "npy") -> Dict[str, str]:
-        return export(self, out, format)
+    def export(self, out: str, format: str = "npy", overwrite: bool = False) -> Dict[str, str]:
+        return export(self, out, format, overwrite=overwrite)
 
     def __repr__(self) -> str:
         kind = "quantized" if self.quantized else "trained"
@@ -113,16 +118,19 @@ def make_config(dataset: Optional[str] = None, model: Optional[str] = None,
 
 def train(dataset: Optional[str] = None, model: Optional[str] = None, out: Optional[str] = None,
           config: Union[None, str, Dict[str, Any], Config] = None, kg: Optional[KG] = None,
-          resume: bool = False, overwrite: bool = False, progress: bool = True, **overrides: Any) -> Run:
+          resume: bool = False, overwrite: bool = False, progress: bool = True, allow_import: Sequence[str] = (),
+          **overrides: Any) -> Run:
     """Train a model into the run folder ``out`` (as ``kbit-dgl train``) and return the :class:`Run`.
 
     ``kg`` reuses a loaded dataset (``dataset`` then only names it in the config); ``resume``
     continues the run in ``out`` (its saved config, with ``overrides`` where a resume may change
-    them). ``out`` defaults to ``runs/<dataset>-<model>-<time>``.
+    them; ``allow_import``: the ``package.module:Class`` encoder its config.yaml may name). ``out``
+    defaults to ``runs/<dataset>-<model>-<time>``.
     """
     from .runs import run_config
     from .train.trainer import train as train_run
 
+    allow_encoder_import(allow_import)
     if resume:
         if out is None:
             raise ConfigError("resume needs out, the run folder to continue")
@@ -143,11 +151,13 @@ def train(dataset: Optional[str] = None, model: Optional[str] = None, out: Optio
     return opened
 
 
-def load_run(path: str, kg: Optional[KG] = None, device: str = "cpu") -> Run:
+def load_run(path: str, kg: Optional[KG] = None, device: str = "cpu", allow_import: Sequence[str] = ()) -> Run:
     """Open a run folder, trained or quantized (``kg``: the dataset already loaded, else it is read),
-    with the model on ``device`` (``auto``, ``cpu``, ``cuda[:N]``)."""
+    with the model on ``device`` (``auto``, ``cpu``, ``cuda[:N]``). ``allow_import``: the
+    ``package.module:Class`` encoders its config.yaml may name (refused otherwise, before any import)."""
     from .runs import METRICS, load_any_run
 
+    allow_encoder_import(allow_import)
     config, kg, model = load_any_run(path, kg, device=device)
     metrics_path = os.path.join(path, METRICS)
     metrics = None
@@ -157,16 +167,17 @@ def load_run(path: str, kg: Optional[KG] = None, device: str = "cpu") -> Run:
     return Run(path, config, kg, model, metrics)
 
 
-def _open(run: Union[Run, str]) -> Run:
-    return run if isinstance(run, Run) else load_run(run)
+def _open(run: Union[Run, str], allow_import: Sequence[str] = ()) -> Run:
+    return run if isinstance(run, Run) else load_run(run, allow_import=allow_import)
 
 
-def evaluate(run: Union[Run, str], split: str = "test", per_relation: bool = False) -> Dict[str, Any]:
+def evaluate(run: Union[Run, str], split: str = "test", per_relation: bool = False,
+             allow_import: Sequence[str] = ()) -> Dict[str, Any]:
     """Metrics of ``split`` under the run's protocol (filtered or OGB), with ``eval_seconds`` and,
     for a quantized run, its bytes (``quant``)."""
     from .eval import evaluate as evaluate_model
 
-    run = _open(run)
+    run = _open(run, allow_import)
     started = time.perf_counter()
     metrics = evaluate_model(run.model, run.kg, split, run.config.eval.protocol, run.config.eval.batch_size,
                              per_relation)
@@ -178,30 +189,33 @@ def evaluate(run: Union[Run, str], split: str = "test", per_relation: bool = Fal
 
 
 def predict(run: Union[Run, str], relation: str, head: Optional[str] = None, tail: Optional[str] = None,
-            top: int = 10, exclude_known: bool = False) -> List[Dict[str, Any]]:
+            top: int = 10, exclude_known: bool = False, allow_import: Sequence[str] = ()) -> List[Dict[str, Any]]:
     """Top ``top`` answers to (head, relation, ?) or (?, relation, tail) by name; each row has
     ``entity``, ``id``, ``score`` and ``known`` (the splits that hold the triple).
     ``exclude_known=True`` leaves the triples already in the KG out."""
     if (head is None) == (tail is None):
         raise ConfigError("give exactly one of head (predict tails) or tail (predict heads)")
-    return predict_many(run, [(head, relation, tail)], top=top, exclude_known=exclude_known)[0]
+    return predict_many(run, [(head, relation, tail)], top=top, exclude_known=exclude_known,
+                        allow_import=allow_import)[0]
 
 
 def predict_many(run: Union[Run, str], queries: Sequence[Tuple[Optional[str], str, Optional[str]]], top: int = 10,
                  exclude_known: bool = False, batch_size: int = 256,
-                 sources: Optional[Sequence[str]] = None) -> List[List[Dict[str, Any]]]:
+                 sources: Optional[Sequence[str]] = None,
+                 allow_import: Sequence[str] = ()) -> List[List[Dict[str, Any]]]:
     """Answers to many (head, relation, None) / (None, relation, tail) queries, scored in batches
     (a k-bit run from its packed codes): one list of rows (as :func:`predict`'s) per query.
     ``sources`` names each query's origin in errors (``kbit-dgl predict --queries`` passes file lines)."""
     from .predict import predict_many as answer
 
-    run = _open(run)
+    run = _open(run, allow_import)
     return answer(run.model, run.kg, queries, top, batch_size=batch_size, exclude_known=exclude_known,
                   sources=sources)
 
 
 def quantize(run: Union[Run, str], out: str, bits: int = 4, dtype: str = "int", block: Optional[int] = None,
-             scale_dtype: str = "fp16", relation_bits: Optional[int] = None, overwrite: bool = False) -> Run:
+             scale_dtype: str = "fp16", relation_bits: Optional[int] = None, overwrite: bool = False,
+             allow_import: Sequence[str] = ()) -> Run:
     """Pack a trained run's tables at ``bits`` into the run folder ``out`` (as ``kbit-dgl quantize``)
     and return it opened. ``relation_bits`` defaults to max(bits, 8) (``bits`` for a QAT run); ``block``
     to 64 numbers per scale, or for ``dtype="pq"`` to sub-vectors of 8 // bits numbers."""
@@ -209,6 +223,7 @@ def quantize(run: Union[Run, str], out: str, bits: int = 4, dtype: str = "int", 
     from .quant.quantizers import default_block
     from .runs import quantize_run, relation_spec_for_run
 
+    allow_encoder_import(allow_import)
     run_dir = run.path if isinstance(run, Run) else run
     kg = run.kg if isinstance(run, Run) else None
     spec = QuantSpec(bits, dtype, default_block(dtype, bits) if block is None else block, scale_dtype)
@@ -217,13 +232,17 @@ def quantize(run: Union[Run, str], out: str, bits: int = 4, dtype: str = "int", 
     return load_run(out, kg)
 
 
-def export(run: Union[Run, str], out: str, format: str = "npy") -> Dict[str, str]:
+def export(run: Union[Run, str], out: str, format: str = "npy", overwrite: bool = False,
+           allow_import: Sequence[str] = ()) -> Dict[str, str]:
     """Write the run's entity and relation embeddings with their names to the folder ``out``; see
-    :func:`kbit_dgl.export.export_embeddings`. Returns ``{what: path}``."""
+    :func:`kbit_dgl.export.export_embeddings`. ``out`` may not be a run folder; one that already holds
+    files needs ``overwrite``. Returns ``{what: path}``."""
     from .export import export_embeddings
+    from .runs import check_output_folder
 
-    run = _open(run)
-    return export_embeddings(run.model, run.kg, run.config, out, format)
+    check_output_folder(out, overwrite)  # before the run is opened
+    run = _open(run, allow_import)
+    return export_embeddings(run.model, run.kg, run.config, out, format, overwrite=overwrite)
 
 
 def migrate(folder: str) -> List[str]:

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from .config import Config
+from .config import Config, allow_encoder_import
 from .errors import ConfigError, KbitError
 
 
@@ -109,7 +109,8 @@ def cmd_evaluate(args) -> int:
 
     config, kg, model = load_any_run(args.run_dir, spec=_quant_spec(args),
                                      relation_spec=_relation_spec(args, args.run_dir), device=args.device)
-    threads.adapt(resolve_device(args.device).type == "cpu")  # refit the thread count to the load while ranking
+    # refit the thread count to the load while ranking
+    threads.adapt(resolve_device(args.device, config.model.encoder).type == "cpu")
     try:
         print(json.dumps(api.evaluate(api.Run(args.run_dir, config, kg, model), args.split), indent=2))
     finally:
@@ -135,6 +136,8 @@ def cmd_predict(args) -> int:
         if args.head is not None or args.tail is not None or args.relation is not None:
             raise ConfigError("--queries FILE replaces --head / --tail / --relation: give one or the other")
         return _predict_file(args)
+    if args.out:
+        raise ConfigError("--out writes the answers of --queries FILE; a single query prints them")
     if (args.head is None) == (args.tail is None) or args.relation is None:
         raise ConfigError("give --relation and exactly one of --head NAME (predict tails) or --tail NAME "
                           "(predict heads), or --queries FILE")
@@ -158,9 +161,12 @@ def _predict_file(args) -> int:
     from . import api
     from .io import atomic_write_text
     from .predict import read_queries
+    from .runs import check_output_file
 
     if args.top < 1:
         raise ConfigError(f"--top must be >= 1, got {args.top}")
+    if args.out:
+        check_output_file(args.out, args.overwrite)  # before the run is read; never a run's own file
     queries, sources = read_queries(args.queries)
     run = api.load_run(args.run_dir, device=args.device)
     started = time.perf_counter()
@@ -205,7 +211,7 @@ def cmd_tune(args) -> int:
 def cmd_export(args) -> int:
     from . import api
 
-    paths = api.export(args.run_dir, args.out, args.format)
+    paths = api.export(args.run_dir, args.out, args.format, overwrite=args.overwrite)
     print(json.dumps(paths, indent=2))
     return 0
 
@@ -276,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kbit-dgl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
+    def allow_import_option(p):
+        p.add_argument("--allow-import", action="append", default=[], metavar="PACKAGE.MODULE:CLASS",
+                       help="let the run folder's config.yaml name this encoder by module path (importing it "
+                            "runs that module's code: only for folders you trust); repeatable")
+
     def common(p, dataset=True):
         if dataset:
             p.add_argument("--dataset", help="known name (fb15k-237, wn18rr, codex-s, kinship, nations, "
@@ -293,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--config", help="YAML file with data/model/train/eval/encoder sections")
     train_parser.add_argument("--out", required=True, help="run folder to write")
     train_parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    allow_import_option(train_parser)
     train_parser.add_argument("--num-procs", type=int, help="training processes on this machine (train.num_procs; "
                               "DGL's shared-memory sparse embeddings); or launch with torchrun")
     train_parser.add_argument("--partitions", help="DistDGL: a folder written by `kbit-dgl partition`; starts one "
@@ -333,13 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_parser.add_argument("--split", default="test", choices=["train", "valid", "test"])
     evaluate_parser.add_argument("--device", default="auto", help="auto (a GPU when visible), cpu, cuda, cuda:N")
     quant_options(evaluate_parser, required=False)
+    allow_import_option(evaluate_parser)
     evaluate_parser.set_defaults(func=cmd_evaluate)
 
     quantize_parser = commands.add_parser("quantize", help="write a k-bit packed copy of a trained run")
     quantize_parser.add_argument("run_dir")
     quant_options(quantize_parser, required=True)
     quantize_parser.add_argument("--out", required=True, help="quantized run folder to write")
-    quantize_parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    quantize_parser.add_argument("--overwrite", action="store_true", help="replace an existing folder (never the "
+                                 "run being quantized)")
+    allow_import_option(quantize_parser)
     quantize_parser.set_defaults(func=cmd_quantize)
 
     predict_parser = commands.add_parser("predict", help="rank candidate entities for a query")
@@ -353,7 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict_parser.add_argument("--exclude-known", action="store_true",
                                 help="leave answers already in the KG (train/valid/test) out")
     predict_parser.add_argument("--format", default="tsv", choices=["tsv", "json"], help="with --queries")
-    predict_parser.add_argument("--out", help="with --queries: write the answers here (default: stdout)")
+    predict_parser.add_argument("--out", help="with --queries: write the answers here (default: stdout); never a "
+                                "run folder's own file")
+    predict_parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    allow_import_option(predict_parser)
     predict_parser.add_argument("--batch-size", type=int, default=256, help="with --queries: queries scored at once")
     predict_parser.add_argument("--device", default="auto", help="auto (a GPU when visible), cpu, cuda, cuda:N")
     predict_parser.set_defaults(func=cmd_predict)
@@ -377,8 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     export_parser = commands.add_parser("export", help="write a run's entity and relation embeddings with their "
                                         "names (npy: DGL-KE's layout; tsv: embedding projectors; pt)")
     export_parser.add_argument("run_dir")
-    export_parser.add_argument("--out", required=True, help="folder to write")
+    export_parser.add_argument("--out", required=True, help="folder to write (not a run folder)")
     export_parser.add_argument("--format", default="npy", choices=["npy", "tsv", "pt"])
+    export_parser.add_argument("--overwrite", action="store_true", help="write into a folder that already holds "
+                               "files (replacing the export's own)")
+    allow_import_option(export_parser)
     export_parser.set_defaults(func=cmd_export)
 
     migrate_parser = commands.add_parser(
@@ -399,6 +420,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        allow_encoder_import(getattr(args, "allow_import", None) or [])
         return args.func(args)
     except (KbitError, OSError) as error:
         # errors the user can act on (bad input, config, run folders, a full disk); anything else is a

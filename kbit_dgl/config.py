@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import yaml
 
@@ -74,6 +74,8 @@ class TrainConfig:
     checkpoint_every_minutes: float = 0.0  # also when this many minutes passed since the last one (0 = off)
     num_threads: int = 0            # 0 = torch's default
     device: str = "auto"            # auto (cuda when a GPU is visible, else cpu) | cpu | cuda | cuda:N
+    check_memory: bool = True       # refuse a run whose estimated memory (tables, optimizer state, a step's
+                                    # workspace: kbit_dgl/resources.py) exceeds what the device has available
     num_procs: int = 1              # training processes on this machine (DGL's shared-memory sparse embeddings),
                                     # see kbit_dgl/train/distributed.py; a resume needs the same number
     dist_update: str = "hogwild"    # with num_procs > 1: hogwild (each process updates the rows it touched, no
@@ -288,8 +290,9 @@ def needs_sparse_tables(optimizer: str) -> bool:
     return optimizer != "adam"
 
 
-def sparse_table_gradients(train: "TrainConfig") -> bool:
-    """Whether a shallow model's tables are ``nn.Embedding(sparse=True)`` for the ``train`` section.
+def sparse_table_gradients(train: "TrainConfig", device=None) -> bool:
+    """Whether a shallow model's tables are ``nn.Embedding(sparse=True)`` for the ``train`` section,
+    training on ``device`` (default: ``train.device``, resolved on this machine).
 
     The sparse optimizers need it. Dense Adam takes it too on the CPU: its native step updates every
     row from the row-sparse gradient (``kbit_dgl.train.optim.Adam``), which saves making, filling and
@@ -298,7 +301,9 @@ def sparse_table_gradients(train: "TrainConfig") -> bool:
     """
     if needs_sparse_tables(train.optimizer):
         return True
-    return train.optimizer == "adam" and resolve_device(train.device).type == "cpu"
+    if device is None:
+        device = resolve_device(train.device)
+    return train.optimizer == "adam" and str(device).startswith("cpu")
 
 
 def encoder_mode(config: "Config", num_entities: int) -> str:
@@ -311,13 +316,20 @@ def encoder_mode(config: "Config", num_entities: int) -> str:
     return mode
 
 
-def resolve_device(name: str):
-    """The ``torch.device`` of ``train.device``: ``auto`` is the first GPU when one is visible, else the CPU."""
+def resolve_device(name: str, encoder: Optional[str] = None):
+    """The ``torch.device`` of a device name (``train.device``, ``--device``), checked against this machine.
+
+    The one place that decides a run's device: ``auto`` is the first GPU when one is visible, else
+    the CPU; with a GNN ``encoder`` (``model.encoder``) ``auto`` is the CPU and a GPU is refused (DGL's
+    PyPI wheel is CPU-only). Refused: ``cuda`` without a visible GPU, ``cuda:N`` with N >= the visible
+    count, ``mps`` and unknown names. Needs no data and writes nothing, so training calls it (through
+    :func:`kbit_dgl.runs.check_config`) before a run folder is created.
+    """
     import torch  # config stays importable without torch until a device is asked for
 
-    name = str(name).lower()
+    name = str(name).lower().strip()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() and not encoder else "cpu")
     if name == "cpu":
         return torch.device("cpu")
     if name == "cuda" or name.startswith("cuda:"):
@@ -326,9 +338,48 @@ def resolve_device(name: str):
             raise ConfigError(f"train.device={name!r}; expected auto, cpu, cuda or cuda:N")
         visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if int(index or 0) >= visible:
-            raise ConfigError(f"train.device={name!r}, but {visible} CUDA device(s) are visible; use cpu or auto")
+            raise ConfigError(f"train.device={name!r}, but {visible} CUDA device(s) are visible on this machine; "
+                              f"use train.device=cpu or auto")
+        if encoder:
+            raise ConfigError(f"train.device={name}: runs with a GNN encoder (model.encoder={encoder}) run on the CPU "
+                              f"here (DGL's PyPI wheel is CPU-only); use train.device=cpu or auto")
         return torch.device(name)
+    if name == "mps":
+        raise ConfigError("train.device='mps': Apple's MPS backend is not supported; use cpu (or cuda on a GPU)")
     raise ConfigError(f"train.device={name!r}; expected auto, cpu, cuda or cuda:N")
+
+
+# ---- encoders named by module path: imported only when this process asked for them -----------
+
+_ALLOWED_ENCODER_IMPORTS: set = set()
+
+
+def is_import_spec(spec: Optional[str]) -> bool:
+    """Whether ``model.encoder`` names ``package.module:Attribute`` (imported when the model is built)
+    rather than a built-in or registered encoder."""
+    return bool(spec) and ":" in str(spec)
+
+
+def allow_encoder_import(specs: Iterable[str]) -> None:
+    """Let this process import the ``package.module:Attribute`` encoders ``specs`` when a run folder's
+    config.yaml names them (``--allow-import``, the API's ``allow_import``; training a config naming
+    one allows it, since that config is the caller's own)."""
+    for spec in [specs] if isinstance(specs, str) else specs:
+        if not is_import_spec(spec):
+            raise ConfigError(f"--allow-import {spec!r}: expected package.module:Attribute, the model.encoder of "
+                              f"a run folder's config.yaml (built-in and registered encoders need no permission)")
+        _ALLOWED_ENCODER_IMPORTS.add(str(spec).strip())
+
+
+def check_encoder_import(config: "Config", source: str) -> None:
+    """Refuse, before anything is imported, a ``model.encoder: package.module:Attribute`` of a config
+    read from ``source`` (a run folder's config.yaml) that this process did not ask for: importing it
+    would run that module's code and call the attribute (``os:system`` would run a shell)."""
+    spec = config.model.encoder
+    if is_import_spec(spec) and str(spec).strip() not in _ALLOWED_ENCODER_IMPORTS:
+        raise ConfigError(f"{source}: model.encoder {spec!r} would import and call code named by the run folder; "
+                          f"if you trust it, pass --allow-import {spec} (Python: allow_import=[{str(spec)!r}], or "
+                          f"register the class with kbit_dgl.models.encoders.register_encoder)")
 
 
 def reciprocal_relations(model: ModelConfig) -> bool:

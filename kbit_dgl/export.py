@@ -72,11 +72,16 @@ def _vectors_tsv(table: torch.Tensor) -> str:
     return "".join("\t".join(repr(float(x)) for x in row) + "\n" for row in table.tolist())
 
 
-def export_embeddings(model, kg: KG, config: Config, out: str, format: str = "npy") -> Dict[str, str]:
+def export_embeddings(model, kg: KG, config: Config, out: str, format: str = "npy",
+                      overwrite: bool = False) -> Dict[str, str]:
     """Write ``model``'s tables with ``kg``'s names to the folder ``out`` in ``format`` (npy | tsv | pt);
-    returns ``{what: path}`` of the files written (each atomically)."""
+    returns ``{what: path}`` of the files written (each atomically). ``out`` must not be a run folder,
+    and a folder already holding files needs ``overwrite`` (:func:`kbit_dgl.runs.check_output_folder`)."""
+    from .runs import check_output_folder
+
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}; expected one of {', '.join(FORMATS)}")
+    check_output_folder(out, overwrite)
     entity, relation, entity_names, relation_names = embedding_tables(model, kg)
     os.makedirs(out, exist_ok=True)
     meta = {"format": f"kbit-dgl-embeddings/{format}", "dataset": kg.name, "model": config.model.name,

@@ -28,6 +28,7 @@ import torch
 
 from .config import (
     Config,
+    check_encoder_import,
     encoder_mode,
     needs_sparse_tables,
     reciprocal_relations,
@@ -68,9 +69,11 @@ def check_config(config: Config) -> Config:
 
     Numbers and choices are checked by :meth:`Config.validate`; the decoder, the QAT spec and the
     encoder name are checked by building them (tables aside), so the names accepted are exactly
-    those that train.
+    those that train; the device by :func:`kbit_dgl.config.resolve_device` (is it on this machine?).
+    Memory needs the dataset's size: :func:`kbit_dgl.resources.check_memory`.
     """
     config.validate()
+    resolve_device(config.train.device, config.model.encoder)
     make_decoder(config.model.name, config.model.dim, config.model.gamma)
     if config.train.qat_bits not in (0, 32):
         QuantSpec(config.train.qat_bits, config.train.qat_dtype, config.train.qat_block)
@@ -84,15 +87,16 @@ def check_config(config: Config) -> Config:
     return config
 
 
-def model_from_config(config: Config, kg: KG) -> KGEModel:
-    """The untrained model ``config`` describes for ``kg`` (tables, optional encoder, decoder, QAT)."""
+def model_from_config(config: Config, kg: KG, device=None) -> KGEModel:
+    """The untrained model ``config`` describes for ``kg`` (tables, optional encoder, decoder, QAT), to
+    train on ``device`` (the tables' gradient layout follows it; default ``train.device``)."""
     from .quant.qat import attach_qat  # fake quantisation when train.qat_bits is set, else a no-op
 
     if config.model.encoder:
         return attach_qat(_encoder_model(config, kg), config.train)
     model = build_model(config.model.name, kg.num_entities, kg.num_relations, config.model.dim, config.model.gamma,
                         reciprocal=reciprocal_relations(config.model),
-                        sparse=sparse_table_gradients(config.train))
+                        sparse=sparse_table_gradients(config.train, device))
     return attach_qat(model, config.train)
 
 
@@ -166,6 +170,41 @@ def prepare_run_folder(run_dir: str, resume: bool, overwrite: bool, resume_file:
                              f"which no run writes; move those away or choose another folder")
     for name in present:
         os.unlink(os.path.join(run_dir, name))
+
+
+def is_run_folder(path: str) -> bool:
+    """Whether ``path`` is a folder that holds a run (its config.yaml or one of its model files)."""
+    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, name))
+                                       for name in (CONFIG, BEST_MODEL, CHECKPOINT, QUANT_MODEL))
+
+
+def check_output_file(path: str, overwrite: bool, option: str = "--out") -> None:
+    """Refuse an output file (``predict --out``) that would replace a file a run needs (a name of
+    :data:`RUN_FILES` in a run folder: never, even with ``overwrite``), a folder, or an existing file
+    without ``overwrite``. Call it before the work, so a refusal costs nothing."""
+    for candidate in dict.fromkeys((path, os.path.realpath(path))):  # a symbolic link to a run's file too
+        folder, name = os.path.split(os.path.abspath(candidate))
+        if name in RUN_FILES and is_run_folder(folder):
+            raise RunFolderError(f"{option} {path}: that is the {name} of the run folder {folder}, which the run "
+                                 f"needs; write the output to another path (--overwrite never replaces a run's files)")
+    if os.path.isdir(path):
+        raise RunFolderError(f"{option} {path}: is a folder; name the file to write")
+    if os.path.lexists(path) and not overwrite:
+        raise RunFolderError(f"{option} {path}: the file already exists; pass --overwrite to replace it, or choose "
+                             f"another path")
+
+
+def check_output_folder(path: str, overwrite: bool, option: str = "--out") -> None:
+    """Refuse an output folder (``export --out``) that is a run folder (never, even with ``overwrite``:
+    its files would mix with the run's), is a file, or already holds files without ``overwrite``."""
+    if is_run_folder(path):
+        raise RunFolderError(f"{option} {path}: that is a run folder (it holds a run's {CONFIG} or model file); "
+                             f"write the output to a folder of its own")
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise RunFolderError(f"{option} {path}: is a file, not a folder; name a folder to write")
+    if os.path.isdir(path) and os.listdir(path) and not overwrite:
+        raise RunFolderError(f"{option} {path}: the folder already exists and is not empty; pass --overwrite to "
+                             f"replace the files written there, or choose another folder")
 
 
 # ---- id maps ---------------------------------------------------------------------------------
@@ -244,7 +283,9 @@ def run_config(run_dir: str) -> Config:
     if not os.path.exists(path):
         raise MissingRunFileError(f"{run_dir}: no {CONFIG}; expected a run folder written by kbit-dgl train "
                                   f"or quantize")
-    return Config.from_yaml(path, run=True)
+    config = Config.from_yaml(path, run=True)
+    check_encoder_import(config, path)  # a shared folder must not import and call code by name
+    return config
 
 
 def run_kind(run_dir: str) -> str:
@@ -288,7 +329,8 @@ def load_run(run_dir: str, kg: Optional[KG] = None):
     if not os.path.exists(path):
         raise MissingRunFileError(f"{run_dir}: no {BEST_MODEL}; the run has not validated yet")
     payload = load_model_file(path, run_dir)
-    model = model_from_config(config, kg)
+    # the tables' gradient layout matters only to training: a run trained on a GPU opens on a CPU machine
+    model = model_from_config(config, kg, device="cpu")
     load_state(model, payload["model"], path)
     model.eval()
     return config, kg, model
@@ -321,6 +363,7 @@ def load_any_run(run_dir: str, kg: Optional[KG] = None, spec: Optional[QuantSpec
     """
     if not os.path.isdir(run_dir):
         raise MissingRunFileError(f"{run_dir}: no such run folder")
+    target = resolve_device(device, run_config(run_dir).model.encoder)  # before the dataset and the model are read
     if run_kind(run_dir) == "quantized":
         if spec is not None:
             raise ConfigError(f"{run_dir} is already quantized; --bits applies to a trained run folder")
@@ -329,9 +372,7 @@ def load_any_run(run_dir: str, kg: Optional[KG] = None, spec: Optional[QuantSpec
         config, kg, model = load_run(run_dir, kg)
         if spec is not None:
             model = quantize_model(model, spec, relation_spec)
-    if config.model.encoder and device == "auto":
-        device = "cpu"  # DGL's PyPI wheel is CPU-only
-    return config, kg, model.to(resolve_device(device))
+    return config, kg, model.to(target)
 
 
 # ---- quantizing a run into a folder of its own -----------------------------------------------
@@ -377,8 +418,15 @@ def relation_spec_for_run(run_dir: str, spec: QuantSpec, relation_bits: Optional
 def quantize_run(run_dir: str, out_dir: str, spec: QuantSpec, overwrite: bool = False,
                  relation_spec: Optional[QuantSpec] = None) -> Dict[str, object]:
     """Quantise a trained run into ``out_dir`` (config.yaml, id maps, model.kbit.pt, quant.json); returns quant.json."""
-    if os.path.abspath(out_dir) == os.path.abspath(run_dir):
-        raise ConfigError("quantize: --out must differ from the run folder")
+    if os.path.abspath(out_dir) == os.path.abspath(run_dir) or (
+            os.path.exists(out_dir) and os.path.exists(run_dir) and os.path.samefile(out_dir, run_dir)):
+        raise ConfigError(f"quantize: --out {out_dir} is the run folder being quantized; choose another folder "
+                          f"(--overwrite never replaces the source run)")
+    present = os.path.isdir(out_dir) and [name for name in os.listdir(out_dir) if name != LOCK]
+    if present and not overwrite:
+        what = "holds another run" if is_run_folder(out_dir) else "is not empty"
+        raise RunFolderError(f"quantize: --out {out_dir}: the folder already exists and {what}; pass --overwrite "
+                             f"to replace it, or choose another folder")
     config, payload, entity, relation = _float_tables(run_dir)
     decoder = make_decoder(config.model.name, config.model.dim, config.model.gamma)
     model = quantize_tables(decoder, entity, relation, spec, relation_spec, reciprocal_relations(config.model))

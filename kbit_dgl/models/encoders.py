@@ -30,7 +30,10 @@ Plug in your own encoder either by registering a factory under a name::
     class MyEncoder(GraphEncoder): ...
 
 and setting ``model.encoder: my_gat`` (the module must be imported before training), or by a
-dotted path ``model.encoder: mypkg.module:MyEncoder``, imported when the model is built.
+dotted path ``model.encoder: mypkg.module:MyEncoder``, imported when the model is built. A run
+folder's config.yaml naming a dotted path is refused unless this process asked for that path
+(``--allow-import mypkg.module:MyEncoder``, the API's ``allow_import=``, or ``register_encoder``
+under that path): importing it runs the module's code.
 
 This is the only models module that imports ``dgl``; :func:`kbit_dgl.train.trainer.model_from_config`
 imports it only when ``model.encoder`` is set, so shallow models run where DGL is missing.
@@ -46,23 +49,38 @@ import torch
 from dgl.nn import RelGraphConv
 from torch import nn
 
+from ..config import allow_encoder_import, is_import_spec
 from ..errors import ConfigError
 
 ENCODERS: Dict[str, Callable[..., nn.Module]] = {}
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "none": None}
 
 
-def register_encoder(name: str):
-    """Decorator: make a factory ``(graph, num_relations, dim, config) -> nn.Module`` (a class
-    with that constructor, typically) available as ``model.encoder: <name>``."""
+def register_encoder(name: str, factory: Optional[Callable[..., nn.Module]] = None):
+    """Make a factory ``(graph, num_relations, dim, config) -> nn.Module`` (a class with that
+    constructor, typically) available as ``model.encoder: <name>``: ``register_encoder("my_gat", MyGAT)``,
+    or as a decorator, ``@register_encoder("my_gat")``. Returns the factory (the decorator without one).
+
+    A registered encoder is always allowed, in a run folder's config.yaml too; ``name`` may be a
+    ``package.module:Class`` path, so that run folders naming that path use this factory without
+    importing anything.
+    """
     def decorate(factory):
         ENCODERS[name.lower()] = factory
+        if is_import_spec(name):  # a run folder naming this path gets the factory, nothing is imported
+            allow_encoder_import([name])
         return factory
-    return decorate
+    return decorate if factory is None else decorate(factory)
 
 
 def resolve_encoder(spec: str) -> Callable[..., nn.Module]:
-    """The factory of ``spec``: a registered name, or ``package.module:Attribute``."""
+    """The factory of ``spec``: a registered name, or ``package.module:Attribute`` (imported here).
+
+    A run folder's config.yaml reaches this only after :func:`kbit_dgl.runs.run_config` has refused a
+    ``package.module:Attribute`` that this process did not allow (``--allow-import``)."""
+    key = spec.lower()
+    if key in ENCODERS:
+        return ENCODERS[key]
     if ":" in spec:
         module_name, _, attribute = spec.partition(":")
         try:
@@ -70,11 +88,8 @@ def resolve_encoder(spec: str) -> Callable[..., nn.Module]:
         except (ImportError, AttributeError) as error:
             raise ConfigError(f"model.encoder {spec!r}: cannot import {attribute} from {module_name}: "
                              f"{error}") from error
-    key = spec.lower()
-    if key not in ENCODERS:
-        raise ConfigError(f"unknown model.encoder {spec!r}; expected one of {sorted(ENCODERS)} "
-                         f"or a dotted path package.module:Class")
-    return ENCODERS[key]
+    raise ConfigError(f"unknown model.encoder {spec!r}; expected one of {sorted(ENCODERS)} "
+                     f"or a dotted path package.module:Class")
 
 
 def build_encoder(spec: str, kg, dim: int, config) -> nn.Module:

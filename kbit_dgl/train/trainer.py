@@ -24,12 +24,13 @@ import torch
 from tqdm import tqdm
 
 from .. import threads
-from ..config import Config, resolve_device
+from ..config import Config, allow_encoder_import, is_import_spec, resolve_device
 from ..data.kg import KG
 from ..errors import ConfigError, TrainingDivergedError
 from ..eval import evaluate, resolve_protocol
 from ..io import atomic_save, atomic_write_json, atomic_write_text, load_saved
 from ..models.model import KGEModel
+from ..resources import check_memory_for
 from ..runs import (
     BEST_MODEL,
     CHECKPOINT,
@@ -59,7 +60,7 @@ log = logging.getLogger("kbit_dgl")
 RESUME_CHANGEABLE = ("data.data_dir", "train.max_epochs", "train.max_steps", "train.patience", "train.valid_every",
                      "train.valid_every_steps", "train.checkpoint_every", "train.checkpoint_every_steps",
                      "train.checkpoint_every_minutes", "train.num_threads", "train.device", "train.lr",
-                     "train.lr_decay_patience", "train.lr_decays", "eval.batch_size")
+                     "train.lr_decay_patience", "train.lr_decays", "train.check_memory", "eval.batch_size")
 #: steps of each process excluded from the steady-state rate (torch.compile's warm-up lands there)
 WARMUP_STEPS = 10
 
@@ -96,13 +97,17 @@ def train(config: Config, kg: KG, run_dir: str, resume: bool = False, overwrite:
 
     Writes ``config.yaml`` (resolved), ``entities.dict`` / ``relations.dict`` (the id maps),
     ``checkpoint.pt`` (resumable), ``model.pt`` (best by valid MRR), ``metrics.json`` and
-    ``train.log``. The config is checked before anything is written, the folder is locked while the
+    ``train.log``. The config, the device and the estimated memory (:mod:`kbit_dgl.resources`) are
+    checked before anything is written (the folder is not even created), the folder is locked while the
     run writes it, and ``resume`` refuses config changes the checkpoint cannot honour (see
     :data:`RESUME_CHANGEABLE`). ``on_validation(epoch, valid_mrr)`` is called after each validation
     (after the checkpoint of that epoch is written); an exception it raises ends the run there (a
     tuner's pruning). Returns the metrics dict.
     """
-    check_config(config)
+    check_config(config)  # the device too: a machine without the GPU asked for is refused here
+    if is_import_spec(config.model.encoder):  # the caller's own config names it (a run folder's passed run_config)
+        allow_encoder_import([config.model.encoder])  # so this process may reopen the run it writes
+    check_memory_for(config, kg)  # before the folder, its lock, config.yaml or train.log exist
     if distributed.launched_by_torchrun() or distdgl.launched_by_dgl():  # one of N, started by torchrun / DGL
         return _train_as_torchrun_rank(config, kg, run_dir, resume, overwrite, progress)
     created = not os.path.isdir(run_dir)
@@ -219,15 +224,12 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
         log.warning("data: %s", warning)
     fingerprint = kg_fingerprint(kg)
     torch.manual_seed(cfg.seed)
-    device = resolve_device("cpu" if config.model.encoder and cfg.device == "auto" else cfg.device)
+    device = resolve_device(cfg.device, config.model.encoder)  # checked before the folder: see train()
     # one process at torch's default thread count: refit the count while the run goes on (kbit_dgl/threads.py)
     threads.adapt(not cfg.num_threads and group is None and device.type == "cpu")
-    if device.type != "cpu" and config.model.encoder:
-        raise ConfigError(f"train.device={cfg.device}: runs with a GNN encoder train on the CPU here (DGL's PyPI "
-                          f"wheel is CPU-only); use train.device=cpu")
     if group is not None and device.type == "cuda":
         device = group.device  # one GPU per process
-    model = model_from_config(config, kg).to(device)
+    model = model_from_config(config, kg, device).to(device)
     generator = torch.Generator().manual_seed(cfg.seed)
     order_generator = generator  # draws each epoch's order of the training triples
     if group is None:
