@@ -23,7 +23,7 @@ def gib(num_bytes: int) -> str:
 
 
 def estimate_training_bytes(config: Config, num_entities: int, num_relations: int,
-                            num_train_triples: int = 0) -> Dict[str, int]:
+                            num_train_triples: int = 0, eval_candidates: Optional[int] = None) -> Dict[str, int]:
     """Bytes a training run needs at its peak, by part: ``{"tables", "optimizer", "gradients", "qat",
     "workspace", "encoder", "triples", "total"}``. A simple, honest estimate, not a measurement.
 
@@ -42,7 +42,8 @@ def estimate_training_bytes(config: Config, num_entities: int, num_relations: in
       that each of its C = ceil(B / train.negative_chunk_size) chunks shares; it keeps 3G (the rows,
       their gradients, one temporary of the scoring) and 4 * B * N for the negative scores (scores,
       weights, their gradients): 3G + 4BN numbers, times train.num_procs. An evaluation batch keeps
-      3 * eval.batch_size * E numbers (scores against every entity, the filter mask, the ranks);
+      3 * eval.batch_size * K numbers (the scores, the filter mask, the ranks) for K = ``eval_candidates``
+      per query: every entity (E, the default) in filtered ranking, 1 + OGB's negatives under OGB's protocol;
     * encoder (full-graph mode): per layer 3 * E * d_e numbers (input, output and their gradient) and
       2 * T * d_e (a message per edge and inverse edge); sampled mode adds only its blocks, not
       estimated here;
@@ -60,7 +61,7 @@ def estimate_training_bytes(config: Config, num_entities: int, num_relations: in
     chunks = -(-train.batch_size // min(train.negative_chunk_size, train.batch_size))
     gathered = (3 * train.batch_size + chunks * train.num_negatives) * width
     step = (3 * gathered + 4 * train.batch_size * train.num_negatives) * train.num_procs
-    evaluation = 3 * config.eval.batch_size * num_entities
+    evaluation = 3 * config.eval.batch_size * (num_entities if eval_candidates is None else eval_candidates)
     encoder = 0
     if config.model.encoder and encoder_mode(config, num_entities) == "full":
         encoder = config.encoder.layers * (3 * num_entities + 2 * num_train_triples) * decoder.entity_dim
@@ -91,14 +92,14 @@ def available_bytes(device) -> Optional[int]:
 
 
 def check_memory(config: Config, num_entities: int, num_relations: int,
-                 num_train_triples: int = 0) -> Optional[Dict[str, int]]:
+                 num_train_triples: int = 0, eval_candidates: Optional[int] = None) -> Optional[Dict[str, int]]:
     """Refuse a run whose :func:`estimate_training_bytes` exceeds the device's :func:`available_bytes`,
     naming the estimate in GiB and the override (``train.check_memory=false``); returns the estimate
     (None when the check is off)."""
     if not config.train.check_memory:
         return None
     device = resolve_device(config.train.device, config.model.encoder)
-    parts = estimate_training_bytes(config, num_entities, num_relations, num_train_triples)
+    parts = estimate_training_bytes(config, num_entities, num_relations, num_train_triples, eval_candidates)
     available = available_bytes(device)
     if available is not None and parts["total"] > available:
         where = "free GPU memory" if device.type == "cuda" else f"MemAvailable in {MEMINFO}"
@@ -112,6 +113,12 @@ def check_memory(config: Config, num_entities: int, num_relations: int,
 
 
 def check_memory_for(config: Config, kg) -> Optional[Dict[str, int]]:
-    """:func:`check_memory` for the dataset ``kg``."""
-    return check_memory(config, kg.num_entities, kg.num_relations, len(kg.train))
+    """:func:`check_memory` for the dataset ``kg`` (evaluated against OGB's negatives where its protocol is OGB's)."""
+    from .eval import resolve_protocol
+
+    candidates = None
+    if resolve_protocol(kg, config.eval.protocol) == "ogb":
+        candidates = 1 + max((int(side.shape[-1]) for sides in kg.negatives.values() for side in sides.values()),
+                             default=0)
+    return check_memory(config, kg.num_entities, kg.num_relations, len(kg.train), candidates)
 
