@@ -64,18 +64,27 @@ __version__ = "0.1.0"
 def _quiet_cuda_probe() -> None:
     """Import torch.utils.cpp_extension with its "No CUDA runtime is found, using CUDA_HOME=..." line
     dropped: on a CPU machine that finds a CUDA toolkit folder the line is noise (torch.compile and
-    DGL import the module); anything else it prints still shows."""
+    DGL import the module); anything else it prints still shows. Older torch prints the line, newer
+    torch logs it as a warning of the module's logger (through a handler that keeps the original
+    stderr, so the redirect alone misses it)."""
     import contextlib
     import io
+    import logging
     import sys
 
     if "torch.utils.cpp_extension" in sys.modules:
         return
     captured = io.StringIO()
-    with contextlib.redirect_stderr(captured):
-        import torch.utils.cpp_extension  # noqa: F401
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(captured):
+            import torch.utils.cpp_extension  # noqa: F401
+    finally:
+        logger.setLevel(level)
     for line in captured.getvalue().splitlines():
-        if not line.startswith("No CUDA runtime is found"):
+        if "No CUDA runtime is found" not in line:
             print(line, file=sys.stderr)
 
 
