@@ -1,6 +1,6 @@
 """Decoders: score (head, relation, tail) from entity and relation rows.
 
-Every decoder has two scoring shapes (see ARCHITECTURE.md):
+Every decoder has two scoring shapes (see docs/design/decoders.md; the layers: docs/design/architecture.md):
 
 * ``score(head, relation, tail) -> (B,)`` for aligned rows;
 * ``score_candidates(anchor, relation, candidates, direction) -> (..., b, N)`` scores each query
