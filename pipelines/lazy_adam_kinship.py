@@ -11,7 +11,8 @@ The arms separate the two, at the earlier run's config (RotatE, 60 epochs, 1 thr
 * ``2proc-adam``: two processes x 1 thread (``--num-procs 2``), which is lazy Adam on the tables.
 
 Within a seed the arms run one after another (never two trainings at once). With --work a finished run is
-read back and an interrupted one resumed from its checkpoint. Writes results/bench/lazy-adam-kinship.json
+read back (its row, wall time and load included, from the results file when that has it) and an interrupted
+one resumed from its checkpoint. Writes results/bench/lazy-adam-kinship.json
 after every run (command, commit, machine, load before/after, wall time, test MRRs per arm and seed).
 """
 from __future__ import annotations
@@ -35,14 +36,20 @@ ARMS = {  # name: (processes, optimizer)
 }
 
 
-def run_arm(args, folder: str, arm: str, seed: int) -> dict:
-    """One `kbit-dgl train` run of ``arm`` at ``seed``; returns its row (test MRR, wall time, load)."""
+def run_arm(args, folder: str, arm: str, seed: int, earlier=()) -> dict:
+    """One `kbit-dgl train` run of ``arm`` at ``seed``; returns its row (test MRR, wall time, load). A finished
+    run's row in ``earlier`` (the rows of the results file) is kept as it was measured."""
     procs, optimizer = ARMS[arm]
     run = os.path.join(folder, f"{arm}-s{seed}")
     command = [sys.executable, "-m", "kbit_dgl.cli", "train", "--dataset", args.dataset, "--data-dir",
                args.data_dir, "--model", "rotate", "--out", run, "--no-progress", "--num-procs", str(procs),
                "--set", "train.num_threads=1", f"train.max_epochs={args.epochs}", f"train.optimizer={optimizer}",
                f"train.seed={seed}", *args.set]
+    shown = " ".join(command[3:]).replace(run, "RUN")
+    if _finished(run):
+        for row in earlier:
+            if row["arm"] == arm and row["seed"] == seed and row["command"] == shown:
+                return row
     began, load_before = time.time(), os.getloadavg()
     if not _finished(run):
         resume = ["--resume"] if os.path.exists(os.path.join(run, "checkpoint.pt")) else ["--overwrite"]
@@ -54,7 +61,7 @@ def run_arm(args, folder: str, arm: str, seed: int) -> dict:
             "valid_mrr": metrics["valid"]["mrr"], "epochs": metrics["epochs"], "best_epoch": metrics["best_epoch"],
             "train_seconds": metrics["train_seconds"], "wall_seconds": round(time.time() - began, 1),
             "load_before": list(load_before), "load_after": list(os.getloadavg()),
-            "command": " ".join(command[3:]).replace(run, "RUN")}
+            "command": shown}
 
 
 def _finished(run: str) -> bool:
@@ -89,17 +96,22 @@ def main() -> None:
                         help="keep the runs here (default: a temporary folder); rerunning reads finished runs back")
     args = parser.parse_args()
     started, load_before = time.time(), os.getloadavg()
+    earlier = []
+    if args.work and os.path.exists(args.out):
+        with open(args.out, encoding="utf-8") as handle:
+            earlier = json.load(handle).get("rows", [])
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.work or scratch
         os.makedirs(folder, exist_ok=True)
         for seed in args.seeds:
             for arm in args.arms:
-                rows.append(run_arm(args, folder, arm, seed))
+                rows.append(run_arm(args, folder, arm, seed, earlier))
                 print({k: rows[-1][k] for k in ("arm", "seed", "test_mrr", "wall_seconds")}, flush=True)
                 atomic_write_json(args.out, {**provenance(started), "dataset": args.dataset, "model": "rotate",
                                              "epochs": args.epochs, "arms": {a: list(ARMS[a]) for a in args.arms},
                                              "load_before": list(load_before), "load_after": list(os.getloadavg()),
+                                             "runs_wall_seconds": round(sum(row["wall_seconds"] for row in rows), 1),
                                              "summary": summary(rows), "rows": rows})
     print(json.dumps(summary(rows), indent=1))
 
