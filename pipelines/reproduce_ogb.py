@@ -122,7 +122,8 @@ def train_seed(entry, seed: int, args, kind: str) -> dict:
 def render(out: str) -> str:
     lines = ["# OGB leaderboard entries, reproduced", "",
              "Written by `pipelines/reproduce_ogb.py` from the per-seed records in this folder. MRR under OGB's "
-             "protocol (each query against its 500 + 500 given negatives), mean ± sample std over the seeds, "
+             "protocol (each query against its 500 + 500 given negatives), mean ± sample std over the seeds "
+             "(one seed: its value alone, marked \"(1 seed)\": its noise is unknown, not zero), "
              "beside the leaderboard's (10 seeds on a GPU). On the stand-in the leaderboard's numbers do not "
              "apply: compare with the planted ceiling instead.", "",
              "| entry | data | seeds | steps | valid MRR | test MRR | leaderboard valid | leaderboard test | "

@@ -29,9 +29,32 @@ def test_leaderboard_row_is_mean_and_sample_std_over_seeds():
     row = leaderboard_row(entry, records)
     assert row["valid_mrr"] == [0.41, pytest.approx(0.0141, abs=1e-4)] and row["test_mrr"][0] == 0.42
     assert row["reference_test_mrr"] == [0.4256, 0.0030] and row["train_seconds"] == 100.5
-    assert mean_std([0.5]) == (0.5, 0.0) and format_mrr([0.42, 0.0141]) == "0.4200 ± 0.0141"
+    assert format_mrr([0.42, 0.0141]) == "0.4200 ± 0.0141"
     with pytest.raises(ValueError, match="no finished seed"):
         leaderboard_row(entry, [])
+
+
+def test_one_seed_prints_its_value_without_a_zero_std(tmp_path):
+    """Issue #28.2: one seed's noise is unknown, not zero: no "± 0.0000", the value marked "(1 seed)"."""
+    import importlib.util
+    import os
+    import shutil
+
+    assert mean_std([0.5]) == (0.5, None)
+    entry = ENTRIES["wikikg2-transe-500"]
+    row = leaderboard_row(entry, [{"seed": 0, "valid_mrr": 0.36384, "test_mrr": 0.36381, "num_parameters": 10,
+                                   "train_seconds": 100.0}])
+    assert row["valid_mrr"] == [0.3638, None] and format_mrr(row["test_mrr"]) == "0.3638 (1 seed)"
+    assert format_mrr(row["reference_test_mrr"]) == "0.4256 ± 0.0030"
+    # the pipeline's report, rendered from the stored single-seed record
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    (tmp_path / entry.key).mkdir()
+    shutil.copy(os.path.join(root, "results", "ogb", entry.key, "seed-0.json"), tmp_path / entry.key)
+    spec = importlib.util.spec_from_file_location("reproduce_ogb", os.path.join(root, "pipelines", "reproduce_ogb.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    line = next(line for line in module.render(str(tmp_path)).splitlines() if line.startswith(f"| {entry.key} "))
+    assert "± 0.0000" not in line and "(1 seed)" in line and "0.4256 ± 0.0030" in line
 
 
 def test_run_watched_reports_exit_code_and_peak_memory(tmp_path):

@@ -11,7 +11,7 @@ from conftest import small_config, train_interrupted
 from kbit_dgl.config import Config
 from kbit_dgl.errors import RunFolderError, TrainingDivergedError
 from kbit_dgl.eval import evaluate
-from kbit_dgl.io import load_saved
+from kbit_dgl.io import atomic_save, load_saved
 from kbit_dgl.runs import model_from_config
 from kbit_dgl.train import steps, trainer
 from kbit_dgl.train.trainer import train
@@ -201,3 +201,38 @@ def test_run_configs_written_before_a_key_existed_keep_their_behaviour(tmp_path)
     user.model.reciprocal = "sometimes"
     with pytest.raises(ValueError, match="auto, true or false"):
         reciprocal_relations(user.model)
+
+
+def test_validation_records_the_loss_of_the_epoch_just_finished(small_kg, tmp_path, capsys):
+    """Issue #28.1: each validation line and history entry carry the epoch's loss, not the reset sums (0)."""
+    import re
+
+    config = small_config("transe", epochs=3, valid_every=1)
+    metrics = train(config, small_kg, str(tmp_path / "run"), progress=True)
+    logged = {int(epoch): float(loss) for epoch, loss in
+              re.findall(r"epoch (\d+) loss ([0-9.]+)", (tmp_path / "run" / "train.log").read_text())}
+    assert sorted(logged) == [1, 2, 3]
+    assert [entry["epoch"] for entry in metrics["history"]] == [1, 2, 3]
+    for entry in metrics["history"]:
+        assert entry["loss"] > 0
+        assert entry["loss"] == pytest.approx(logged[entry["epoch"]], abs=1e-5)
+    shown = {int(epoch): float(loss) for epoch, loss in
+             re.findall(r"epoch (\d+): loss ([0-9.]+)  valid MRR", capsys.readouterr().err)}
+    assert sorted(shown) == [1, 2, 3]
+    for epoch, loss in shown.items():
+        assert loss > 0 and loss == pytest.approx(logged[epoch], abs=1e-4)
+
+
+def test_checkpoint_without_last_epoch_loss_resumes(small_kg, tmp_path):
+    """A checkpoint written before ``last_epoch_loss`` was kept resumes, and records the next epoch's loss."""
+    config = small_config("transe", epochs=2, valid_every=1)
+    train(config, small_kg, str(tmp_path / "run"), progress=False)
+    path = tmp_path / "run" / "checkpoint.pt"
+    checkpoint = load_saved(path)
+    checkpoint["state"].pop("last_epoch_loss", None)
+    atomic_save(str(path), checkpoint)
+    (tmp_path / "run" / "metrics.json").unlink()
+    config.train.max_epochs = 3
+    metrics = train(config, small_kg, str(tmp_path / "run"), resume=True, progress=False)
+    assert [entry["epoch"] for entry in metrics["history"]] == [1, 2, 3]
+    assert metrics["history"][-1]["loss"] > 0

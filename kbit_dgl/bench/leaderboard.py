@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 # the leaderboard numbers are (mean, std) over OGB's 10 seeds, as the leaderboard lists them
 Reference = Dict[str, Tuple[float, float]]
@@ -89,12 +89,13 @@ ENTRIES: Dict[str, Entry] = {entry.key: entry for entry in (
 )}
 
 
-def mean_std(values: Sequence[float]) -> Tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value), as OGB's leaderboard reports them."""
+def mean_std(values: Sequence[float]) -> Tuple[float, Optional[float]]:
+    """Mean and sample standard deviation, as OGB's leaderboard reports them; the std of one value is
+    None (its noise is unknown, not zero)."""
     values = [float(value) for value in values]
     mean = sum(values) / len(values)
     if len(values) < 2:
-        return mean, 0.0
+        return mean, None
     return mean, math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - 1))
 
 
@@ -106,7 +107,7 @@ def leaderboard_row(entry: Entry, records: List[Dict]) -> Dict:
     row = {"entry": entry.key, "seeds": [record["seed"] for record in records]}
     for split in ("valid", "test"):
         mean, std = mean_std([record[f"{split}_mrr"] for record in records])
-        row[f"{split}_mrr"] = [round(mean, 4), round(std, 4)]
+        row[f"{split}_mrr"] = [round(mean, 4), None if std is None else round(std, 4)]
         row[f"reference_{split}_mrr"] = list(entry.reference[split])
     row["num_parameters"] = records[0]["num_parameters"]
     row["reference_num_parameters"] = entry.reference_params
@@ -116,5 +117,6 @@ def leaderboard_row(entry: Entry, records: List[Dict]) -> Dict:
     return row
 
 
-def format_mrr(pair: Sequence[float]) -> str:
-    return f"{pair[0]:.4f} ± {pair[1]:.4f}"
+def format_mrr(pair: Sequence[Optional[float]]) -> str:
+    """``mean ± std``; a single seed's value (std None) alone, marked "(1 seed)", as the k-bit tables do."""
+    return f"{pair[0]:.4f} (1 seed)" if pair[1] is None else f"{pair[0]:.4f} ± {pair[1]:.4f}"

@@ -373,12 +373,16 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
     def validate_here(label: str) -> Dict:
         _check_finite(model, f"at {label}", checkpoint_path)
         valid = evaluate_model(model, valid_kg, "valid", config)
-        loss = state["epoch_loss"] / max(state["epoch_triples"], 1)
+        # mid-epoch: the epoch so far; at an epoch's end its sums are reset, so the epoch just finished
+        # (None from a checkpoint written before last_epoch_loss was kept, where there is no such epoch yet)
+        loss = (state["epoch_loss"] / state["epoch_triples"] if state["epoch_triples"]
+                else state.get("last_epoch_loss"))
         state["history"].append({"epoch": state["epoch"], "step": state["step"], "loss": loss,
                                  "valid_mrr": valid["mrr"]})
         log.info("%s valid mrr %.4f hits@10 %.4f", label, valid["mrr"], valid["hits@10"])
         if progress:
-            bar.write(f"{label}: loss {loss:.4f}  valid MRR {valid['mrr']:.4f}", file=sys.stderr)
+            shown = "n/a" if loss is None else f"{loss:.4f}"
+            bar.write(f"{label}: loss {shown}  valid MRR {valid['mrr']:.4f}", file=sys.stderr)
         if valid["mrr"] > state["best_valid_mrr"]:
             state.update(best_valid_mrr=valid["mrr"], best_epoch=state["epoch"], best_step=state["step"],
                          bad_validations=0, bad_at_decay=0, best_valid=valid if valid_kg is kg else None)
@@ -486,13 +490,14 @@ def _finish(model: KGEModel, kg: KG, config: Config, state: Dict, progress: bool
 
 
 def _end_epoch(state: Dict, bar, cfg) -> None:
-    """Count a finished epoch, log its loss and rate, and reset the per-epoch sums."""
+    """Count a finished epoch, log its loss and rate, keep the loss (``last_epoch_loss``, for the validation
+    that follows) and reset the per-epoch sums."""
     state["epoch"] += 1
     loss = state["epoch_loss"] / max(state["epoch_triples"], 1)
     rate = state["epoch_triples"] / max(state["epoch_seconds"], 1e-9)
     bar.set_postfix(epoch=state["epoch"], loss=f"{loss:.4f}", triples_per_s=f"{rate:,.0f}")
     log.info("epoch %d loss %.5f %.0f triples/s", state["epoch"], loss, rate)
-    state.update(batch_in_epoch=0, epoch_loss=0.0, epoch_triples=0, epoch_seconds=0.0)
+    state.update(batch_in_epoch=0, epoch_loss=0.0, epoch_triples=0, epoch_seconds=0.0, last_epoch_loss=loss)
 
 
 def valid_sample(kg: KG, size: int, seed: int, protocol: str = "filtered") -> KG:
