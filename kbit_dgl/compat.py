@@ -94,6 +94,7 @@ KNOWN_VERSIONS: Dict[str, Known] = {
 
 _PINS = {"torch": "torch 2.2.x (constraints.txt)", "dgl": "dgl 2.1.x (constraints.txt)",
          "numpy": "numpy 1.26 (constraints.txt)", "python": "Python 3.11", "ogb": "ogb 1.3.x"}
+_DISPLAY = {"python": "Python"}
 _WARNED: set = set()
 
 
@@ -132,11 +133,12 @@ def check(piece: str) -> bool:
     if not missed:
         return True
     known = KNOWN_VERSIONS[piece]
-    found = ", ".join(f"{library} {version} (verified: {span})" for library, version, span in missed)
+    found = ", ".join(f"{_DISPLAY.get(library, library)} {version} (known: {span})"
+                      for library, version, span in missed)
     pins = " and ".join(_PINS[library] for library, _, _ in missed)
     message = (f"kbit_dgl.compat.{piece}: this workaround uses {known.what}, verified on {known.verified}; "
                f"installed is {found}. Install {pins}, or run its tests under this version and widen "
-               f"KNOWN_VERSIONS[{piece!r}] in {Path(__file__).name}")
+               f"KNOWN_VERSIONS[{piece!r}] in kbit_dgl/{Path(__file__).name}")
     if known.fallback is None:
         raise CompatError(message)
     key = (piece, tuple(missed))
@@ -286,8 +288,11 @@ def set_sparse_optimizer_lr(optimizer, lr: float) -> None:
 
 
 def check_dgl_sparse_optimizer_subclass() -> None:
-    """Check before subclassing DGL's ``DistSparseGradOptimizer``, whose subclasses set ``_state``,
-    ``_defaults`` and read ``_lr`` (``kbit_dgl.train.distdgl``'s row-wise Adagrad). Verified: dgl 2.1.0."""
+    """Check before subclassing DGL's sparse optimizers, whose subclasses use their private fields:
+    ``kbit_dgl.train.distdgl``'s row-wise Adagrad (``DistSparseGradOptimizer``: sets ``_state``, ``_defaults``,
+    reads ``_lr``), ``kbit_dgl.train.distributed``'s row-wise Adagrad (``SparseAdagrad``: ``_rank``,
+    ``_world_size``, ``_eps``, ``_lr``) and Hogwild step (``_params``, ``_clean_grad``). Verified: dgl 2.1.0.
+    Public alternative: none (DGL's update rules are not pluggable otherwise)."""
     check("dgl_sparse_optimizer_internals")
 
 

@@ -294,6 +294,8 @@ def share_tables(model: nn.Module, group: Group) -> List[SharedTable]:
 def _rowwise_adagrad_class():
     import dgl
 
+    compat.check_dgl_sparse_optimizer_subclass()  # reads _rank, _world_size, _eps, _lr of DGL's SparseAdagrad
+
     class RowwiseSparseAdagrad(dgl.optim.SparseAdagrad):
         """DGL's SparseAdagrad (shared state, DGL's gradient exchange) with one accumulator per row,
         as :class:`~kbit_dgl.train.optim.RowwiseAdagrad` (DGL-KE's Adagrad): state is num_entities floats."""
@@ -346,6 +348,7 @@ class _HogwildStep:
 
 
 def _hogwild(optimizer_class):
+    compat.check_dgl_sparse_optimizer_subclass()  # _HogwildStep reads _params and sets _clean_grad
     return type(f"Hogwild{optimizer_class.__name__}", (_HogwildStep, optimizer_class), {})
 
 
