@@ -3,7 +3,7 @@ versions it was verified on, and fails loudly (or warns once and takes its publi
 from __future__ import annotations
 
 import ast
-import importlib
+import importlib.util
 import platform
 import subprocess
 import sys
