@@ -4,7 +4,6 @@ import shutil
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -127,12 +126,12 @@ def test_a_failed_build_warns_once_and_the_compiled_path_answers(monkeypatch):
 def test_a_lock_left_by_a_killed_build_does_not_hang_the_next_process():
     """torch's load() waits for ever on the build folder's ``lock`` file while it exists; a process
     killed while building leaves it behind (seen once: a benchmark killed in its first step)."""
-    from torch.utils.cpp_extension import _get_build_directory
+    from kbit_dgl import compat
 
-    if not native._lock_file_blocks():
+    if not compat.cpp_extension_lock_file_blocks():
         pytest.skip("this torch's load() holds an flock on the lock file instead of waiting while it exists")
     assert native.module() is not None
-    lock = Path(_get_build_directory(f"kbit_dgl_pairwise_{native._cpu_signature()}", False)) / "lock"
+    lock = compat.cpp_extension_build_directory(f"kbit_dgl_pairwise_{native._cpu_signature()}") / "lock"
     lock.touch()
     try:
         code = "import sys; from kbit_dgl.models import native; sys.exit(0 if native.module() is not None else 3)"

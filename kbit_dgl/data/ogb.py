@@ -32,18 +32,18 @@ ogb asks ``input()`` when the dataset folder lacks ``RELEASE_v1.txt`` (and befor
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
 import os
 import shutil
 import urllib.error
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 import torch
 
+from .. import compat
 from .kg import KG, SPLITS, KGFormatError
 
 OGB_DATASETS = ("ogbl-wikikg2", "ogbl-biokg")
@@ -350,34 +350,9 @@ def _missing_message(name: str, root: str, meta: Dict[str, str], missing: Sequen
     return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def _no_ogb_prompts() -> Iterator[None]:
-    """Shadow ``input`` inside ogb's modules so that ogb can never block on a prompt.
-
-    The update prompt of ``LinkPropPredDataset`` (folder without RELEASE file) is refused; the
-    ">1 GB download" confirmation is answered yes, since the caller asked for the download.
-    """
-    import ogb.linkproppred.dataset as dataset_module
-    import ogb.utils.url as url_module
-
-    def refuse(prompt: str = "") -> str:
-        raise RuntimeError(f"ogb tried to ask interactively: {prompt.strip()!r}")
-
-    patched = ((dataset_module, refuse), (url_module, lambda prompt="": "y"))
-    saved = [(module, module.__dict__.get("input", _ABSENT)) for module, _ in patched]
-    try:
-        for module, replacement in patched:
-            module.input = replacement
-        yield
-    finally:
-        for module, old in saved:
-            if old is _ABSENT:
-                module.__dict__.pop("input", None)
-            else:
-                module.input = old
-
-
-_ABSENT = object()
+def _no_ogb_prompts():
+    """Within: ogb can never block on a prompt (:func:`kbit_dgl.compat.ogb_without_prompts`)."""
+    return compat.ogb_without_prompts()
 
 
 def _ids(value: Any, source: str, key: str, ndim: int) -> Any:

@@ -43,11 +43,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-try:  # numpy 2 (and 1.26's forward-compatible alias); numpy.core is deprecated there
-    from numpy._core.multiarray import _reconstruct
-except ImportError:  # numpy < 1.26
-    from numpy.core.multiarray import _reconstruct
-
+from .. import compat
 from ..errors import KGFormatError
 from .kg import preview
 
@@ -121,7 +117,7 @@ class _PendingArray:
             del array
             self._unpickler.forget_large_payloads()
         else:
-            array = _reconstruct(np.ndarray, (0,), b"b")
+            array = compat.numpy_reconstruct()(np.ndarray, (0,), b"b")
             array.__setstate__(state)  # numpy checks the data's size against shape and dtype
             self.value = array
 
@@ -209,7 +205,7 @@ def _set_dtype_state(dtype: np.dtype, state: Any) -> None:
     dtype.__setstate__(state)
 
 
-class _Unpickler(pickle._Unpickler):
+class _Unpickler(compat.PurePythonUnpickler):
     """Python's own pure-Python unpickler (``pickle._Unpickler``), whose memo is a plain dict: the C one
     cannot drop a single memo entry, and it keeps every raw payload of pickle protocols < 5 alive to the
     end. Split files hold a few dozen opcodes, so its speed does not matter; payloads are single reads.
@@ -220,6 +216,7 @@ class _Unpickler(pickle._Unpickler):
 
     def __init__(self, file: Any, on_array: Callable[[np.ndarray], Any], path: str,
                  storages: Optional["_Storages"] = None) -> None:
+        compat.check_pure_python_unpickler()
         super().__init__(file)
         self.on_array = on_array
         self.path = path
@@ -231,11 +228,11 @@ class _Unpickler(pickle._Unpickler):
         size, = struct.unpack("<Q", self.read(8))
         buffer = bytearray(size)
         view, got = memoryview(buffer), 0
-        unframer = self._unframer
-        if unframer.current_frame:
-            got = unframer.current_frame.readinto(view)
+        frame = compat.unpickler_frame(self)
+        if frame:
+            got = frame.readinto(view)
             if got == 0 and size:  # the frame is used up (an empty array reads nothing from a frame that is not)
-                unframer.current_frame = None
+                compat.end_unpickler_frame(self)
             elif got < size:
                 raise pickle.UnpicklingError("pickle exhausted before end of frame")
         while got < size:
@@ -258,7 +255,7 @@ class _Unpickler(pickle._Unpickler):
             raise pickle.UnpicklingError(f"cannot set the state of a {type(target).__name__} from "
                                          f"a {type(state).__name__} (only numpy arrays and dtypes have one here)")
 
-    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch = dict(compat.PurePythonUnpickler.dispatch)
     dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
     dispatch[pickle.BUILD[0]] = _load_build
 

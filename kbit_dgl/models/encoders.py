@@ -49,6 +49,7 @@ import torch
 from dgl.nn import RelGraphConv
 from torch import nn
 
+from .. import compat
 from ..config import allow_encoder_import, is_import_spec
 from ..errors import ConfigError
 
@@ -271,68 +272,71 @@ class GroupedRelGraphConv(RelGraphConv):
     def _use_basis_first(self, pair_keys: torch.Tensor, num_dst: int, num_pairs: Optional[int] = None) -> bool:
         """``pair_keys``: each edge's relation * num_dst + destination; ``num_pairs``: how many distinct
         ones (counted here when not given)."""
-        if self.linear_r.regularizer != "basis":
+        parts = compat.rel_graph_conv_parts(self)
+        if parts.regularizer != "basis":
             return False
         if self.basis_first is not None:
             return self.basis_first
         num_edges = len(pair_keys)
         # its dense product has num_bases * num_dst rows against the per-relation products' (pairs) rows,
         # but runs as one large product instead of one small product per relation; its sums read every edge
-        if self.linear_r.num_bases * num_dst > 4 * num_edges:
+        if parts.num_bases * num_dst > 4 * num_edges:
             return False
         if num_pairs is None:
             num_pairs = len(torch.unique(pair_keys))
         return 2 * num_pairs >= num_edges
 
     def _basis_first_messages(self, src, dst, num_dst, feat, etypes, norm):
-        linear = self.linear_r
-        weights = linear.coeff[etypes.long()]  # (E, num_bases)
+        parts = compat.rel_graph_conv_parts(self)
+        weights = parts.coeff[etypes.long()]  # (E, num_bases)
         if norm is not None:
             weights = weights * norm
         sums = basis_sums(src, dst, num_dst, feat, weights)  # (num_dst, num_bases, in)
-        return sums.reshape(num_dst, -1) @ linear.W.reshape(-1, linear.out_size)
+        return sums.reshape(num_dst, -1) @ parts.weight.reshape(-1, parts.out_size)
 
     def relation_weights(self) -> torch.Tensor:
         """(num_types, in, out) weight of every relation, as ``TypedLinear`` applies it."""
-        linear = self.linear_r
-        if linear.regularizer == "bdd":
-            blocks = linear.W.view(linear.num_types, linear.num_bases, linear.submat_in, linear.submat_out)
-            eye = torch.eye(linear.num_bases, dtype=blocks.dtype, device=blocks.device)
-            return torch.einsum("rbio,bc->rbico", blocks, eye).reshape(linear.num_types, linear.in_size,
-                                                                        linear.out_size)
-        return linear.get_weight()
+        parts = compat.rel_graph_conv_parts(self)
+        if parts.regularizer == "bdd":
+            blocks = parts.weight.view(parts.num_types, parts.num_bases, parts.submat_in, parts.submat_out)
+            eye = torch.eye(parts.num_bases, dtype=blocks.dtype, device=blocks.device)
+            return torch.einsum("rbio,bc->rbico", blocks, eye).reshape(parts.num_types, parts.in_size,
+                                                                        parts.out_size)
+        return parts.relation_weights()
 
     def forward(self, g, feat, etypes, norm=None, *, presorted=False):
+        parts = compat.rel_graph_conv_parts(self)
         src, dst = g.edges()
         num_dst = g.num_dst_nodes()
         pair_keys = etypes.long() * num_dst + dst.long()
         # pair id of each edge: pairs sorted by relation, then destination (one sort serves the choice of
         # form and the per-relation form; only a forced basis-first layer skips it)
-        pairs, pair_of_edge = (None, None) if self.basis_first and self.linear_r.regularizer == "basis" else \
+        pairs, pair_of_edge = (None, None) if self.basis_first and parts.regularizer == "basis" else \
             torch.unique(pair_keys, return_inverse=True)
         if self._use_basis_first(pair_keys, num_dst, None if pairs is None else len(pairs)):
             return self._finish(g, feat, self._basis_first_messages(src, dst, num_dst, feat, etypes, norm))
         to_pairs = dgl.heterograph({("node", "edge", "pair"): (src, pair_of_edge)},
                                    {"node": g.num_src_nodes(), "pair": len(pairs)})
         sums = dgl.ops.copy_u_sum(to_pairs, feat) if norm is None else dgl.ops.u_mul_e_sum(to_pairs, feat, norm)
-        counts = torch.bincount(pairs // num_dst, minlength=self.linear_r.num_types).tolist()
-        parts = [part @ weight for part, weight in zip(torch.split(sums, counts), self.relation_weights().unbind(0))
-                 if part.shape[0]]
-        messages = torch.cat(parts) if parts else sums.new_zeros(0, self.linear_r.out_size)
+        counts = torch.bincount(pairs // num_dst, minlength=parts.num_types).tolist()
+        products = [part @ weight for part, weight in zip(torch.split(sums, counts), self.relation_weights().unbind(0))
+                    if part.shape[0]]
+        messages = torch.cat(products) if products else sums.new_zeros(0, parts.out_size)
         h = feat.new_zeros(num_dst, messages.shape[1]).index_add_(0, pairs % num_dst, messages)
         return self._finish(g, feat, h)
 
     def _finish(self, g, feat, h):
         """RelGraphConv's steps after the relational sum: layer norm, bias, self-loop, activation, dropout."""
-        if self.layer_norm:
-            h = self.layer_norm_weight(h)
-        if self.bias:
-            h = h + self.h_bias
-        if self.self_loop:
-            h = h + feat[: g.num_dst_nodes()] @ self.loop_weight
-        if self.activation:
-            h = self.activation(h)
-        return self.dropout(h)
+        parts = compat.rel_graph_conv_parts(self)
+        if parts.layer_norm is not None:
+            h = parts.layer_norm(h)
+        if parts.bias is not None:
+            h = h + parts.bias
+        if parts.self_loop_weight is not None:
+            h = h + feat[: g.num_dst_nodes()] @ parts.self_loop_weight
+        if parts.activation:
+            h = parts.activation(h)
+        return parts.dropout(h)
 
 
 @register_encoder("rgcn")

@@ -17,8 +17,8 @@ import warnings
 from typing import Callable, Dict, Optional
 
 import torch
-import torch._dynamo
 
+from .. import compat
 from . import native
 
 # Elements of the (b, n, d) temporaries an eager chunk may hold at once.
@@ -186,7 +186,7 @@ def _compiled_or_eager(name, args, eager: Callable[[], torch.Tensor],
         return eager()
     try:
         return _compiled(name, function)(*args)
-    except torch._dynamo.exc.TorchDynamoException as error:
+    except compat.dynamo_exceptions() as error:
         # Compilation failed, or the inputs themselves are wrong (dynamo wraps both). The eager path
         # tells them apart: bad inputs fail there too and that error propagates; if eager works, the
         # toolchain is what broke, and this kernel alone runs eagerly from now on, loudly.

@@ -6,6 +6,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from .. import compat
 from ..errors import ConfigError
 from .decoders import Decoder, make_decoder
 
@@ -78,7 +79,7 @@ class KGEModel(nn.Module):
 
     def _encoded_for_inference(self) -> torch.Tensor:
         # In-place updates (optimizer steps, load_state_dict) bump a tensor's version counter.
-        key = tuple((id(p), p._version) for p in self.parameters())
+        key = tuple((id(p), compat.tensor_version(p)) for p in self.parameters())
         if self._inference_cache is None or self._inference_cache[0] != key:
             with torch.no_grad():
                 encode = getattr(self.encoder, "inference", self.encoder)

@@ -26,6 +26,8 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
+from .. import compat
+
 SOURCE = Path(__file__).parent / "csrc" / "pairwise_cpu.cpp"
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
 KERNELS = ("l1", "complex_l1")
@@ -67,15 +69,6 @@ def _openmp_link_flags() -> list:
     return [f"-L{torch_lib}", f"-l:{bundled[0].name}", f"-Wl,-rpath,{torch_lib}"]
 
 
-def _lock_file_blocks() -> bool:
-    """Whether torch's ``load`` waits while the build folder's ``lock`` file exists (its ``FileBaton``,
-    torch 2.2). Newer releases hold an ``flock`` on that file instead, which the kernel releases when
-    the holder dies, and leave the file in place: there it is no sign of a killed build."""
-    from torch.utils import cpp_extension
-
-    return hasattr(cpp_extension, "FileBaton")
-
-
 @contextlib.contextmanager
 def _one_builder(name: str) -> Iterator[None]:
     """Build (or load) one process at a time, and clear a lock that a killed build left behind.
@@ -87,17 +80,17 @@ def _one_builder(name: str) -> Iterator[None]:
     so a ``lock`` file found then is stale and is removed (with a warning), where torch waits on it."""
     try:
         import fcntl
-
-        from torch.utils.cpp_extension import _get_build_directory
-        directory = Path(_get_build_directory(name, verbose=False))
-    except (ImportError, AttributeError, OSError):  # not POSIX, or torch's layout changed: torch's own waiting
+    except ImportError:  # not POSIX: torch's own waiting
+        fcntl = None
+    directory = compat.cpp_extension_build_directory(name) if fcntl is not None else None
+    if directory is None:  # not POSIX, or an unknown torch (warned): torch's own waiting
         yield
         return
     with open(directory / "kbit_dgl_build.flock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             stale = directory / "lock"
-            if _lock_file_blocks() and stale.exists():
+            if compat.cpp_extension_lock_file_blocks() and stale.exists():
                 warnings.warn(f"removed {stale}, left by a build that did not finish (a process killed while "
                               f"building the CPU kernels)", stacklevel=4)
                 stale.unlink(missing_ok=True)

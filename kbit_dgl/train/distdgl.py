@@ -43,6 +43,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import torch
 from torch import nn
 
+from .. import compat
 from ..errors import ConfigError, KbitError
 from ..io import atomic_save, load_saved
 from . import distributed
@@ -147,49 +148,24 @@ def launched_by_dgl() -> bool:
     return os.environ.get("DGL_ROLE") in ("server", "client") and "DGL_IP_CONFIG" in os.environ
 
 
-def _simulate_machine() -> None:
-    """With ``KBIT_DGL_MACHINE=m`` (set by :func:`launch_local`), this process acts as machine ``m``
-    of several on one host: it answers to the loopback address 127.0.0.(m+1), and prefixes the names
-    of the shared-memory arrays it creates or opens, which DGL names by graph and table only (two
-    machines' servers on one host would otherwise write the same arrays)."""
-    machine = os.environ.get("KBIT_DGL_MACHINE")
-    if machine is None:
-        return
-    import importlib
+def _machine_on_host():
+    """With ``KBIT_DGL_MACHINE=m`` (set by :func:`launch_local`), a context within which this process acts
+    as machine ``m`` of several on one host (:func:`kbit_dgl.compat.dgl_machine_on_host`); else a no-op."""
+    return compat.dgl_machine_on_host(os.environ.get("KBIT_DGL_MACHINE"))
 
-    from dgl import heterograph_index
-    from dgl.distributed import dist_graph, graph_partition_book, kvstore, rpc_client, shared_mem_utils
 
-    address = f"127.0.0.{int(machine) + 1}"
-    rpc_client.local_ip4_addr_list = lambda: {address}
-    prefix = f"kbitm{machine}_"
-
-    def named(name: str) -> str:
-        return "/" + prefix + name[1:] if name.startswith("/") else prefix + name
-
-    def wrap(function):
-        return lambda name, *args, **kwargs: function(named(name), *args, **kwargs)
-
-    for module in (kvstore, dist_graph, graph_partition_book, shared_mem_utils):
-        for attribute in ("empty_shared_mem", "exist_shared_mem_array"):
-            if hasattr(module, attribute):
-                setattr(module, attribute, wrap(getattr(module, attribute)))
-    heterograph_index.create_heterograph_from_shared_memory = wrap(
-        heterograph_index.create_heterograph_from_shared_memory)
-    graph_class = importlib.import_module("dgl.heterograph").DGLGraph
-    to_shared = graph_class.shared_memory
-    graph_class.shared_memory = lambda self, name, formats=("coo", "csr", "csc"): to_shared(self, named(name), formats)
+_MACHINE: Optional[contextlib.ExitStack] = None  # a trainer's machine_on_host, from join() to leave()
 
 
 def serve() -> None:
     """Run this process as DGL's server (``DGL_ROLE=server``); returns when the trainers are done."""
     import dgl
 
-    _simulate_machine()
-    try:
-        dgl.distributed.initialize(os.environ["DGL_IP_CONFIG"])  # serves, then exits the process
-    except SystemExit:
-        pass
+    with _machine_on_host():
+        try:
+            dgl.distributed.initialize(os.environ["DGL_IP_CONFIG"])  # serves, then exits the process
+        except SystemExit:
+            pass
 
 
 def num_parts(partitions: str) -> int:
@@ -292,7 +268,7 @@ class DistTable(nn.Module):
         return self.embedding(self.node_of_entity[ids.cpu()], ids.device)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
-        destination[prefix + "weight"] = self.group.pull_entities(self.embedding._tensor)
+        destination[prefix + "weight"] = self.group.pull_entities(self.embedding.weight)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -305,13 +281,15 @@ class DistTable(nn.Module):
             error_msgs.append(f"size mismatch for {key}: {tuple(weight.shape)} in the file, "
                               f"{(self.num_embeddings, self.embedding_dim)} in the model")
             return
-        self.group.push_owned(self.embedding._tensor, weight, entity_order=True)
+        self.group.push_owned(self.embedding.weight, weight, entity_order=True)
         self.group.forget_copy()
 
 
 def _rowwise_adagrad_class():
     from dgl.distributed import DistTensor
     from dgl.distributed.optim.pytorch.sparse_optim import DistSparseGradOptimizer, initializer
+
+    compat.check_dgl_sparse_optimizer_subclass()  # its subclass sets _state and _defaults, reads _lr
 
     class RowwiseSparseAdagrad(DistSparseGradOptimizer):
         """DGL's distributed sparse Adagrad with one accumulator per row (DGL-KE's Adagrad; state is
@@ -335,7 +313,7 @@ def _rowwise_adagrad_class():
             row_sum = state[rows].to(grad.device) + values.pow(2).mean(1, keepdim=True)
             state[rows] = row_sum.cpu()
             step = self._lr * values / row_sum.sqrt_().add_(self._eps)
-            emb._tensor[rows] -= step.cpu()
+            emb.weight[rows] -= step.cpu()
 
     return RowwiseSparseAdagrad
 
@@ -352,8 +330,8 @@ class DistDGLOptimizer(DistributedOptimizer):
 
     def _states(self) -> List:
         states = []
-        for emb in self.sparse._params:
-            state = self.sparse._state[emb.name]
+        for emb in compat.sparse_optimizer_params(self.sparse):
+            state = compat.sparse_optimizer_state(self.sparse, emb)
             states.extend(state if isinstance(state, (tuple, list)) else [state])
         return states
 
@@ -435,7 +413,7 @@ class DistDGLGroup(Group):
         embedding = dgl.distributed.DistEmbedding(initial.shape[0], initial.shape[1], "entity",
                                                   init_func=_zeros, part_policy=policy)
         table = DistTable(embedding, self.node_of_entity, self)
-        self.push_owned(embedding._tensor, initial, entity_order=True)
+        self.push_owned(embedding.weight, initial, entity_order=True)
         model.entity = table
         self.barrier()
         return [table]
@@ -461,14 +439,15 @@ class DistDGLGroup(Group):
             yield
             return
         if self._copy is None:  # an epoch's validation and checkpoint share one pull
-            self._copy = self.pull_entities(table.embedding._tensor)
+            self._copy = self.pull_entities(table.embedding.weight)
         model.entity = nn.Embedding.from_pretrained(self._copy, freeze=True, sparse=True)  # shares its memory
-        version = self._copy._version
+        version = compat.tensor_version(self._copy)
         try:
             yield
         finally:
             model.entity = table
-            if self._copy is not None and self._copy._version != version:  # written to within (a loaded model)
+            # written to within (a loaded model)?
+            if self._copy is not None and compat.tensor_version(self._copy) != version:
                 self.forget_copy()
 
     def forget_copy(self) -> None:
@@ -508,8 +487,15 @@ def join(device_name: str, timeout_minutes: float, kg) -> DistDGLGroup:
     if not part_config or not os.path.exists(part_config):
         raise ConfigError(f"DGL_CONF_PATH={part_config!r} names no partition config")
     maps = load_maps(part_config, kg)  # before connecting: a wrong folder fails fast
-    _simulate_machine()
-    dgl.distributed.initialize(os.environ["DGL_IP_CONFIG"])
+    global _MACHINE
+    machine = contextlib.ExitStack()
+    machine.enter_context(_machine_on_host())
+    try:
+        dgl.distributed.initialize(os.environ["DGL_IP_CONFIG"])
+    except BaseException:
+        machine.close()
+        raise
+    _MACHINE = machine
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     run_name = f"kbitdist{os.environ.get('MASTER_PORT', '0')}"
     group = distributed._join(rank, world_size, "env://", device_name, timeout_minutes, run_name,
@@ -527,6 +513,12 @@ def leave(together: bool = True) -> None:
     """Leave the trainers' group and tell DGL's servers this trainer is done."""
     import dgl
 
-    distributed._leave(together)
-    if together:
-        dgl.distributed.exit_client()
+    global _MACHINE
+    try:
+        distributed._leave(together)
+        if together:
+            dgl.distributed.exit_client()
+    finally:
+        if _MACHINE is not None:
+            _MACHINE.close()
+            _MACHINE = None

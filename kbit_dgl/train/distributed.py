@@ -39,6 +39,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .. import compat
 from ..errors import ConfigError, KbitError
 
 log = logging.getLogger("kbit_dgl")
@@ -133,17 +134,13 @@ def _join(rank: int, world_size: int, init_method: str, device_name: str, timeou
                                        f"{init_method}: {error} (a port in use? choose another MASTER_PORT)") from None
     # DGL's NodeEmbedding opens its own TCPStore on the fixed port 12346 unless one is set: two runs on
     # one machine would collide there; the process group's store serves the same purpose
-    from dgl.nn.pytorch import sparse_emb
-
-    sparse_emb._STORE = dist.distributed_c10d._get_default_store()
+    compat.share_process_group_store_with_dgl()
     device = _device_for(device_name, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     # one compiler process per training process: torch.compile's default pool (one per core) forked
     # inside a forked process took 40 s to warm up on 2 cores, against 0.2 s with one
-    from torch._inductor import config as inductor_config
-
-    inductor_config.compile_threads = 1
+    compat.set_inductor_compile_threads(1)
     if rank:
         log.setLevel(logging.WARNING)  # rank 0 reports
     _GROUP = Group(rank, world_size, device, run_name)
@@ -202,15 +199,7 @@ def _stop_helper_threads() -> None:
     tqdm's monitor. A lock such a thread holds at the instant of the fork stays held for ever in the
     children (they inherit the lock, not the thread), and a child that then takes it hangs; both are
     made again when needed."""
-    try:
-        from torch._inductor.codecache import AsyncCompile
-
-        for factory in (AsyncCompile.pool, AsyncCompile.process_pool):
-            if factory.cache_info().currsize:
-                factory().shutdown(wait=True)
-                factory.cache_clear()
-    except (ImportError, AttributeError):  # another torch: its pools are its own
-        pass
+    compat.stop_inductor_compile_pools()
     from tqdm import tqdm
 
     monitor, tqdm.monitor = tqdm.monitor, None
@@ -305,6 +294,8 @@ def share_tables(model: nn.Module, group: Group) -> List[SharedTable]:
 def _rowwise_adagrad_class():
     import dgl
 
+    compat.check_dgl_sparse_optimizer_subclass()  # reads _rank, _world_size, _eps, _lr of DGL's SparseAdagrad
+
     class RowwiseSparseAdagrad(dgl.optim.SparseAdagrad):
         """DGL's SparseAdagrad (shared state, DGL's gradient exchange) with one accumulator per row,
         as :class:`~kbit_dgl.train.optim.RowwiseAdagrad` (DGL-KE's Adagrad): state is num_entities floats."""
@@ -357,6 +348,7 @@ class _HogwildStep:
 
 
 def _hogwild(optimizer_class):
+    compat.check_dgl_sparse_optimizer_subclass()  # _HogwildStep reads _params and sets _clean_grad
     return type(f"Hogwild{optimizer_class.__name__}", (_HogwildStep, optimizer_class), {})
 
 
@@ -401,19 +393,20 @@ class DistributedOptimizer:
         self._average_dense_gradients()
         if self.dense is not None:
             self.dense.step()
-        self.sparse._lr = self.sparse_group["lr"]
+        compat.set_sparse_optimizer_lr(self.sparse, self.sparse_group["lr"])
         self.sparse.step()
 
     def state_dict(self) -> Dict[str, Any]:
         sparse = self.sparse.state_dict()  # the shared tensors themselves (on the CPU); rank 0 saves them
-        states = [sparse["state"][emb.name] for emb in self.sparse._params]  # by table: names differ per run
+        tables = compat.sparse_optimizer_params(self.sparse)
+        states = [sparse["state"][emb.name] for emb in tables]  # by table: names differ per run
         return {"sparse": {"states": states, "lr": self.sparse_group["lr"]},
                 "dense": self.dense.state_dict() if self.dense is not None else None}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Every rank calls this (DGL's load ends in a barrier)."""
-        sparse_state = {"state": {emb.name: tuple(saved) for emb, saved in zip(self.sparse._params,
-                                                                                state["sparse"]["states"])},
+        tables = compat.sparse_optimizer_params(self.sparse)
+        sparse_state = {"state": {emb.name: tuple(saved) for emb, saved in zip(tables, state["sparse"]["states"])},
                         "param_groups": self.sparse.param_groups}
         self.sparse.load_state_dict(sparse_state)
         self.sparse_group["lr"] = state["sparse"]["lr"]

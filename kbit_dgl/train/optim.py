@@ -34,6 +34,7 @@ from typing import Any, Dict, List
 import torch
 from torch import nn
 
+from .. import compat
 from ..config import OPTIMIZERS, needs_sparse_tables  # noqa: F401  (the names live with the config)
 
 
@@ -210,7 +211,8 @@ class Adam(_NativeStep, torch.optim.Adam):
         beta1, beta2 = group["betas"]
         args = (float(group["lr"]), beta1, beta2, group["eps"], int(state["step"].item()))
         if p.grad.is_sparse:  # uncoalesced is fine: the kernel sums a repeated row's values
-            kernels.adam_step_rows(p, p.grad._indices()[0].contiguous(), p.grad._values().contiguous(),
+            rows, values = compat.sparse_rows(p.grad)
+            kernels.adam_step_rows(p, rows.contiguous(), values.contiguous(),
                                    state["exp_avg"], state["exp_avg_sq"], *args)
         else:
             kernels.adam_step(p, p.grad, state["exp_avg"], state["exp_avg_sq"], *args)
@@ -244,9 +246,9 @@ class SparseAdam(_NativeStep, torch.optim.SparseAdam):
     @staticmethod
     def _update(kernels, p, state, group) -> None:
         grad = p.grad.coalesce()  # the update is non-linear: each row id once
-        if grad._nnz():
+        if grad.values().shape[0]:  # coalesced: the public indices() / values() apply
             beta1, beta2 = group["betas"]
-            kernels.sparse_adam_rows(p, grad._indices()[0].contiguous(), grad._values().contiguous(),
+            kernels.sparse_adam_rows(p, grad.indices()[0].contiguous(), grad.values().contiguous(),
                                      state["exp_avg"], state["exp_avg_sq"], float(group["lr"]), beta1, beta2,
                                      group["eps"], int(state["step"]))
 
