@@ -51,6 +51,7 @@ def _atomic(path: str, write, by_path: bool = False) -> None:
         if by_path:
             os.close(handle)
             write(temp_path)
+            os.chmod(temp_path, 0o666 & ~umask)  # a writer may re-create the file (safetensors does), with 0600
             handle = os.open(temp_path, os.O_RDONLY)
             os.fsync(handle)
             os.close(handle)

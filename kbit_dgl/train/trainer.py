@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .. import threads
 from ..config import Config, allow_encoder_import, is_import_spec, resolve_device
 from ..data.kg import KG
-from ..errors import ConfigError, TrainingDivergedError
+from ..errors import ConfigError, RunFolderError, TrainingDivergedError
 from ..eval import evaluate, resolve_protocol
 from ..io import atomic_save, atomic_write_json, atomic_write_text, load_saved
 from ..models.model import KGEModel
@@ -84,7 +84,11 @@ def resume_changes(saved: Config, wanted: Config) -> Dict[str, Tuple[object, obj
 
 
 def _attach_log(run_dir: str) -> logging.Handler:
-    handler = logging.FileHandler(os.path.join(run_dir, LOG))
+    path = os.path.join(run_dir, LOG)
+    if os.path.islink(path):  # a FileHandler appends through a link: to a file outside the folder
+        raise RunFolderError(f"{path}: a symbolic link (to {os.readlink(path)}); a run folder's files must be "
+                             f"files of its own; replace the link by the file, or start a new run folder")
+    handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)

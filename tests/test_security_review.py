@@ -1,0 +1,156 @@
+"""Security review of issue #29 (run folders received from strangers): what the review found, each
+test failing before its fix.
+
+* a resumed run appended its log through a ``train.log`` that is a symbolic link (to a file outside
+  the folder), and opened / created the target of a ``.lock`` link;
+* an ``entities.dict`` holding bytes that are not UTF-8 ended in a UnicodeDecodeError traceback;
+* a model file whose ``model`` entry is not a state dict, and a packed model file whose tables do
+  not match their header (too few rows, a cut scale or codebook tensor, float codes), ended in
+  tracebacks (a TypeError, or an IndexError mid-evaluation) instead of one line naming the file;
+* tensor files were written with mode 0600 (safetensors re-creates the temporary file), unlike
+  every other file of a run folder.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+
+import pytest
+import torch
+
+from kbit_dgl.cli import main
+from kbit_dgl.errors import RunFileError, RunFolderError
+from kbit_dgl.io import atomic_save, load_saved
+from kbit_dgl.quant.storage import load_quantized_model
+from kbit_dgl.runs import read_id_maps, run_lock
+
+pytestmark = pytest.mark.shallow  # DGL-free
+
+SMALL = ["model.dim=16", "train.batch_size=128", "train.num_negatives=16", "train.max_epochs=1",
+         "train.valid_every=1"]
+
+
+@pytest.fixture(scope="module")
+def runs(tsv_folder, tmp_path_factory):
+    """A trained run and its packed copy (copy them before changing them)."""
+    root = tmp_path_factory.mktemp("review")
+    trained, packed = str(root / "run"), str(root / "packed")
+    assert main(["train", "--dataset", str(tsv_folder), "--model", "transe", "--out", trained, "--no-progress",
+                 "--set", *SMALL]) == 0
+    assert main(["quantize", trained, "--bits", "4", "--out", packed]) == 0
+    return {"trained": trained, "packed": packed}
+
+
+def _copy(source: str, tmp_path, name: str = "run") -> str:
+    target = str(tmp_path / name)
+    shutil.copytree(source, target, symlinks=True)
+    return target
+
+
+def _one_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def test_a_resume_never_writes_through_a_symlinked_train_log(runs, tmp_path, capsys):
+    folder = _copy(runs["trained"], tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("SAFE\n")
+    os.unlink(os.path.join(folder, "train.log"))
+    os.symlink(victim, os.path.join(folder, "train.log"))
+    assert main(["train", "--out", folder, "--resume", "--no-progress", "--set", "train.max_epochs=2"]) == 2
+    error = _one_error(capsys)
+    assert "train.log" in error and "symbolic link" in error
+    assert victim.read_text() == "SAFE\n"
+
+
+def test_a_symlinked_lock_is_not_followed(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    target = tmp_path / "elsewhere" / "created"
+    target.parent.mkdir()
+    os.symlink(target, folder / ".lock")
+    with pytest.raises(RunFolderError, match="symbolic link"):
+        with run_lock(str(folder)):
+            pass
+    assert not target.exists()
+
+
+def test_an_id_map_that_is_not_utf8_is_named_with_line_and_offset(runs, tmp_path, capsys):
+    folder = _copy(runs["trained"], tmp_path)
+    path = os.path.join(folder, "entities.dict")
+    with open(path, "rb") as handle:
+        lines = handle.read().splitlines(keepends=True)
+    lines[2] = b"2\tbad\xff\xfename\n"
+    with open(path, "wb") as handle:
+        handle.write(b"".join(lines))
+    with pytest.raises(RunFileError) as error:
+        read_id_maps(folder)
+    message = str(error.value)
+    assert path in message and "line 3" in message and f"offset {len(lines[0]) + len(lines[1]) + 5}" in message
+    assert "\n" not in message
+    assert main(["evaluate", folder]) == 2
+    assert path in _one_error(capsys)
+
+
+@pytest.mark.parametrize("entry", ["a string", "a tensor value"])
+def test_a_model_file_whose_model_is_not_a_state_dict_is_one_line(runs, tmp_path, capsys, entry):
+    folder = _copy(runs["trained"], tmp_path)
+    path = os.path.join(folder, "model.pt")
+    payload = load_saved(path)
+    if entry == "a string":
+        payload["model"] = "x"
+    else:
+        payload["model"]["entity.weight"] = "x"
+    atomic_save(path, payload)
+    assert main(["evaluate", folder]) == 2
+    assert path in _one_error(capsys)
+
+
+def _few_rows(table):
+    table["codes"] = table["codes"][:3].clone()
+
+
+def _short_scales(table):
+    table["scales"] = table["scales"][:2].clone()
+
+
+def _short_codebook(table):
+    table["codebook"] = table["codebook"][:2].clone()
+
+
+def _float_codes(table):
+    table["codes"] = table["codes"].float()
+
+
+@pytest.mark.parametrize("damage", [_few_rows, _short_scales, _short_codebook, _float_codes],
+                         ids=lambda damage: damage.__name__.strip("_"))
+def test_a_packed_table_that_does_not_match_its_header_is_refused_at_load(runs, tmp_path, capsys, damage):
+    folder = _copy(runs["packed"], tmp_path)
+    path = os.path.join(folder, "model.kbit.pt")
+    payload = load_saved(path)
+    damage(payload["entity"])
+    atomic_save(path, payload)
+    with pytest.raises(RunFileError, match="damaged quantized model file"):
+        load_quantized_model(path)
+    assert main(["evaluate", folder]) == 2
+    assert path in _one_error(capsys)
+
+
+def test_the_packed_file_as_written_passes_the_check(runs):
+    model = load_quantized_model(os.path.join(runs["packed"], "model.kbit.pt"))
+    assert model.entity.num_embeddings > 0
+
+
+def test_tensor_files_get_the_mode_of_every_other_file(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        atomic_save(str(tmp_path / "model.pt"), {"model": {"w": torch.zeros(2)}})
+        (tmp_path / "other").write_text("x")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "model.pt").st_mode) == stat.S_IMODE(os.stat(tmp_path / "other").st_mode)
