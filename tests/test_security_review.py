@@ -12,7 +12,9 @@ test failing before its fix.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import stat
 
@@ -21,7 +23,8 @@ import torch
 
 from kbit_dgl.cli import main
 from kbit_dgl.errors import RunFileError, RunFolderError
-from kbit_dgl.io import atomic_save, load_saved
+from kbit_dgl.export import load_exported
+from kbit_dgl.io import atomic_save, atomic_write_json, load_saved
 from kbit_dgl.quant.storage import load_quantized_model
 from kbit_dgl.runs import read_id_maps, run_lock
 
@@ -33,13 +36,15 @@ SMALL = ["model.dim=16", "train.batch_size=128", "train.num_negatives=16", "trai
 
 @pytest.fixture(scope="module")
 def runs(tsv_folder, tmp_path_factory):
-    """A trained run and its packed copy (copy them before changing them)."""
+    """A trained run, its packed copy and a pt export (copy them before changing them)."""
     root = tmp_path_factory.mktemp("review")
     trained, packed = str(root / "run"), str(root / "packed")
     assert main(["train", "--dataset", str(tsv_folder), "--model", "transe", "--out", trained, "--no-progress",
                  "--set", *SMALL]) == 0
     assert main(["quantize", trained, "--bits", "4", "--out", packed]) == 0
-    return {"trained": trained, "packed": packed}
+    exported = str(root / "exported")
+    assert main(["export", trained, "--out", exported, "--format", "pt"]) == 0
+    return {"trained": trained, "packed": packed, "exported": exported}
 
 
 def _copy(source: str, tmp_path, name: str = "run") -> str:
@@ -154,3 +159,53 @@ def test_tensor_files_get_the_mode_of_every_other_file(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE(os.stat(tmp_path / "model.pt").st_mode) == stat.S_IMODE(os.stat(tmp_path / "other").st_mode)
+
+
+def test_a_config_of_nested_yaml_aliases_is_refused_before_it_expands(runs, tmp_path, capsys):
+    """A "billion laughs": 1 KB of aliases that expands to 9**7 strings wherever printed or copied
+    (``data.dataset`` was str()-ed: a MemoryError, or the machine's memory, at depth 9)."""
+    folder = _copy(runs["trained"], tmp_path)
+    path = os.path.join(folder, "config.yaml")
+    value = "[&l0 [lol,lol,lol,lol,lol,lol,lol,lol,lol]" + "".join(
+        f", &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 6)) + "]"
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(re.sub(r"(?m)^  dataset: .*$", lambda _: f"  dataset: {value}", text, count=1))
+    assert len(open(path).read()) < 4096
+    assert main(["evaluate", folder]) == 2
+    error = _one_error(capsys)
+    assert path in error and "YAML aliases" in error
+
+
+def _edit_config_json(folder: str, **changes) -> None:
+    path = os.path.join(folder, "config.json")
+    with open(path, encoding="utf-8") as handle:
+        meta = json.load(handle)
+    for key, value in changes.items():
+        if value is None:
+            del meta[key]
+        else:
+            meta[key] = value
+    atomic_write_json(path, meta)
+
+
+@pytest.mark.parametrize("damage", ["huge dim", "huge relation count", "no files entry", "entity not a tensor"])
+def test_a_damaged_export_folder_is_one_error_and_allocates_nothing(runs, tmp_path, damage):
+    """config.json's numbers built the model before the tables were compared with it: a dim of 10**9
+    allocated (and initialised) an entity table of 10**9 columns first."""
+    folder = _copy(runs["exported"], tmp_path, "exported")
+    if damage == "huge dim":
+        _edit_config_json(folder, dim=10 ** 9)
+    elif damage == "huge relation count":
+        _edit_config_json(folder, num_relations=10 ** 11)
+    elif damage == "no files entry":
+        _edit_config_json(folder, files=None)
+    else:
+        path = os.path.join(folder, "embeddings.pt")
+        payload = load_saved(path)
+        payload["entity"] = "x"
+        atomic_save(path, payload)
+    with pytest.raises(RunFileError) as error:
+        load_exported(folder)
+    assert folder in str(error.value) and "\n" not in str(error.value)
