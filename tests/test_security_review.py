@@ -209,3 +209,13 @@ def test_a_damaged_export_folder_is_one_error_and_allocates_nothing(runs, tmp_pa
     with pytest.raises(RunFileError) as error:
         load_exported(folder)
     assert folder in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_search_space_with_non_numeric_bounds_is_one_error(tmp_path):
+    from kbit_dgl.errors import ConfigError
+    from kbit_dgl.tune import read_space
+
+    path = tmp_path / "space.yaml"
+    path.write_text("train.lr: {low: abc, high: 1}\n")
+    with pytest.raises(ConfigError, match="space.yaml: train.lr needs numbers for low and high"):
+        read_space(str(path))
