@@ -31,7 +31,7 @@ import torch
 from .config import Config
 from .data.kg import KG
 from .errors import ConfigError, KbitError, RunFileError
-from .io import atomic_save, atomic_write_json, atomic_write_text, load_saved
+from .io import atomic_save, atomic_write_json, atomic_write_npy, atomic_write_text, load_saved
 from .models.decoders import make_decoder
 from .models.model import KGEModel
 
@@ -95,9 +95,7 @@ def export_embeddings(model, kg: KG, config: Config, out: str, format: str = "np
     if format == "npy":
         for what, table in (("entity", entity), ("relation", relation)):
             path = os.path.join(out, f"{stem}_{what}.npy")
-            temp = path + ".tmp.npy"
-            np.save(temp, table.numpy())
-            os.replace(temp, path)
+            atomic_write_npy(path, table.numpy())
             paths[what] = path
         for what, names in (("entities", entity_names), ("relations", relation_names)):
             paths[what] = os.path.join(out, f"{what}.tsv")

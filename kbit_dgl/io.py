@@ -78,6 +78,12 @@ def atomic_write_json(path: str, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def atomic_write_npy(path: str, array: np.ndarray) -> None:
+    """``np.save`` of ``array`` to ``path``, atomically (the temporary file is created, never reused:
+    a link planted under a fixed temporary name is not written through)."""
+    _atomic(path, lambda stream: np.save(stream, array, allow_pickle=False))
+
+
 FILE_FORMAT = "kbit-dgl-tensors/1"
 _TREE_KEY = "kbit_dgl"  # metadata key of the payload's tree
 _LONG_STRING_LIST = 256  # string lists at least this long go into a byte tensor, not the JSON header

@@ -219,3 +219,18 @@ def test_a_search_space_with_non_numeric_bounds_is_one_error(tmp_path):
     path.write_text("train.lr: {low: abc, high: 1}\n")
     with pytest.raises(ConfigError, match="space.yaml: train.lr needs numbers for low and high"):
         read_space(str(path))
+
+
+def test_an_npy_export_never_writes_through_a_link_planted_at_its_temporary_name(runs, tmp_path):
+    """The npy export wrote ``<name>.npy.tmp.npy`` then renamed it: a link of that name in the --out
+    folder (re-exporting into a folder received from elsewhere, with --overwrite) was written through."""
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("SAFE\n")
+    for what in ("entity", "relation"):
+        os.symlink(victim, out / f"family_transe_{what}.npy.tmp.npy")
+    assert main(["export", runs["trained"], "--out", str(out), "--format", "npy", "--overwrite"]) == 0
+    assert victim.read_text() == "SAFE\n"
+    model, entity_names, _ = load_exported(str(out))
+    assert model.entity.weight.shape[0] == len(entity_names)
