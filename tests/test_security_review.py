@@ -234,3 +234,38 @@ def test_an_npy_export_never_writes_through_a_link_planted_at_its_temporary_name
     assert victim.read_text() == "SAFE\n"
     model, entity_names, _ = load_exported(str(out))
     assert model.entity.weight.shape[0] == len(entity_names)
+
+
+class _Reduces:
+    """Unpickles to ``function(*args)``."""
+
+    def __init__(self, function, *args) -> None:
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+def test_a_processed_graph_the_checker_cannot_finish_is_not_handed_to_ogb(tmp_path):
+    """The check of ``processed/data_processed`` let any error but a refused global pass and left the
+    file to ogb's torch.load: a ``bytes(5)`` (refused with a plain UnpicklingError) placed before an
+    ``os.system`` call made the check give up, and ogb then ran the call."""
+    pytest.importorskip("ogb")  # not in the newest-torch stage
+    from ogb_fixtures import write_ogb_wikikg2_fixture
+
+    from kbit_dgl.data import torchfile
+    from kbit_dgl.data.kg import KGFormatError
+    from kbit_dgl.data.ogb import load_ogb
+
+    fixture = write_ogb_wikikg2_fixture(tmp_path / "root")
+    load_ogb("ogbl-wikikg2", str(tmp_path / "root"), cache=False)  # ogb writes processed/data_processed
+    path = os.path.join(fixture["dir"], "processed", "data_processed")
+    graph = torchfile.load_id_arrays(path, lambda array: array)
+    marker = str(tmp_path / "MARKER")
+    torch.save({"first": _Reduces(bytes, 5), **graph, "num_nodes": _Reduces(os.system, f"touch {marker}")}, path,
+               pickle_protocol=4)
+    with pytest.raises(KGFormatError) as caught:
+        load_ogb("ogbl-wikikg2", str(tmp_path / "root"), cache=False)
+    assert not os.path.exists(marker), "ogb's torch.load ran the planted call"
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message and "Delete it" in message
