@@ -269,3 +269,17 @@ def test_a_processed_graph_the_checker_cannot_finish_is_not_handed_to_ogb(tmp_pa
     assert not os.path.exists(marker), "ogb's torch.load ran the planted call"
     message = str(caught.value)
     assert message.startswith(f"{path}: ") and "\n" not in message and "Delete it" in message
+
+
+@pytest.mark.parametrize("entry", ["optimizer", "generator", "state", "epoch"])
+def test_a_checkpoint_holding_values_of_the_wrong_kind_is_one_error_on_resume(runs, tmp_path, capsys, entry):
+    folder = _copy(runs["trained"], tmp_path)
+    path = os.path.join(folder, "checkpoint.pt")
+    payload = load_saved(path)
+    if entry == "epoch":
+        payload["state"]["epoch"] = "x"
+    else:
+        payload[entry] = "x"
+    atomic_save(path, payload)
+    assert main(["train", "--out", folder, "--resume", "--no-progress", "--set", "train.max_epochs=2"]) == 2
+    assert path in _one_error(capsys)
