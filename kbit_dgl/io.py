@@ -245,7 +245,15 @@ def load_saved(path: str, required: Sequence[str] = (), what: str = "file", fold
             tree = json.loads(metadata[_TREE_KEY])
             if only is not None and isinstance(tree, dict):
                 tree = {key: tree[key] for key in only if key in tree}
-            payload = _decode(tree, handle.get_tensor)
+            read: Dict[str, torch.Tensor] = {}  # each tensor read once: a tree naming one key a million times
+            # (60 MB of header) must not read a million copies of it
+
+            def tensor(key: str) -> torch.Tensor:
+                if key not in read:
+                    read[key] = handle.get_tensor(key)
+                return read[key]
+
+            payload = _decode(tree, tensor)
     except Exception as error:  # safetensors, JSON and decoding errors for a damaged file: name the file
         raise RunFileError(f"{path}: unreadable as a kbit-dgl {what}, truncated or of another format "
                            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
