@@ -300,3 +300,23 @@ def test_a_tree_naming_one_tensor_many_times_reads_it_once(tmp_path):
               metadata={"format": FILE_FORMAT, "kbit_dgl": json_module.dumps(tree)})
     tables = load_saved(path, ("model",))["model"]
     assert len(tables) == 1000 and all(table is tables[0] for table in tables)
+
+
+def test_a_run_folders_config_passed_as_config_imports_its_encoder_only_when_allowed(runs, tsv_folder, tmp_path,
+                                                                                    monkeypatch, capsys):
+    """``train --config RUN/config.yaml`` (reproducing a run received from elsewhere) took the file as the
+    caller's own config, and training allows the import of the encoder its config names."""
+    folder = _copy(runs["trained"], tmp_path)
+    marker = tmp_path / "IMPORTED"
+    (tmp_path / "planted_encoder.py").write_text(f"open({str(marker)!r}, 'w').close()\nEncoder = None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = os.path.join(folder, "config.yaml")
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text.replace("  encoder: null", "  encoder: planted_encoder:Encoder", 1))
+    out = str(tmp_path / "reproduced")
+    assert main(["train", "--config", path, "--dataset", str(tsv_folder), "--out", out, "--no-progress"]) == 2
+    error = _one_error(capsys)
+    assert path in error and "--allow-import planted_encoder:Encoder" in error
+    assert not marker.exists() and not os.path.exists(out)
