@@ -182,7 +182,8 @@ def _decode(value: Any, tensors: Callable[[str], torch.Tensor]) -> Any:
         if tag == "@d":
             return {_decode(key, tensors): _decode(item, tensors) for key, item in value["@d"]}
         if tag == "@dtype":
-            dtype = getattr(torch, value["@dtype"], None)
+            # vars(), not getattr(): torch's module __getattr__ imports submodules by name (torch._inductor)
+            dtype = vars(torch).get(value["@dtype"]) if isinstance(value["@dtype"], str) else None
             if not isinstance(dtype, torch.dtype):
                 raise ValueError(f"unknown dtype {value['@dtype']!r}")
             return dtype

@@ -320,3 +320,26 @@ def test_a_run_folders_config_passed_as_config_imports_its_encoder_only_when_all
     error = _one_error(capsys)
     assert path in error and "--allow-import planted_encoder:Encoder" in error
     assert not marker.exists() and not os.path.exists(out)
+
+
+def test_a_dtype_tag_imports_nothing(tmp_path):
+    """``{"@dtype": NAME}`` was ``getattr(torch, NAME)``, and torch's module ``__getattr__`` imports the
+    submodule of that name: a file naming ``_inductor`` imported torch's compiler stack (seconds, side effects)."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    from kbit_dgl.io import FILE_FORMAT
+
+    path = str(tmp_path / "model.pt")
+    save_file({"t0": torch.zeros(1)}, path,
+              metadata={"format": FILE_FORMAT, "kbit_dgl": json.dumps({"model": {"@dtype": "_inductor"}})})
+    script = ("import sys\nfrom kbit_dgl.io import load_saved\ntry:\n    load_saved(sys.argv[1])\n"
+              "except Exception as error:\n    print(type(error).__name__, error)\n"
+              "print('torch._inductor' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script, path], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("RunFileError") and "unknown dtype '_inductor'" in lines[0], out
+    assert lines[-1] == "False", out
