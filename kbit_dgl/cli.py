@@ -15,6 +15,7 @@ from .errors import ConfigError, KbitError
 
 def _load_config(args) -> Config:
     config = Config.from_yaml(args.config) if getattr(args, "config", None) else Config()
+    named = config.model.encoder if getattr(args, "config", None) else None
     if getattr(args, "dataset", None):
         config.data.dataset = args.dataset
     if getattr(args, "data_dir", None):
@@ -24,6 +25,12 @@ def _load_config(args) -> Config:
     if getattr(args, "encoder", None):
         config.model.encoder = args.encoder
     config.apply_overrides(args.set or [])
+    if named and config.model.encoder == named:
+        from .config import check_encoder_import
+        from .runs import is_run_folder
+
+        if is_run_folder(os.path.dirname(os.path.abspath(args.config))):  # a run folder's config.yaml, even as
+            check_encoder_import(config, args.config)  # --config, imports its encoder only with --allow-import
     return config
 
 
@@ -390,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune_parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     tune_parser.add_argument("--baseline", action="store_true", help="also train the base config and report the gain")
     tune_parser.add_argument("--out", required=True, help="folder of the study (trial-NNN run folders, study.db)")
+    allow_import_option(tune_parser)
     tune_parser.set_defaults(func=cmd_tune)
 
     export_parser = commands.add_parser("export", help="write a run's entity and relation embeddings with their "

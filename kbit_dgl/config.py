@@ -269,11 +269,34 @@ class Config:
 RUN_DEFAULTS_BEFORE = {"model.reciprocal": "false", "train.lr_decay": 0.0}
 
 
+#: values a config or search-space file may expand to (a real one holds a few dozen)
+YAML_MAX_VALUES = 100_000
+
+
+def _check_expanded_size(data: Any, path: str) -> Any:
+    """``data``, refused when it expands to more than :data:`YAML_MAX_VALUES` values: YAML aliases
+    share one object, so a 1 KB file of nested aliases (a "billion laughs") loads in no time but
+    expands to billions of strings wherever it is printed or copied, exhausting memory."""
+    count, stack = 0, [data]
+    while stack:
+        value = stack.pop()
+        count += 1
+        if count > YAML_MAX_VALUES:
+            raise ConfigError(f"{path}: expands to more than {YAML_MAX_VALUES:,} values (nested YAML aliases?); "
+                              f"expected a kbit-dgl config of sections of values")
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+    return data
+
+
 def read_yaml(path: str) -> Any:
     """The YAML document in ``path``; a syntax error names the file and the line."""
     with open(path, encoding="utf-8") as handle:
         try:
-            return yaml.safe_load(handle)
+            return _check_expanded_size(yaml.safe_load(handle), path)
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

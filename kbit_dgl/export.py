@@ -30,8 +30,8 @@ import torch
 
 from .config import Config
 from .data.kg import KG
-from .errors import ConfigError, RunFileError
-from .io import atomic_save, atomic_write_json, atomic_write_text, load_saved
+from .errors import ConfigError, KbitError, RunFileError
+from .io import atomic_save, atomic_write_json, atomic_write_npy, atomic_write_text, load_saved
 from .models.decoders import make_decoder
 from .models.model import KGEModel
 
@@ -95,9 +95,7 @@ def export_embeddings(model, kg: KG, config: Config, out: str, format: str = "np
     if format == "npy":
         for what, table in (("entity", entity), ("relation", relation)):
             path = os.path.join(out, f"{stem}_{what}.npy")
-            temp = path + ".tmp.npy"
-            np.save(temp, table.numpy())
-            os.replace(temp, path)
+            atomic_write_npy(path, table.numpy())
             paths[what] = path
         for what, names in (("entities", entity_names), ("relations", relation_names)):
             paths[what] = os.path.join(out, f"{what}.tsv")
@@ -135,6 +133,16 @@ def load_exported(folder: str) -> Tuple[KGEModel, List[str], List[str]]:
     path = os.path.join(folder, "config.json")
     if not os.path.exists(path):
         raise RunFileError(f"{folder}: no config.json; expected a folder written by kbit-dgl export")
+    try:
+        return _load_exported(folder, path)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as error:
+        if isinstance(error, KbitError):
+            raise
+        raise RunFileError(f"{folder}: not a folder written by kbit-dgl export, or a damaged one "
+                           f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+
+
+def _load_exported(folder: str, path: str) -> Tuple[KGEModel, List[str], List[str]]:
     with open(path, encoding="utf-8") as handle:
         meta = json.load(handle)
     files = meta["files"]
@@ -156,6 +164,18 @@ def load_exported(folder: str) -> Tuple[KGEModel, List[str], List[str]]:
         entity_names = _read_names(os.path.join(folder, files["entity_names"]), numbered=False)
         relation_names = _read_names(os.path.join(folder, files["relation_names"]), numbered=False)
     decoder = make_decoder(meta["model"], meta["dim"], meta["gamma"])
+    # the tables' shapes decide the model's: the numbers in config.json only have to agree with them
+    # (a config.json naming a huge dim or relation count would otherwise allocate that table first)
+    relation_rows = meta["num_relations"] * (2 if meta["reciprocal"] else 1)
+    wanted = {"entity": (entity, (len(entity_names), decoder.entity_dim)),
+              "relation": (relation, (relation_rows, decoder.relation_dim))}
+    for what, (table, shape) in wanted.items():
+        if not isinstance(table, torch.Tensor) or tuple(table.shape) != shape or not table.is_floating_point():
+            found = f"{table.dtype} {tuple(table.shape)}" if isinstance(table, torch.Tensor) else type(table).__name__
+            raise RunFileError(f"{folder}: the {what} table is {found}; config.json and the names describe "
+                               f"{shape} floats (a damaged or foreign export)")
+    if len(relation_names) != relation_rows:
+        raise RunFileError(f"{folder}: {len(relation_names)} relation names for {relation_rows} relation rows")
     model = KGEModel(entity.shape[0], meta["num_relations"], decoder, reciprocal=meta["reciprocal"])
     with torch.no_grad():
         model.entity.weight.copy_(entity)

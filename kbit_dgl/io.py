@@ -51,6 +51,7 @@ def _atomic(path: str, write, by_path: bool = False) -> None:
         if by_path:
             os.close(handle)
             write(temp_path)
+            os.chmod(temp_path, 0o666 & ~umask)  # a writer may re-create the file (safetensors does), with 0600
             handle = os.open(temp_path, os.O_RDONLY)
             os.fsync(handle)
             os.close(handle)
@@ -75,6 +76,12 @@ def atomic_write_text(path: str, text: str) -> None:
 
 def atomic_write_json(path: str, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_write_npy(path: str, array: np.ndarray) -> None:
+    """``np.save`` of ``array`` to ``path``, atomically (the temporary file is created, never reused:
+    a link planted under a fixed temporary name is not written through)."""
+    _atomic(path, lambda stream: np.save(stream, array, allow_pickle=False))
 
 
 FILE_FORMAT = "kbit-dgl-tensors/1"
@@ -175,7 +182,8 @@ def _decode(value: Any, tensors: Callable[[str], torch.Tensor]) -> Any:
         if tag == "@d":
             return {_decode(key, tensors): _decode(item, tensors) for key, item in value["@d"]}
         if tag == "@dtype":
-            dtype = getattr(torch, value["@dtype"], None)
+            # vars(), not getattr(): torch's module __getattr__ imports submodules by name (torch._inductor)
+            dtype = vars(torch).get(value["@dtype"]) if isinstance(value["@dtype"], str) else None
             if not isinstance(dtype, torch.dtype):
                 raise ValueError(f"unknown dtype {value['@dtype']!r}")
             return dtype
@@ -238,7 +246,15 @@ def load_saved(path: str, required: Sequence[str] = (), what: str = "file", fold
             tree = json.loads(metadata[_TREE_KEY])
             if only is not None and isinstance(tree, dict):
                 tree = {key: tree[key] for key in only if key in tree}
-            payload = _decode(tree, handle.get_tensor)
+            read: Dict[str, torch.Tensor] = {}  # each tensor read once: a tree naming one key a million times
+            # (60 MB of header) must not read a million copies of it
+
+            def tensor(key: str) -> torch.Tensor:
+                if key not in read:
+                    read[key] = handle.get_tensor(key)
+                return read[key]
+
+            payload = _decode(tree, tensor)
     except Exception as error:  # safetensors, JSON and decoding errors for a damaged file: name the file
         raise RunFileError(f"{path}: unreadable as a kbit-dgl {what}, truncated or of another format "
                            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None

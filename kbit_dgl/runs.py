@@ -125,7 +125,13 @@ def _encoder_model(config: Config, kg: KG) -> KGEModel:
 def run_lock(run_dir: str) -> Iterator[None]:
     """Hold ``run_dir``'s writer lock for the ``with`` block; fails at once if another process holds it."""
     os.makedirs(run_dir, exist_ok=True)
-    handle = open(os.path.join(run_dir, LOCK), "a")
+    path = os.path.join(run_dir, LOCK)
+    try:  # O_NOFOLLOW: a .lock that is a symbolic link (a shared folder's) must not create or open a file elsewhere
+        handle = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666), "a")
+    except OSError as error:
+        if os.path.islink(path):
+            raise _linked(run_dir, LOCK) from None
+        raise OSError(error.errno, f"{path}: cannot be opened ({error.strerror})") from None
     try:
         try:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -136,6 +142,13 @@ def run_lock(run_dir: str) -> Iterator[None]:
         yield
     finally:
         handle.close()  # closing releases the lock
+
+
+def _linked(run_dir: str, name: str) -> RunFolderError:
+    path = os.path.join(run_dir, name)
+    return RunFolderError(f"{path}: a symbolic link (to {os.readlink(path)}); a run folder's files must be files "
+                          f"of its own (writing it would write the file linked to); replace the link by the file, "
+                          f"or start a new run folder")
 
 
 def _leftover_temp_files(run_dir: str) -> List[str]:
@@ -154,7 +167,10 @@ def prepare_run_folder(run_dir: str, resume: bool, overwrite: bool, resume_file:
     for path in _leftover_temp_files(run_dir):
         os.unlink(path)
     present = sorted(name for name in os.listdir(run_dir) if name != LOCK)
-    if resume:
+    if resume:  # a resume appends to train.log and rewrites the rest: none may lead out of the folder
+        for name in present:
+            if name in RUN_FILES and os.path.islink(os.path.join(run_dir, name)):
+                raise _linked(run_dir, name)
         if not os.path.exists(os.path.join(run_dir, resume_file)):
             raise MissingRunFileError(f"{run_dir}: nothing to resume (no {resume_file})")
         return
@@ -235,8 +251,16 @@ def write_id_maps(run_dir: str, kg: KG) -> None:
 
 def _read_dict(path: str) -> List[str]:
     names = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, 1):
+    with open(path, "rb") as handle:  # bytes until decoded: a bad byte is named by line and offset
+        offset = 0
+        for line_number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise RunFileError(f"{path}, line {line_number}: not UTF-8 (byte 0x{raw[error.start]:02x} at byte "
+                                   f"offset {offset + error.start} of the file); expected the run's id map, "
+                                   f"written by kbit-dgl") from None
+            offset += len(raw)
             identifier, tab, name = line.rstrip("\n").partition("\t")
             if not tab or identifier != str(line_number - 1):
                 raise RunFileError(f"{path}, line {line_number}: expected '{line_number - 1}<TAB><name>' "
@@ -300,12 +324,24 @@ def run_kind(run_dir: str) -> str:
 def load_model_file(path: str, run_dir: str) -> Dict:
     """A trained run's model file (``model.pt`` / ``checkpoint.pt``), checked against the run's id maps."""
     payload = load_saved(path, ("model",), "model file", folder=run_dir)
+    check_state(payload["model"], path)
     check_fingerprint(path, payload, run_dir)
     return payload
 
 
+def check_state(state, path: str) -> None:
+    """Refuse a model file whose ``model`` entry is not a state dict (names -> tensors), naming the file."""
+    if not isinstance(state, dict) or not all(type(key) is str and isinstance(value, torch.Tensor)
+                                              for key, value in state.items()):
+        found = type(state).__name__ if not isinstance(state, dict) else \
+            ", ".join(f"{key!r:.40}: {type(value).__name__}" for key, value in list(state.items())[:3])
+        raise RunFileError(f"{path}: its 'model' entry is not a table of named tensors (found {found}); "
+                           f"a damaged or foreign model file")
+
+
 def load_state(model: torch.nn.Module, state: Dict, path: str) -> None:
     """``model.load_state_dict(state)`` with a mismatch reported as the file's fault."""
+    check_state(state, path)
     try:
         model.load_state_dict(state)
     except (RuntimeError, KeyError) as error:

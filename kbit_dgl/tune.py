@@ -66,7 +66,10 @@ def check_space(space: Dict[str, Any], source: str) -> Dict[str, Dict[str, Any]]
             raise ConfigError(f"{source}: {key} needs {{choices: [...]}} or {{low: L, high: H[, log: true]}}, "
                               f"got {spec!r}")
         if "low" in spec:
-            low, high = (float(spec[bound]) for bound in ("low", "high"))
+            try:
+                low, high = (float(spec[bound]) for bound in ("low", "high"))
+            except (TypeError, ValueError):
+                raise ConfigError(f"{source}: {key} needs numbers for low and high, got {spec!r:.200}") from None
             if not (math.isfinite(low) and math.isfinite(high) and low < high) or (spec.get("log") and low <= 0):
                 raise ConfigError(f"{source}: {key} needs finite low < high (and low > 0 with log), got {spec!r}")
     return space

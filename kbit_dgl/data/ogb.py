@@ -446,6 +446,11 @@ def _check_processed_graph(base: str) -> None:
     ogb reads that file with a plain ``torch.load`` (full unpickling, able to run code); here it is read
     first by the restricted unpickler of :mod:`.torchfile`, array by array (each one dropped at once),
     and a file that asks for any other global raises its :class:`~.torchfile.UnsafePickleError`.
+
+    A file the restricted reader cannot read to its end for any other reason is refused too, never
+    handed to ogb: what stops the reader early (a ``bytes(5)``, a tensor past its storage) may come
+    before a global that ogb's ``torch.load`` would call. ogb rebuilds the file from ``raw/`` when it
+    is missing, so the remedy is to delete it.
     """
     from .torchfile import UnsafePickleError, load_id_arrays
 
@@ -454,10 +459,13 @@ def _check_processed_graph(base: str) -> None:
         return
     try:
         load_id_arrays(path, lambda array: None)
-    except UnsafePickleError:
+    except (UnsafePickleError, MemoryError):
         raise
-    except Exception:  # damaged or of another ogb version: left to ogb, which reports (or rebuilds) it
-        pass
+    except Exception as error:
+        first = str(error).splitlines()[0] if str(error) else ""
+        raise KGFormatError(f"{path}: not readable as array data ({type(error).__name__}: {first:.200}); ogb "
+                            f"would read it with torch.load, which can run code, so it is not read. Delete it "
+                            f"(ogb rebuilds it from {os.path.join(base, 'raw')})") from None
 
 
 def _read_split_files(sources: Dict[str, str], narrow: _NarrowIds) -> Dict[str, Any]:

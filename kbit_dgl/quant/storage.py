@@ -15,7 +15,7 @@ from ..io import atomic_save, load_saved
 from ..models.decoders import make_decoder
 from .embedding import QuantizedEmbedding
 from .model import QuantizedKGEModel, table_specs
-from .quantizers import QuantSpec
+from .quantizers import QuantSpec, table_nbytes
 
 FILE_FORMAT = "kbit-dgl-quantized-model/1"
 
@@ -52,10 +52,33 @@ def load_quantized_model(path: str, payload: Optional[Dict] = None) -> Quantized
     spec = payload["model"]
     try:
         decoder = make_decoder(spec["name"], spec["dim"], spec["gamma"])
-        return QuantizedKGEModel(decoder, QuantizedEmbedding(payload["entity"]),
-                                 QuantizedEmbedding(payload["relation"]), spec.get("reciprocal", False)).eval()
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        model = QuantizedKGEModel(decoder, QuantizedEmbedding(payload["entity"]),
+                                  QuantizedEmbedding(payload["relation"]), spec.get("reciprocal", False)).eval()
+        _check_table(model.entity, "entity")
+        _check_table(model.relation, "relation")
+        return model
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as error:
         raise RunFileError(f"{path}: a damaged quantized model file ({type(error).__name__}: {error})") from None
+
+
+def _check_table(table: QuantizedEmbedding, what: str) -> None:
+    """Refuse a table whose tensors are not what its header describes (rows, bytes, dtypes): a crafted
+    or damaged file would otherwise fail later, mid-evaluation, or index past a tensor."""
+    rows, cols, spec = table.num_embeddings, table.embedding_dim, table.spec
+    state = table.quantized_state()
+    if not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise TypeError(f"the {what} table holds a value that is not a tensor")
+    expected = table_nbytes(rows, cols, spec)
+    codes = state["codes"]
+    if codes.dim() != 2 or codes.shape[0] != rows or (not spec.is_float and codes.dtype != torch.uint8) \
+            or codes.numel() * codes.element_size() != expected["codes"]:
+        raise ValueError(f"the {what} table's codes are {codes.dtype} {tuple(codes.shape)}; its header describes "
+                         f"{rows} rows of {cols} numbers at {spec.bits} bits ({expected['codes']} bytes)")
+    stored = sum(value.numel() * value.element_size() for value in state.values())
+    if stored != expected["total"]:
+        raise ValueError(f"the {what} table holds {stored} bytes, its header describes {expected['total']}")
+    if rows:
+        table(torch.tensor([0, rows - 1]))  # the first and the last row decode (scales and codebook reach them)
 
 
 def saved_tensor_bytes(path: str) -> int:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .. import threads
 from ..config import Config, allow_encoder_import, is_import_spec, resolve_device
 from ..data.kg import KG
-from ..errors import ConfigError, TrainingDivergedError
+from ..errors import ConfigError, RunFileError, RunFolderError, TrainingDivergedError
 from ..eval import evaluate, resolve_protocol
 from ..io import atomic_save, atomic_write_json, atomic_write_text, load_saved
 from ..models.model import KGEModel
@@ -83,8 +83,28 @@ def resume_changes(saved: Config, wanted: Config) -> Dict[str, Tuple[object, obj
     return changes
 
 
+def _check_checkpoint_state(saved, defaults: Dict, path: str) -> None:
+    """Refuse a checkpoint whose ``state`` is not a dict whose counters have the kinds of ``defaults``."""
+    if not isinstance(saved, dict):
+        raise RunFileError(f"{path}: its 'state' entry is a {type(saved).__name__}, not the training state; "
+                           f"a damaged or foreign checkpoint")
+    for key, default in defaults.items():
+        if key not in saved:
+            continue
+        value = saved[key]
+        kinds = (bool,) if isinstance(default, bool) else (list,) if isinstance(default, list) else \
+            (int,) if isinstance(default, int) else (int, float)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise RunFileError(f"{path}: its training state's {key!r} is {value!r:.60}, expected a "
+                               f"{kinds[-1].__name__}; a damaged or foreign checkpoint")
+
+
 def _attach_log(run_dir: str) -> logging.Handler:
-    handler = logging.FileHandler(os.path.join(run_dir, LOG))
+    path = os.path.join(run_dir, LOG)
+    if os.path.islink(path):  # a FileHandler appends through a link: to a file outside the folder
+        raise RunFolderError(f"{path}: a symbolic link (to {os.readlink(path)}); a run folder's files must be "
+                             f"files of its own; replace the link by the file, or start a new run folder")
+    handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -244,14 +264,20 @@ def _train(config: Config, kg: KG, run_dir: str, resume: bool, progress: bool,
              "stopped_early": False}
     if resume:
         load_state(model, checkpoint["model"], checkpoint_path)
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if group is None:
-            generator.set_state(checkpoint["generator"])
-        else:
-            generator.set_state(checkpoint["generators"][group.rank])
-            order_generator.set_state(checkpoint["order_generator"])
-        if "torch_rng" in checkpoint:  # encoder runs: dropout and DGL's shuffles draw from torch's generator
-            torch.set_rng_state(checkpoint["torch_rng"])
+        _check_checkpoint_state(checkpoint["state"], state, checkpoint_path)
+        try:  # a file of the right format holding values of the wrong kind: name it, no traceback
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            if group is None:
+                generator.set_state(checkpoint["generator"])
+            else:
+                generator.set_state(checkpoint["generators"][group.rank])
+                order_generator.set_state(checkpoint["order_generator"])
+            if "torch_rng" in checkpoint:  # encoder runs: dropout and DGL's shuffles draw from torch's generator
+                torch.set_rng_state(checkpoint["torch_rng"])
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as error:
+            raise RunFileError(f"{checkpoint_path}: its optimizer or random state cannot be restored "
+                               f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                               f"a damaged or foreign checkpoint") from None
         state = {"warmup_seconds": 0.0, "warmup_triples": 0, **checkpoint["state"]}
         if model.encoder is not None and state.get("batch_in_epoch"):
             raise ConfigError(f"{checkpoint_path} was written inside an epoch ({state['batch_in_epoch']} batches in); "
