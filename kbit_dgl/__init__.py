@@ -11,7 +11,10 @@ _os.environ.setdefault("OUTDATED_IGNORE", "1")
 # measured over a moment of /proc/stat (this process sleeps meanwhile, so what is busy is someone
 # else). Not the load average: it lags a minute behind and counts this user's own previous command.
 # It must be set before torch loads OpenMP: importing kbit_dgl (the CLI does) before torch sets it;
-# an OMP_WAIT_POLICY in the environment (even empty) always wins.
+# an OMP_WAIT_POLICY in the environment (even empty) always wins. The choice and its reason are kept
+# in kbit_dgl.settings (omp_wait_policy_choice(), which metrics.json records), not in the environment.
+from . import settings as _settings  # noqa: E402 (standard library only; after OUTDATED_IGNORE is set)
+
 SAMPLE_SECONDS = 0.1
 
 
@@ -52,8 +55,9 @@ if "OMP_WAIT_POLICY" not in _os.environ:
     _busy = _busy_cores_elsewhere()
     if _choose_wait_policy(_busy, _os.cpu_count() or 1) == "PASSIVE":
         _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-        _os.environ["KBIT_DGL_OMP_CHOICE"] = ("PASSIVE (machine busy at start: load average)" if _busy is None else
-                                              f"PASSIVE (other processes busy on {_busy:.1f} cores at start)")
+        _settings.record_omp_wait_policy_choice(
+            "PASSIVE (machine busy at start: load average)" if _busy is None else
+            f"PASSIVE (other processes busy on {_busy:.1f} cores at start)")
 
 # DGL prints a notice on its first import unless a backend is chosen; this project runs on pytorch.
 _os.environ.setdefault("DGLBACKEND", "pytorch")

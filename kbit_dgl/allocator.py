@@ -26,9 +26,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import os
 import sys
 from typing import Iterator, Optional
+
+from .settings import env_flag
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 KEEP_TRIM_THRESHOLD = 2 ** 31 - 1
@@ -42,7 +43,7 @@ _depth = 0
 def _glibc():
     """glibc's handle with ``mallopt`` / ``malloc_trim`` typed, or None (not Linux, not glibc, turned off)."""
     global _libc
-    if os.environ.get("KBIT_DGL_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+    if not env_flag("KBIT_DGL_KEEP_FREED_MEMORY") or not sys.platform.startswith("linux"):
         return None
     if _libc is None:
         try:

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional
 
 from .config import Config, allow_encoder_import
 from .errors import ConfigError, KbitError
+from .settings import check_environment
 
 
 def _load_config(args) -> Config:
@@ -428,6 +429,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        check_environment()  # a bad KBIT_DGL_* switch is refused before anything is written
         allow_encoder_import(getattr(args, "allow_import", None) or [])
         return args.func(args)
     except (KbitError, OSError) as error:

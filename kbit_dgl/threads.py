@@ -28,6 +28,8 @@ from typing import Callable, List, Optional, Tuple
 
 import torch
 
+from .settings import env_flag
+
 PERIOD = 2.0  # seconds between looks at the machine
 AGREEING_LOOKS = 2  # a new thread count needs this many looks in a row to agree
 
@@ -126,7 +128,7 @@ _governor: Optional[ThreadGovernor] = None
 def adapt(enabled: bool = True) -> Optional[ThreadGovernor]:
     """Start (or, with ``enabled`` False, stop) adapting this process's thread count; returns the governor."""
     global _governor
-    on = enabled and os.environ.get("KBIT_DGL_ADAPT_THREADS", "1") != "0" and busy_cpu_seconds() is not None
+    on = enabled and env_flag("KBIT_DGL_ADAPT_THREADS") and busy_cpu_seconds() is not None
     _governor = ThreadGovernor(torch.get_num_threads()) if on else None
     return _governor
 

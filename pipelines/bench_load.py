@@ -43,7 +43,7 @@ def policy_env(policy: str) -> dict:
     """The environment of a case: OpenMP's variables as the policy says (an empty OMP_WAIT_POLICY is
     libgomp's default, and stops kbit_dgl from setting its own)."""
     env = {key: value for key, value in os.environ.items()
-           if key not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KBIT_DGL_OMP_CHOICE")}
+           if key not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     if policy == "auto":
         pass
     elif policy == "default":

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from ..settings import env_path
 from .kg import KG, FilterIndex, KGFormatError  # noqa: F401
 from .synthetic import generate_kg
 from .tsv import load_tsv_folder
@@ -16,7 +17,7 @@ SYNTHETIC = ("synthetic", "default", "builtin")
 
 
 def data_root(data_dir: Optional[str] = None) -> str:
-    return data_dir or os.environ.get("KBIT_DGL_DATA") or "data"
+    return data_dir or env_path("KBIT_DGL_DATA") or "data"
 
 
 def load_dataset(dataset: Optional[str] = None, data_dir: Optional[str] = None, seed: int = 0,

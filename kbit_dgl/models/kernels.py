@@ -11,7 +11,6 @@ in memory-bounded chunks.
 from __future__ import annotations
 
 import copy
-import os
 import types
 import warnings
 from typing import Callable, Dict, Optional
@@ -19,6 +18,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 from .. import compat
+from ..settings import env_flag
 from . import native
 
 # Elements of the (b, n, d) temporaries an eager chunk may hold at once.
@@ -144,7 +144,7 @@ _BROKEN: Dict[str, str] = {}  # kernel name -> why compiling it failed (it runs 
 
 
 def compile_enabled() -> bool:
-    return os.environ.get("KBIT_DGL_COMPILE", "1") not in ("0", "false", "no")
+    return env_flag("KBIT_DGL_COMPILE")
 
 
 def _compiled(name, eager: Optional[Callable] = None) -> Callable:

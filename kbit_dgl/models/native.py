@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import threading
 import warnings
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Iterator, Optional, Sequence
 import torch
 
 from .. import compat
+from ..settings import env_flag
 
 SOURCE = Path(__file__).parent / "csrc" / "pairwise_cpu.cpp"
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
@@ -38,7 +38,7 @@ _STATE: dict = {}  # "module" once built; "error" once a build failed
 
 
 def enabled() -> bool:
-    return os.environ.get("KBIT_DGL_NATIVE", "1") not in ("0", "false", "no")
+    return env_flag("KBIT_DGL_NATIVE")
 
 
 def _cpu_signature() -> str:

@@ -46,6 +46,7 @@ from torch import nn
 from .. import compat
 from ..errors import ConfigError, KbitError
 from ..io import atomic_save, load_saved
+from ..settings import env_flag, env_int
 from . import distributed
 from .distributed import DistributedOptimizer, DistributedTrainingError, Group
 
@@ -151,7 +152,8 @@ def launched_by_dgl() -> bool:
 def _machine_on_host():
     """With ``KBIT_DGL_MACHINE=m`` (set by :func:`launch_local`), a context within which this process acts
     as machine ``m`` of several on one host (:func:`kbit_dgl.compat.dgl_machine_on_host`); else a no-op."""
-    return compat.dgl_machine_on_host(os.environ.get("KBIT_DGL_MACHINE"))
+    machine = env_int("KBIT_DGL_MACHINE")
+    return compat.dgl_machine_on_host(None if machine is None else str(machine))
 
 
 _MACHINE: Optional[contextlib.ExitStack] = None  # a trainer's machine_on_host, from join() to leave()
@@ -197,7 +199,7 @@ def launch_local(partitions: str, argv: Sequence[str], run_dir: str = "", traine
     command = [sys.executable, "-m", "kbit_dgl.cli", *argv]
     processes: List[subprocess.Popen] = []
     names: List[str] = []
-    quiet = {} if os.environ.get("KBIT_DGL_DEBUG") else {"stdout": subprocess.DEVNULL}
+    quiet = {} if env_flag("KBIT_DGL_DEBUG") else {"stdout": subprocess.DEVNULL}
     try:
         for m in range(machines):
             env = {**os.environ, **common, "DGL_ROLE": "server", "DGL_SERVER_ID": str(m), "KBIT_DGL_MACHINE": str(m),
@@ -378,7 +380,7 @@ class DistDGLGroup(Group):
 
     def processes_here(self) -> int:
         # this machine's trainers; machines simulated on one host share its cores (servers counted)
-        return int(os.environ.get("KBIT_DGL_LOCAL_PROCS", self.local_size))
+        return env_int("KBIT_DGL_LOCAL_PROCS", self.local_size)
 
     def train_rows(self, kg) -> torch.Tensor:
         """The rows of ``kg.train`` in this machine's partition (this trainer's share of them),

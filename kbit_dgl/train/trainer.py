@@ -23,7 +23,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from tqdm import tqdm
 
-from .. import threads
+from .. import settings, threads
 from ..config import Config, allow_encoder_import, is_import_spec, resolve_device
 from ..data.kg import KG
 from ..errors import ConfigError, RunFileError, RunFolderError, TrainingDivergedError
@@ -598,7 +598,7 @@ def run_metrics(model: KGEModel, kg: KG, config: Config, state: Dict, progress: 
         "history": state["history"],
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "test_per_relation": per_relation, "kg": kg.summary(),
-        "omp_wait_policy": os.environ.get("KBIT_DGL_OMP_CHOICE") or os.environ.get("OMP_WAIT_POLICY") or "default",
+        "omp_wait_policy": settings.omp_wait_policy_choice(),
         "thread_changes": threads.changes(),
         "data_warnings": list(getattr(kg, "warnings", [])), "resume_changes": state.get("resume_changes", []),
     }
