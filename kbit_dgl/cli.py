@@ -1,5 +1,6 @@
 """The ``kbit-dgl`` command: train, evaluate, quantize, predict, export, tune, demo; a thin layer over
-:mod:`kbit_dgl.api` and the library beneath it."""
+:mod:`kbit_dgl.api`: it parses arguments, maps them to API calls, prints and returns exit codes
+(tests/test_cli_api.py keeps it so: it imports nothing of the library below the API)."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,7 @@ from .errors import ConfigError, KbitError
 
 def _config_request(args) -> Dict:
     """The keywords of :func:`kbit_dgl.api.make_config` for --config, --dataset, --data-dir, --model,
-    --encoder and --set (later wins: the file, the named options, then --set)."""
+    --encoder, --set and --num-procs (later wins: the file, the named options, --set, --num-procs)."""
     overrides = {}
     if getattr(args, "data_dir", None):
         overrides["data__data_dir"] = args.data_dir
@@ -64,7 +65,7 @@ def cmd_partition(args) -> int:
     from . import api
 
     summary = api.partition(args.out, args.parts, args.method, overwrite=args.overwrite, seed=args.seed,
-                            **{k: v for k, v in _config_request(args).items() if k != "model"})
+                            **{k: v for k, v in _config_request(args).items() if k != "model"})  # no --model
     print(json.dumps({**summary, "out": args.out}, indent=2))
     return 0
 
