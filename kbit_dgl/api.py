@@ -36,8 +36,10 @@ from .data import load_dataset  # noqa: F401  (part of the API)
 from .data.kg import KG
 from .errors import ConfigError
 
-__all__ = ["Run", "make_config", "train", "load_run", "evaluate", "predict", "predict_many", "quantize", "export",
-           "migrate", "load_dataset"]
+__all__ = ["Run", "make_config", "resume_config", "train", "train_folder", "load_run", "evaluate", "evaluate_folder",
+           "predict", "predict_many", "read_queries", "check_output_file", "quantize", "quantize_folder", "export",
+           "migrate", "partition", "serve_distdgl", "launched_by_distdgl", "train_distdgl", "read_space", "tune",
+           "load_dataset"]
 
 
 @dataclass
@@ -95,25 +97,62 @@ def _override_key(name: str, config: Config) -> str:
                       + " or ".join(f"{section}__{name}" for section in sections))
 
 
-def make_config(dataset: Optional[str] = None, model: Optional[str] = None,
-                config: Union[None, str, Dict[str, Any], Config] = None, **overrides: Any) -> Config:
-    """A validated :class:`Config`: the defaults, then ``config`` (a YAML path, a dict of sections or
-    a Config), then ``dataset``, ``model`` and keyword ``overrides``."""
-    from .runs import check_config
-
-    if isinstance(config, Config):
-        result = Config.from_dict(config.to_dict())  # a copy: the caller's config stays as it is
-    elif isinstance(config, str):
-        result = Config.from_yaml(config)
-    else:
-        result = Config.from_dict(config or {}, "config")
+def _apply(result: Config, dataset: Optional[str], model: Optional[str], sets: Sequence[str],
+           overrides: Dict[str, Any]) -> Config:
+    """``dataset``, ``model``, keyword ``overrides``, then ``section.key=value`` strings ``sets``, onto ``result``."""
     if dataset is not None:
         result.data.dataset = dataset
     if model is not None:
         result.model.name = model
     for name, value in overrides.items():
         result.set(_override_key(name, result), value, "keyword")
-    return check_config(result)
+    result.apply_overrides(list(sets))
+    return result
+
+
+def _build_config(dataset: Optional[str], model: Optional[str], config: Union[None, str, Dict[str, Any], Config],
+                  sets: Sequence[str], overrides: Dict[str, Any]) -> Config:
+    """:func:`make_config` before it is checked (``kbit-dgl partition`` reads only the data section)."""
+    if isinstance(config, Config):
+        result = Config.from_dict(config.to_dict())  # a copy: the caller's config stays as it is
+    elif isinstance(config, str):
+        result = Config.from_yaml(config)
+    else:
+        result = Config.from_dict(config or {}, "config")
+    named = result.model.encoder if isinstance(config, str) else None
+    result = _apply(result, dataset, model, sets, overrides)
+    if named and result.model.encoder == named:
+        from .config import check_encoder_import
+        from .runs import is_run_folder
+
+        if is_run_folder(os.path.dirname(os.path.abspath(config))):  # a run folder's config.yaml, even as
+            check_encoder_import(result, config)  # --config: its encoder is imported only with --allow-import
+    return result
+
+
+def make_config(dataset: Optional[str] = None, model: Optional[str] = None,
+                config: Union[None, str, Dict[str, Any], Config] = None, sets: Sequence[str] = (),
+                **overrides: Any) -> Config:
+    """A validated :class:`Config`: the defaults, then ``config`` (a YAML path, a dict of sections or
+    a Config), then ``dataset``, ``model``, keyword ``overrides`` and last ``sets``, strings
+    ``section.key=value`` with YAML values (``kbit-dgl``'s ``--set``). This is the one config builder:
+    ``kbit-dgl train --config F --dataset D --model M --data-dir R --encoder E --set K=V`` is
+    ``make_config(D, M, F, sets=[K=V], data__data_dir=R, model__encoder=E)``."""
+    from .runs import check_config
+
+    return check_config(_build_config(dataset, model, config, sets, overrides))
+
+
+def resume_config(out: str, sets: Sequence[str] = (), **overrides: Any) -> Config:
+    """The config that continues the run in the folder ``out``: its config.yaml, then keyword
+    ``overrides`` and ``sets`` (as :func:`make_config`'s), validated. The one resume path (the
+    API's ``train(resume=True)`` and ``kbit-dgl train --resume``); the trainer then refuses a change
+    the checkpoint cannot honour (:func:`kbit_dgl.train.trainer.resume_changes`)."""
+    from .runs import check_config, run_config
+
+    if out is None:
+        raise ConfigError("resume needs out, the run folder to continue")
+    return check_config(_apply(run_config(out), None, None, sets, overrides))
 
 
 def train(dataset: Optional[str] = None, model: Optional[str] = None, out: Optional[str] = None,
@@ -127,16 +166,9 @@ def train(dataset: Optional[str] = None, model: Optional[str] = None, out: Optio
     them; ``allow_import``: the ``package.module:Class`` encoder its config.yaml may name). ``out``
     defaults to ``runs/<dataset>-<model>-<time>``.
     """
-    from .runs import run_config
-    from .train.trainer import train as train_run
-
     allow_encoder_import(allow_import)
     if resume:
-        if out is None:
-            raise ConfigError("resume needs out, the run folder to continue")
-        cfg = run_config(out)
-        for name, value in overrides.items():
-            cfg.set(_override_key(name, cfg), value, "keyword")
+        cfg = resume_config(out, **overrides)
     else:
         cfg = make_config(dataset if dataset is not None else (kg.name if kg is not None else None), model,
                           config, **overrides)
@@ -145,10 +177,67 @@ def train(dataset: Optional[str] = None, model: Optional[str] = None, out: Optio
     if out is None:
         name = os.path.basename(os.path.normpath(cfg.data.dataset))
         out = os.path.join("runs", f"{name}-{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    metrics = train_run(cfg, kg, out, resume=resume, overwrite=overwrite, progress=progress)
+    metrics = train_folder(cfg, kg, out, resume=resume, overwrite=overwrite, progress=progress)
     opened = load_run(out, kg)
     opened.metrics = metrics
     return opened
+
+
+def train_folder(config: Config, kg: KG, out: str, resume: bool = False, overwrite: bool = False,
+                 progress: bool = True) -> Optional[Dict[str, Any]]:
+    """Train ``config`` on ``kg`` into the run folder ``out`` and return its metrics, without opening
+    the run afterwards (:func:`train` does); None in a process other than rank 0 of a torchrun or
+    DistDGL launch. ``resume``: continue ``out`` with ``config`` (from :func:`resume_config`)."""
+    from .train.trainer import train as train_run
+
+    return train_run(config, kg, out, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def serve_distdgl() -> bool:
+    """In a process that DGL's launcher started as a server (``DGL_ROLE=server``), serve the trainers
+    until they are done and return True; elsewhere return False at once."""
+    from .train import distdgl
+
+    if distdgl.launched_by_dgl() and os.environ["DGL_ROLE"] == "server":
+        distdgl.serve()
+        return True
+    return False
+
+
+def launched_by_distdgl() -> bool:
+    """Whether DGL's launcher (or ``kbit-dgl train --partitions``) started this process."""
+    from .train import distdgl
+
+    return distdgl.launched_by_dgl()
+
+
+def train_distdgl(config: Config, partitions: str, out: str, argv: Sequence[str]) -> Dict[str, Any]:
+    """Train ``config`` with DistDGL on this host, one machine (a server and a trainer) per partition of
+    the folder ``partitions`` (written by :func:`partition`), into the run folder ``out``; every process
+    runs ``kbit-dgl <argv>``. Refuses what DistDGL does not train and a partition folder of another
+    dataset before any process starts. Returns the run's metrics."""
+    from .runs import METRICS
+    from .train import distdgl
+
+    distdgl.check_config(config, distdgl.num_parts(partitions))
+    distdgl.load_maps(os.path.join(partitions, distdgl.GRAPH_NAME + ".json"),  # the right folder?
+                      load_dataset(config.data.dataset, config.data.data_dir, config.data.seed))
+    distdgl.launch_local(partitions, argv, out)
+    with open(os.path.join(out, METRICS), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def partition(out: str, parts: int, method: str = "random", dataset: Optional[str] = None,
+              config: Union[None, str, Dict[str, Any], Config] = None, sets: Sequence[str] = (),
+              overwrite: bool = False, seed: int = 0, **overrides: Any) -> Dict[str, Any]:
+    """Partition the training triples of the dataset of ``config`` / ``dataset`` (only its data section is
+    read, unchecked otherwise) into ``parts`` DistDGL partitions in ``out`` (as ``kbit-dgl partition``);
+    returns the summary. See :func:`kbit_dgl.train.distdgl.partition`."""
+    from .train import distdgl
+
+    cfg = _build_config(dataset, None, config, sets, overrides)
+    kg = load_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.seed)
+    return distdgl.partition(kg, out, parts, method, overwrite=overwrite, seed=seed)
 
 
 def load_run(path: str, kg: Optional[KG] = None, device: str = "cpu", allow_import: Sequence[str] = ()) -> Run:
@@ -188,6 +277,26 @@ def evaluate(run: Union[Run, str], split: str = "test", per_relation: bool = Fal
     return metrics
 
 
+def evaluate_folder(run_dir: str, split: str = "test", device: str = "auto", bits: Optional[int] = None,
+                    dtype: str = "int", block: Optional[int] = None, scale_dtype: str = "fp16",
+                    relation_bits: Optional[int] = None) -> Dict[str, Any]:
+    """:func:`evaluate` of the run folder ``run_dir`` as ``kbit-dgl evaluate`` does it: the model on
+    ``device``, a trained run quantized in memory at ``bits`` when given (options as :func:`quantize`'s),
+    and on a CPU the thread count refitted to the machine's load while ranking (:mod:`kbit_dgl.threads`)."""
+    from . import threads
+    from .config import resolve_device
+    from .runs import load_any_run
+
+    spec, relation_spec = (None, None) if bits is None else _quant_specs(run_dir, bits, dtype, block, scale_dtype,
+                                                                         relation_bits)
+    config, kg, model = load_any_run(run_dir, spec=spec, relation_spec=relation_spec, device=device)
+    threads.adapt(resolve_device(device, config.model.encoder).type == "cpu")
+    try:
+        return evaluate(Run(run_dir, config, kg, model), split)
+    finally:
+        threads.stop()
+
+
 def predict(run: Union[Run, str], relation: str, head: Optional[str] = None, tail: Optional[str] = None,
             top: int = 10, exclude_known: bool = False, allow_import: Sequence[str] = ()) -> List[Dict[str, Any]]:
     """Top ``top`` answers to (head, relation, ?) or (?, relation, tail) by name; each row has
@@ -219,17 +328,65 @@ def quantize(run: Union[Run, str], out: str, bits: int = 4, dtype: str = "int", 
     """Pack a trained run's tables at ``bits`` into the run folder ``out`` (as ``kbit-dgl quantize``)
     and return it opened. ``relation_bits`` defaults to max(bits, 8) (``bits`` for a QAT run); ``block``
     to 64 numbers per scale, or for ``dtype="pq"`` to sub-vectors of 8 // bits numbers."""
-    from .quant import QuantSpec
-    from .quant.quantizers import default_block
-    from .runs import quantize_run, relation_spec_for_run
-
     allow_encoder_import(allow_import)
     run_dir = run.path if isinstance(run, Run) else run
     kg = run.kg if isinstance(run, Run) else None
-    spec = QuantSpec(bits, dtype, default_block(dtype, bits) if block is None else block, scale_dtype)
-    quantize_run(run_dir, out, spec, overwrite=overwrite,
-                 relation_spec=relation_spec_for_run(run_dir, spec, relation_bits))
+    quantize_folder(run_dir, out, bits, dtype, block, scale_dtype, relation_bits, overwrite)
     return load_run(out, kg)
+
+
+def _quant_specs(run_dir: str, bits: int, dtype: str, block: Optional[int], scale_dtype: str,
+                 relation_bits: Optional[int]):
+    """The entity and relation tables' QuantSpecs of a trained run quantized at ``bits`` (see :func:`quantize`)."""
+    from .quant import QuantSpec
+    from .quant.quantizers import default_block
+    from .runs import relation_spec_for_run
+
+    spec = QuantSpec(bits, dtype, default_block(dtype, bits) if block is None else block, scale_dtype)
+    return spec, relation_spec_for_run(run_dir, spec, relation_bits)
+
+
+def quantize_folder(run_dir: str, out: str, bits: int = 4, dtype: str = "int", block: Optional[int] = None,
+                    scale_dtype: str = "fp16", relation_bits: Optional[int] = None,
+                    overwrite: bool = False) -> Dict[str, Any]:
+    """:func:`quantize` without opening the result: writes the run folder ``out`` and returns its
+    quant.json (the spec, the bytes of codes, scales and metadata, ``file``: the model file's bytes)."""
+    from .runs import quantize_run
+
+    spec, relation_spec = _quant_specs(run_dir, bits, dtype, block, scale_dtype, relation_bits)
+    return quantize_run(run_dir, out, spec, overwrite=overwrite, relation_spec=relation_spec)
+
+
+def read_queries(path: str) -> Tuple[List[Tuple[Optional[str], str, Optional[str]]], List[str]]:
+    """The queries of a file for :func:`predict_many` and where each came from; see
+    :func:`kbit_dgl.predict.read_queries`."""
+    from .predict import read_queries as read
+
+    return read(path)
+
+
+def check_output_file(path: str, overwrite: bool) -> None:
+    """Refuse an output file that would replace a run's own file, a folder, or (without ``overwrite``) an
+    existing file; see :func:`kbit_dgl.runs.check_output_file`."""
+    from .runs import check_output_file as check
+
+    check(path, overwrite)
+
+
+def read_space(path: Optional[str]) -> Dict[str, Dict[str, Any]]:
+    """The hyperparameter search space of the YAML file ``path`` (None: the default space), checked."""
+    from .tune import read_space as read
+
+    return read(path)
+
+
+def tune(config: Config, kg: KG, out: str, space: Dict[str, Dict[str, Any]], trials: int, seed: int = 0,
+         baseline: bool = False, timeout: Optional[float] = None, progress: bool = False) -> Dict[str, Any]:
+    """Search ``space`` (from :func:`read_space`) around ``config`` with Optuna (as ``kbit-dgl tune``);
+    returns the report. See :func:`kbit_dgl.tune.tune`."""
+    from .tune import tune as search
+
+    return search(config, kg, out, space, trials, seed=seed, baseline=baseline, timeout=timeout, progress=progress)
 
 
 def export(run: Union[Run, str], out: str, format: str = "npy", overwrite: bool = False,

@@ -1,5 +1,6 @@
 """The ``kbit-dgl`` command: train, evaluate, quantize, predict, export, tune, demo; a thin layer over
-:mod:`kbit_dgl.api` and the library beneath it."""
+:mod:`kbit_dgl.api`: it parses arguments, maps them to API calls, prints and returns exit codes
+(tests/test_cli_api.py keeps it so: it imports nothing of the library below the API)."""
 from __future__ import annotations
 
 import argparse
@@ -9,73 +10,63 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from .config import Config, allow_encoder_import
+from .config import allow_encoder_import
 from .errors import ConfigError, KbitError
 from .settings import check_environment
 
 
-def _load_config(args) -> Config:
-    config = Config.from_yaml(args.config) if getattr(args, "config", None) else Config()
-    named = config.model.encoder if getattr(args, "config", None) else None
-    if getattr(args, "dataset", None):
-        config.data.dataset = args.dataset
+def _config_request(args) -> Dict:
+    """The keywords of :func:`kbit_dgl.api.make_config` for --config, --dataset, --data-dir, --model,
+    --encoder, --set and --num-procs (later wins: the file, the named options, --set, --num-procs)."""
+    overrides = {}
     if getattr(args, "data_dir", None):
-        config.data.data_dir = args.data_dir
-    if getattr(args, "model", None):
-        config.model.name = args.model
+        overrides["data__data_dir"] = args.data_dir
     if getattr(args, "encoder", None):
-        config.model.encoder = args.encoder
-    config.apply_overrides(args.set or [])
-    if named and config.model.encoder == named:
-        from .config import check_encoder_import
-        from .runs import is_run_folder
+        overrides["model__encoder"] = args.encoder
+    return {"dataset": getattr(args, "dataset", None) or None, "model": getattr(args, "model", None) or None,
+            "config": getattr(args, "config", None) or None, "sets": _sets(args), **overrides}
 
-        if is_run_folder(os.path.dirname(os.path.abspath(args.config))):  # a run folder's config.yaml, even as
-            check_encoder_import(config, args.config)  # --config, imports its encoder only with --allow-import
-    return config
+
+def _sets(args) -> List[str]:
+    """--set's ``section.key=value`` strings, then --num-procs as one more (it wins over --set)."""
+    sets = list(getattr(args, "set", None) or [])
+    if getattr(args, "num_procs", None):
+        sets.append(f"train.num_procs={args.num_procs}")
+    return sets
+
+
+def _load_config(args):
+    """The checked config of a ``train`` / ``tune`` command line: the run's own with --resume, else built."""
+    from . import api
+
+    if getattr(args, "resume", False):
+        return api.resume_config(args.out, sets=_sets(args))
+    return api.make_config(**_config_request(args))
 
 
 def cmd_train(args) -> int:
-    from .data import load_dataset
-    from .runs import check_config, run_config
-    from .train import distdgl
-    from .train.trainer import train
+    from . import api
 
-    if distdgl.launched_by_dgl() and os.environ["DGL_ROLE"] == "server":  # DistDGL: this machine's server
-        distdgl.serve()
+    if api.serve_distdgl():  # DistDGL: this process was this machine's server
         return 0
-    if args.resume:
-        config = run_config(args.out)
-        config.apply_overrides(args.set or [])
-    else:
-        config = _load_config(args)
-    if args.num_procs:
-        config.train.num_procs = args.num_procs
-    check_config(config)  # before the dataset is read and before anything is written
-    if args.partitions and not distdgl.launched_by_dgl():  # DistDGL on this host: one machine per partition
-        distdgl.check_config(config, distdgl.num_parts(args.partitions))
-        distdgl.load_maps(os.path.join(args.partitions, distdgl.GRAPH_NAME + ".json"),  # the right folder?
-                          load_dataset(config.data.dataset, config.data.data_dir, config.data.seed))
-        distdgl.launch_local(args.partitions, args.argv, args.out)
-        with open(os.path.join(args.out, "metrics.json"), encoding="utf-8") as handle:
-            print(json.dumps(_headline(json.load(handle)), indent=2))
+    config = _load_config(args)  # checked before the dataset is read and before anything is written
+    if args.partitions and not api.launched_by_distdgl():  # DistDGL on this host: one machine per partition
+        print(json.dumps(_headline(api.train_distdgl(config, args.partitions, args.out, args.argv)), indent=2))
         return 0
-    kg = load_dataset(config.data.dataset, config.data.data_dir, config.data.seed)
+    kg = api.load_dataset(config.data.dataset, config.data.data_dir, config.data.seed)
     print(f"{kg.name}: {kg.summary()}", file=sys.stderr)
-    metrics = train(config, kg, args.out, resume=args.resume, overwrite=args.overwrite,
-                    progress=not args.no_progress)
+    metrics = api.train_folder(config, kg, args.out, resume=args.resume, overwrite=args.overwrite,
+                               progress=not args.no_progress)
     if metrics is not None:  # under torchrun, rank 0 reports
         print(json.dumps(_headline(metrics), indent=2))
     return 0
 
 
 def cmd_partition(args) -> int:
-    from .data import load_dataset
-    from .train import distdgl
+    from . import api
 
-    config = _load_config(args)
-    kg = load_dataset(config.data.dataset, config.data.data_dir, config.data.seed)
-    summary = distdgl.partition(kg, args.out, args.parts, args.method, overwrite=args.overwrite, seed=args.seed)
+    summary = api.partition(args.out, args.parts, args.method, overwrite=args.overwrite, seed=args.seed,
+                            **{k: v for k, v in _config_request(args).items() if k != "model"})  # no --model
     print(json.dumps({**summary, "out": args.out}, indent=2))
     return 0
 
@@ -90,47 +81,24 @@ def _headline(metrics: Dict) -> Dict:
             "best_epoch": metrics["best_epoch"]}
 
 
-def _quant_spec(args):
-    """The QuantSpec of --bits/--dtype/--block/--scale-dtype, or None without --bits."""
-    from .quant import QuantSpec
-    from .quant.quantizers import default_block
-
-    if getattr(args, "bits", None) is None:
-        return None
-    block = default_block(args.dtype, args.bits) if args.block is None else args.block
-    return QuantSpec(args.bits, args.dtype, block, args.scale_dtype)
-
-
-def _relation_spec(args, run_dir: str):
-    """The relation table's QuantSpec from --relation-bits (default: max(--bits, 8), or --bits for a
-    run trained with QAT); None without --bits."""
-    from .runs import relation_spec_for_run
-
-    spec = _quant_spec(args)
-    return None if spec is None else relation_spec_for_run(run_dir, spec, getattr(args, "relation_bits", None))
+def _quant_options(args) -> Dict:
+    """The keywords of :func:`kbit_dgl.api.quantize_folder` for --bits, --dtype, --block, --scale-dtype and
+    --relation-bits (no --bits: none)."""
+    return {"bits": args.bits, "dtype": args.dtype, "block": args.block, "scale_dtype": args.scale_dtype,
+            "relation_bits": args.relation_bits}
 
 
 def cmd_evaluate(args) -> int:
-    from . import api, threads
-    from .config import resolve_device
-    from .runs import load_any_run
+    from . import api
 
-    config, kg, model = load_any_run(args.run_dir, spec=_quant_spec(args),
-                                     relation_spec=_relation_spec(args, args.run_dir), device=args.device)
-    # refit the thread count to the load while ranking
-    threads.adapt(resolve_device(args.device, config.model.encoder).type == "cpu")
-    try:
-        print(json.dumps(api.evaluate(api.Run(args.run_dir, config, kg, model), args.split), indent=2))
-    finally:
-        threads.stop()
+    print(json.dumps(api.evaluate_folder(args.run_dir, args.split, args.device, **_quant_options(args)), indent=2))
     return 0
 
 
 def cmd_quantize(args) -> int:
-    from .runs import quantize_run
+    from . import api
 
-    info = quantize_run(args.run_dir, args.out, _quant_spec(args), overwrite=args.overwrite,
-                        relation_spec=_relation_spec(args, args.run_dir))
+    info = api.quantize_folder(args.run_dir, args.out, overwrite=args.overwrite, **_quant_options(args))
     keys = ("bits", "dtype", "block", "scale_dtype", "codes_bytes", "scales_bytes", "metadata_bytes", "total_bytes",
             "fp32_bytes", "ratio_to_fp32", "bits_per_number")
     print(json.dumps({**{k: info[k] for k in keys}, "file_bytes": info["file"]["bytes"], "out": args.out}, indent=2))
@@ -168,14 +136,12 @@ def _predict_file(args) -> int:
 
     from . import api
     from .io import atomic_write_text
-    from .predict import read_queries
-    from .runs import check_output_file
 
     if args.top < 1:
         raise ConfigError(f"--top must be >= 1, got {args.top}")
     if args.out:
-        check_output_file(args.out, args.overwrite)  # before the run is read; never a run's own file
-    queries, sources = read_queries(args.queries)
+        api.check_output_file(args.out, args.overwrite)  # before the run is read; never a run's own file
+    queries, sources = api.read_queries(args.queries)
     run = api.load_run(args.run_dir, device=args.device)
     started = time.perf_counter()
     answers = api.predict_many(run, queries, top=args.top, exclude_known=args.exclude_known, sources=sources,
@@ -202,16 +168,14 @@ def _predict_file(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from .data import load_dataset
-    from .runs import check_config
-    from .tune import read_space, tune
+    from . import api
 
-    config = check_config(_load_config(args))
-    space = read_space(args.space)
-    kg = load_dataset(config.data.dataset, config.data.data_dir, config.data.seed)
+    config = _load_config(args)
+    space = api.read_space(args.space)
+    kg = api.load_dataset(config.data.dataset, config.data.data_dir, config.data.seed)
     print(f"{kg.name}: {kg.summary()}; {args.trials} trials over {', '.join(space)} -> {args.out}", file=sys.stderr)
-    report = tune(config, kg, args.out, space, args.trials, seed=args.seed, baseline=args.baseline,
-                  timeout=args.timeout, progress=not args.no_progress)
+    report = api.tune(config, kg, args.out, space, args.trials, seed=args.seed, baseline=args.baseline,
+                      timeout=args.timeout, progress=not args.no_progress)
     print(json.dumps({k: v for k, v in report.items() if k != "space"}, indent=2))
     return 0
 
@@ -261,24 +225,19 @@ def comparison_tables(results: Dict[str, Dict], relation_info: Optional[Dict[str
 
 
 def cmd_demo(args) -> int:
-    from .data import load_dataset
+    from . import api
     from .io import atomic_write_text
-    from .train.trainer import train
 
     started = time.time()
     out = args.out or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
-    kg = load_dataset(args.dataset, args.data_dir)
+    kg = api.load_dataset(args.dataset, args.data_dir)
     print(f"{kg.name}: {kg.summary()} -> {out}; {', '.join(args.models)}, about "
           f"{75 * len(args.models)} s on 2 CPU cores for the built-in KG", file=sys.stderr)
     results = {}
     for model in args.models:
-        config = Config()
-        config.data.dataset = args.dataset or "synthetic"
-        config.data.data_dir = args.data_dir
-        config.model.name = model
-        config.apply_overrides(args.set or [])
-        results[model] = train(config, kg, os.path.join(out, model), overwrite=args.overwrite,
-                               progress=not args.no_progress)
+        config = api.make_config(**{**_config_request(args), "dataset": args.dataset or "synthetic", "model": model})
+        results[model] = api.train_folder(config, kg, os.path.join(out, model), overwrite=args.overwrite,
+                                          progress=not args.no_progress)
     text = comparison_tables(results, kg.relation_info)
     atomic_write_text(os.path.join(out, "comparison.md"), text + "\n")
     print(text)
