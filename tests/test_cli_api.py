@@ -23,6 +23,8 @@ ALLOWED = {"kbit_dgl.api", "kbit_dgl.config", "kbit_dgl.errors"}
 EXCEPTIONS = {
     "kbit_dgl.io": "atomic_write_text: the CLI's own printed output saved to a file (predict --queries --out, "
                    "demo's comparison.md) is written whole or not at all",
+    "kbit_dgl.settings": "check_environment: a bad KBIT_DGL_* switch is refused before any command runs "
+                         "(settings.py is the bottom layer, beside config and errors)",
 }
 
 
