@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import glob
 import hashlib
+import json
 import logging
 import os
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -267,6 +268,15 @@ def _read_dict(path: str) -> List[str]:
                                    f"(the run's id map, written by kbit-dgl)")
             names.append(name)
     return names
+
+
+def run_finished(run_dir: str) -> bool:
+    """Whether ``run_dir`` holds a finished training run: a readable ``metrics.json`` with test metrics."""
+    try:
+        with open(os.path.join(run_dir, METRICS), encoding="utf-8") as handle:
+            return "test" in json.load(handle)
+    except (OSError, ValueError):
+        return False
 
 
 def read_id_maps(run_dir: str) -> Optional[Tuple[List[str], List[str]]]:

@@ -27,6 +27,7 @@ import time
 
 from kbit_dgl.io import atomic_write_json, atomic_write_text
 from kbit_dgl.provenance import project_root, provenance
+from kbit_dgl.runs import run_finished
 
 
 def run_train(args, folder: str, procs: int, threads: int, extra, partitions: str = "", index: int = 0) -> dict:
@@ -37,7 +38,7 @@ def run_train(args, folder: str, procs: int, threads: int, extra, partitions: st
                args.data_dir, "--model", args.model, "--out", run, "--no-progress", *scale_out,
                "--set", f"train.num_threads={threads}", *args.set, *extra]
     began, load = time.time(), os.getloadavg()[0]
-    if not _finished(run):
+    if not run_finished(run):
         resume = ["--resume"] if os.path.exists(os.path.join(run, "checkpoint.pt")) else ["--overwrite"]
         subprocess.run(command + resume, check=True, stdout=subprocess.DEVNULL)
     with open(os.path.join(run, "metrics.json"), encoding="utf-8") as handle:
@@ -49,14 +50,6 @@ def run_train(args, folder: str, procs: int, threads: int, extra, partitions: st
             "epochs": metrics["epochs"], "best_epoch": metrics["best_epoch"],
             "train_seconds": metrics["train_seconds"], "wall_seconds": round(time.time() - began, 1),
             "load_before": load, "command": " ".join(command[3:]).replace(run, "RUN")}
-
-
-def _finished(run: str) -> bool:
-    try:
-        with open(os.path.join(run, "metrics.json"), encoding="utf-8") as handle:
-            return "test" in json.load(handle)
-    except (OSError, ValueError):
-        return False
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ import time
 
 from kbit_dgl.io import atomic_write_json
 from kbit_dgl.provenance import project_root, provenance
+from kbit_dgl.runs import run_finished
 
 ARMS = {  # name: (processes, optimizer)
     "1proc-adam": (1, "adam"),
@@ -46,12 +47,12 @@ def run_arm(args, folder: str, arm: str, seed: int, earlier=()) -> dict:
                "--set", "train.num_threads=1", f"train.max_epochs={args.epochs}", f"train.optimizer={optimizer}",
                f"train.seed={seed}", *args.set]
     shown = " ".join(command[3:]).replace(run, "RUN")
-    if _finished(run):
+    if run_finished(run):
         for row in earlier:
             if row["arm"] == arm and row["seed"] == seed and row["command"] == shown:
                 return row
     began, load_before = time.time(), os.getloadavg()
-    if not _finished(run):
+    if not run_finished(run):
         resume = ["--resume"] if os.path.exists(os.path.join(run, "checkpoint.pt")) else ["--overwrite"]
         subprocess.run(command + resume, check=True, stdout=subprocess.DEVNULL)
     with open(os.path.join(run, "metrics.json"), encoding="utf-8") as handle:
@@ -62,14 +63,6 @@ def run_arm(args, folder: str, arm: str, seed: int, earlier=()) -> dict:
             "train_seconds": metrics["train_seconds"], "wall_seconds": round(time.time() - began, 1),
             "load_before": list(load_before), "load_after": list(os.getloadavg()),
             "command": shown}
-
-
-def _finished(run: str) -> bool:
-    try:
-        with open(os.path.join(run, "metrics.json"), encoding="utf-8") as handle:
-            return "test" in json.load(handle)
-    except (OSError, ValueError):
-        return False
 
 
 def summary(rows) -> dict:

@@ -395,3 +395,12 @@ def test_data_warnings_reach_the_log_and_metrics(tsv_folder, tmp_path):
     warnings = json.loads((run / "metrics.json").read_text())["data_warnings"]
     assert any("duplicate" in w for w in warnings) and any("train" in w and "test" in w for w in warnings)
     assert "data: " in (run / "train.log").read_text()
+
+
+def test_run_finished_reads_the_metrics_file(trained_run, tmp_path):
+    from kbit_dgl.runs import run_finished
+
+    assert run_finished(trained_run) and not run_finished(str(tmp_path / "nothing"))
+    broken = _copy(trained_run, tmp_path, "broken")
+    open(os.path.join(broken, "metrics.json"), "w").write("{not json")
+    assert not run_finished(broken)
