@@ -217,3 +217,16 @@ def test_rowwise_adagrad_keeps_one_accumulator_per_row_and_matches_the_formula()
     assert torch.allclose(table.weight[touched], expected)
     untouched = torch.tensor([0, 1, 3, 4, 6, 7, 8, 9])
     assert torch.equal(table.weight[untouched], start[untouched])
+
+
+def test_one_row_wise_adagrad_formula_serves_every_mode():
+    """One process, N processes (DGL's NodeEmbedding) and DistDGL all step through
+    optim.rowwise_adagrad_rows: the formula is written once."""
+    import pathlib
+
+    import kbit_dgl.train as train_package
+
+    folder = pathlib.Path(train_package.__file__).parent
+    sources = {path.name: path.read_text() for path in folder.glob("*.py")}
+    assert [name for name, text in sources.items() if ".pow(2).mean(1" in text] == ["optim.py"]
+    assert all("rowwise_adagrad_rows(" in sources[name] for name in ("optim.py", "distributed.py", "distdgl.py"))

@@ -49,6 +49,7 @@ from ..io import atomic_save, load_saved
 from ..settings import env_flag, env_int
 from . import distributed
 from .distributed import DistributedOptimizer, DistributedTrainingError, Group
+from .optim import rowwise_adagrad_rows
 
 log = logging.getLogger("kbit_dgl")
 
@@ -311,11 +312,10 @@ def _rowwise_adagrad_class():
             values = torch.zeros((len(rows), grad.shape[1]), dtype=grad.dtype, device=grad.device)
             values.index_add_(0, inverse, grad)
             values = values / count.unsqueeze(1)  # DGL's convention: a row's gradients averaged
-            state = self._state[emb.name]
-            row_sum = state[rows].to(grad.device) + values.pow(2).mean(1, keepdim=True)
-            state[rows] = row_sum.cpu()
-            step = self._lr * values / row_sum.sqrt_().add_(self._eps)
-            emb.weight[rows] -= step.cpu()
+            state = self._state[emb.name]  # (num_entities, 1) on DGL's servers
+            row_sum, change = rowwise_adagrad_rows(values, state[rows].to(grad.device)[:, 0], self._lr, self._eps)
+            state[rows] = row_sum.unsqueeze(1).cpu()
+            emb.weight[rows] += change.cpu()
 
     return RowwiseSparseAdagrad
 

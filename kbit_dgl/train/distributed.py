@@ -41,6 +41,7 @@ from torch import nn
 
 from .. import compat
 from ..errors import ConfigError, KbitError
+from .optim import rowwise_adagrad_rows
 
 log = logging.getLogger("kbit_dgl")
 
@@ -322,10 +323,9 @@ def _rowwise_adagrad_class():
             values.index_add_(0, inverse, grad)  # a row's gradients summed, as one process does
             (state,) = emb.optm_state
             state_rows = rows.to(state.device)
-            row_sum = state[state_rows].to(grad.device) + values.pow(2).mean(1)
+            row_sum, change = rowwise_adagrad_rows(values, state[state_rows].to(grad.device), self._lr, self._eps)
             state[state_rows] = row_sum.to(state.device)
-            step = values / (row_sum.sqrt_().add_(self._eps)).unsqueeze(1)
-            emb.weight.index_add_(0, state_rows, step.to(emb.weight.device), alpha=-self._lr)
+            emb.weight.index_add_(0, state_rows, change.to(emb.weight.device))
 
     return RowwiseSparseAdagrad
 

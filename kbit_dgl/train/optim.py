@@ -94,6 +94,19 @@ class SparseAdagrad(_AdagradBase):
         param.index_copy_(0, rows, param.index_select(0, rows).addcdiv_(values, std, value=-lr))
 
 
+def rowwise_adagrad_rows(values: torch.Tensor, row_sums: torch.Tensor, lr: float,
+                         eps: float) -> "tuple[torch.Tensor, torch.Tensor]":
+    """One step of DGL-KE's row-wise Adagrad for n distinct rows, the one formula every mode uses
+    (:class:`RowwiseAdagrad`, and the DGL subclasses of several processes and of DistDGL).
+
+    ``values`` (n, d): each row's gradient; ``row_sums`` (n,): its accumulator. Returns the new
+    accumulators ``row_sums + mean(values**2)`` (n,) and the rows' change
+    ``-lr * values / (sqrt(new) + eps)`` (n, d), to be added to the rows.
+    """
+    row_sums = row_sums + values.pow(2).mean(1)
+    return row_sums, values / (row_sums.sqrt() + eps).unsqueeze(1) * -lr
+
+
 class RowwiseAdagrad(_AdagradBase):
     """Adagrad with one accumulator per row of each 2-D parameter (DGL-KE's ``row_sparse`` Adagrad).
 
@@ -119,10 +132,9 @@ class RowwiseAdagrad(_AdagradBase):
             rows, values = torch.arange(param.shape[0], device=param.device), grad
         if rows.numel() == 0:
             return
-        row_sum = state_sum.index_select(0, rows).add_(values.pow(2).mean(1))
+        row_sum, change = rowwise_adagrad_rows(values, state_sum.index_select(0, rows), lr, eps)
         state_sum.index_copy_(0, rows, row_sum)
-        std = row_sum.sqrt_().add_(eps).unsqueeze(1)
-        param.index_add_(0, rows, values / std, alpha=-lr)
+        param.index_add_(0, rows, change)
 
 
 class _NativeStep:
