@@ -27,6 +27,26 @@ def tsv_folder(tmp_path_factory):
     return folder
 
 
+def train_cli_run(tsv_folder, folder, sets) -> str:
+    """Train TransE on the generated TSV dataset into ``folder`` through the CLI, with ``sets`` (the
+    module's small config); returns the folder (tests copy it before changing it)."""
+    from kbit_dgl.cli import main
+
+    folder = str(folder)
+    assert main(["train", "--dataset", str(tsv_folder), "--model", "transe", "--out", folder, "--no-progress",
+                 "--set", *sets]) == 0
+    return folder
+
+
+def copy_run(run: str, tmp_path, name: str = "copy") -> str:
+    """A copy of the run folder ``run`` as ``tmp_path / name``."""
+    import shutil
+
+    target = str(tmp_path / name)
+    shutil.copytree(run, target)
+    return target
+
+
 def train_interrupted(config, kg, run_dir, monkeypatch) -> None:
     """Train into ``run_dir`` and stop with KeyboardInterrupt in the middle of epoch 3.
 

@@ -151,3 +151,12 @@ def write_ogb_biokg_fixture(root, num_train_per_relation: int = 8, num_eval: int
         _write_csv_gz(os.path.join(folder, "num-edge-list.csv.gz"), [[int(rows.sum())]])
     _save_split(base, "random", splits)
     return {"dir": base, **splits}
+
+
+#: the on-disk formats torch.save writes (zip or legacy, pickle protocol 2 or 5), as torch.save keywords
+SAVES = {
+    "zip-protocol2": dict(),
+    "zip-protocol5": dict(pickle_protocol=5),
+    "legacy-protocol2": dict(_use_new_zipfile_serialization=False),
+    "legacy-protocol5": dict(_use_new_zipfile_serialization=False, pickle_protocol=5),
+}

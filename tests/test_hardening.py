@@ -15,7 +15,7 @@ import textwrap
 import pytest
 import torch
 import yaml
-from conftest import small_config
+from conftest import copy_run, small_config, train_cli_run
 
 from kbit_dgl import io as kbit_io
 from kbit_dgl.cli import main
@@ -36,16 +36,10 @@ SMALL = ["model.dim=16", "train.batch_size=128", "train.num_negatives=16", "trai
 @pytest.fixture(scope="module")
 def trained_run(tsv_folder, tmp_path_factory):
     """A small trained TransE run folder on the generated TSV dataset (copy it before changing it)."""
-    run = str(tmp_path_factory.mktemp("runs") / "run")
-    assert main(["train", "--dataset", str(tsv_folder), "--model", "transe", "--out", run, "--no-progress",
-                 "--set", *SMALL]) == 0
-    return run
+    return train_cli_run(tsv_folder, tmp_path_factory.mktemp("runs") / "run", SMALL)
 
 
-def _copy(run: str, tmp_path, name: str = "copy") -> str:
-    target = str(tmp_path / name)
-    shutil.copytree(run, target)
-    return target
+_copy = copy_run
 
 
 def _evaluate_json(run, capsys, *extra):

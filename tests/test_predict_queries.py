@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import train_cli_run
 
 from kbit_dgl.cli import main
 from kbit_dgl.errors import KGFormatError
@@ -20,10 +21,7 @@ BIG = 10 * 1024 * 1024  # a 10 MB line
 
 @pytest.fixture(scope="module")
 def run(tsv_folder, tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("queries") / "run")
-    assert main(["train", "--dataset", str(tsv_folder), "--model", "transe", "--out", folder, "--no-progress",
-                 "--set", *SMALL]) == 0
-    return folder
+    return train_cli_run(tsv_folder, tmp_path_factory.mktemp("queries") / "run", SMALL)
 
 
 def _predict(run, queries, capsys):

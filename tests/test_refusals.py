@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 import time
 
+import conftest
 import pytest
 import torch
 import yaml
+from conftest import train_cli_run
 
 from kbit_dgl import api, resources
 from kbit_dgl import config as config_module
@@ -36,16 +37,11 @@ def fresh_permissions(monkeypatch):
 @pytest.fixture(scope="module")
 def trained_run(tsv_folder, tmp_path_factory):
     """A shallow TransE run folder, trained for one epoch (copy it before changing it)."""
-    run = str(tmp_path_factory.mktemp("runs") / "run")
-    assert main(["train", "--dataset", str(tsv_folder), "--model", "transe", "--out", run, "--no-progress",
-                 "--set", *SMALL]) == 0
-    return run
+    return train_cli_run(tsv_folder, tmp_path_factory.mktemp("runs") / "run", SMALL)
 
 
 def copy_run(run: str, tmp_path, name: str = "run") -> str:
-    target = str(tmp_path / name)
-    shutil.copytree(run, target)
-    return target
+    return conftest.copy_run(run, tmp_path, name)
 
 
 def set_encoder(run: str, spec: str) -> None:

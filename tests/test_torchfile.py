@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from ogb_fixtures import write_ogb_biokg_fixture, write_ogb_wikikg2_fixture
+from ogb_fixtures import SAVES, write_ogb_biokg_fixture, write_ogb_wikikg2_fixture
 
 from kbit_dgl.data import ogb as ogb_module
 from kbit_dgl.data import torchfile
@@ -32,14 +32,6 @@ def _equal(a, b) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
     return a == b
-
-
-SAVES = {
-    "zip-protocol2": dict(),
-    "zip-protocol5": dict(pickle_protocol=5),
-    "legacy-protocol2": dict(_use_new_zipfile_serialization=False),
-    "legacy-protocol5": dict(_use_new_zipfile_serialization=False, pickle_protocol=5),
-}
 
 
 @pytest.mark.parametrize("save", sorted(SAVES))

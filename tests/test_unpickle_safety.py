@@ -16,7 +16,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from ogb_fixtures import write_ogb_wikikg2_fixture
+from ogb_fixtures import SAVES, write_ogb_wikikg2_fixture
 
 from kbit_dgl.data import torchfile
 from kbit_dgl.data.kg import KGFormatError
@@ -187,14 +187,6 @@ def test_a_storage_larger_than_its_zip_member_is_refused(tmp_path):
     _zip_with_tensor(path, _Tensor((2,), (1,)), numel=1000)
     with pytest.raises(pickle.UnpicklingError, match="truncated or damaged"):
         torchfile.load_id_arrays(path, lambda array: array)
-
-
-SAVES = {
-    "zip-protocol2": dict(),
-    "zip-protocol5": dict(pickle_protocol=5),
-    "legacy-protocol2": dict(_use_new_zipfile_serialization=False),
-    "legacy-protocol5": dict(_use_new_zipfile_serialization=False, pickle_protocol=5),
-}
 
 
 @pytest.mark.parametrize("save", sorted(SAVES))
