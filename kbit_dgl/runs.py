@@ -88,16 +88,17 @@ def check_config(config: Config) -> Config:
     return config
 
 
-def model_from_config(config: Config, kg: KG, device=None) -> KGEModel:
+def model_from_config(config: Config, kg: KG, device=None, sparse: Optional[bool] = None) -> KGEModel:
     """The untrained model ``config`` describes for ``kg`` (tables, optional encoder, decoder, QAT), to
-    train on ``device`` (the tables' gradient layout follows it; default ``train.device``)."""
+    train on ``device`` (the tables' gradient layout follows it; default ``train.device``). ``sparse``:
+    the layout the run-time settings decided (:attr:`kbit_dgl.runtime.Runtime.sparse_tables`)."""
     from .quant.qat import attach_qat  # fake quantisation when train.qat_bits is set, else a no-op
 
     if config.model.encoder:
         return attach_qat(_encoder_model(config, kg), config.train)
     model = build_model(config.model.name, kg.num_entities, kg.num_relations, config.model.dim, config.model.gamma,
                         reciprocal=reciprocal_relations(config.model),
-                        sparse=sparse_table_gradients(config.train, device))
+                        sparse=sparse_table_gradients(config.train, device) if sparse is None else sparse)
     return attach_qat(model, config.train)
 
 

@@ -24,7 +24,7 @@ from kbit_dgl.errors import ConfigError, NonFiniteError, RunFolderError, Trainin
 from kbit_dgl.eval import evaluate, rank_from_scores
 from kbit_dgl.io import atomic_save, load_saved
 from kbit_dgl.runs import model_from_config, run_lock
-from kbit_dgl.train import trainer
+from kbit_dgl.train import optim, trainer
 from kbit_dgl.train.trainer import train
 
 pytestmark = pytest.mark.shallow  # DGL-free: CI runs it under the newest torch too (.ci/newest)
@@ -77,7 +77,7 @@ def test_evaluate_refuses_non_finite_scores(small_kg):
 
 def test_non_finite_weights_are_never_validated_or_saved(small_kg, tmp_path, monkeypatch):
     """The loss of the last step is finite, the update it makes is not: nothing may be saved from it."""
-    real_make, calls = trainer.make_optimizer, {"n": 0}
+    real_make, calls = optim.make_optimizer, {"n": 0}
     steps_per_epoch = -(-len(small_kg.train) // small_config("transe").train.batch_size)
 
     def poisoned_optimizer(model, name, lr):
@@ -93,7 +93,7 @@ def test_non_finite_weights_are_never_validated_or_saved(small_kg, tmp_path, mon
         optimizer.step = step
         return optimizer
 
-    monkeypatch.setattr(trainer, "make_optimizer", poisoned_optimizer)
+    monkeypatch.setattr(optim, "make_optimizer", poisoned_optimizer)
     config = small_config("transe", epochs=1)
     with pytest.raises(TrainingDivergedError, match="NaN or infinite"):
         train(config, small_kg, str(tmp_path / "run"), progress=False)

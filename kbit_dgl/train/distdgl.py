@@ -43,7 +43,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import torch
 from torch import nn
 
-from .. import compat
+from .. import compat, runtime
 from ..errors import ConfigError, KbitError
 from ..io import atomic_save, load_saved
 from ..settings import env_flag, env_int
@@ -147,7 +147,7 @@ def check_config(config, trainers: int) -> None:
 # --- processes: servers, trainers, and machines simulated on one host ------------------------------
 
 def launched_by_dgl() -> bool:
-    return os.environ.get("DGL_ROLE") in ("server", "client") and "DGL_IP_CONFIG" in os.environ
+    return runtime.launched_by_dgl()
 
 
 def _machine_on_host():
@@ -156,8 +156,6 @@ def _machine_on_host():
     machine = env_int("KBIT_DGL_MACHINE")
     return compat.dgl_machine_on_host(None if machine is None else str(machine))
 
-
-_MACHINE: Optional[contextlib.ExitStack] = None  # a trainer's machine_on_host, from join() to leave()
 
 
 def serve() -> None:
@@ -377,6 +375,20 @@ class DistDGLGroup(Group):
         owned = local.ndata["_ID"][inner]
         self.owned_nodes = owned.tensor_split(self.local_size)[self.local_rank]  # this trainer's share to push
         self._copy: Optional[torch.Tensor] = None  # rank 0's pulled table, until the next step changes it
+        self.machine: Optional[contextlib.ExitStack] = None  # this trainer's machine_on_host, from join()
+
+    def leave(self, together: bool = True, destroy: bool = True) -> None:
+        """Leave the trainers' group and tell DGL's servers this trainer is done."""
+        import dgl
+
+        try:
+            super().leave(together, destroy)
+            if together:
+                dgl.distributed.exit_client()
+        finally:
+            if self.machine is not None:
+                self.machine.close()
+                self.machine = None
 
     def processes_here(self) -> int:
         # this machine's trainers; machines simulated on one host share its cores (servers counted)
@@ -478,7 +490,7 @@ def _zeros(shape, dtype):
     return torch.zeros(shape, dtype=dtype)
 
 
-def join(device_name: str, timeout_minutes: float, kg) -> DistDGLGroup:
+def join(device, timeout_minutes: float, kg) -> DistDGLGroup:
     """Join DistDGL as the trainer DGL's environment describes: connect to the servers, join the
     trainers' process group, open the ``DistGraph`` and the partition maps (checked against ``kg``)."""
     import dgl
@@ -489,7 +501,6 @@ def join(device_name: str, timeout_minutes: float, kg) -> DistDGLGroup:
     if not part_config or not os.path.exists(part_config):
         raise ConfigError(f"DGL_CONF_PATH={part_config!r} names no partition config")
     maps = load_maps(part_config, kg)  # before connecting: a wrong folder fails fast
-    global _MACHINE
     machine = contextlib.ExitStack()
     machine.enter_context(_machine_on_host())
     try:
@@ -497,30 +508,14 @@ def join(device_name: str, timeout_minutes: float, kg) -> DistDGLGroup:
     except BaseException:
         machine.close()
         raise
-    _MACHINE = machine
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     run_name = f"kbitdist{os.environ.get('MASTER_PORT', '0')}"
-    group = distributed._join(rank, world_size, "env://", device_name, timeout_minutes, run_name,
+    group = distributed._join(rank, world_size, "env://", device, timeout_minutes, run_name,
                               int(os.environ.get("LOCAL_RANK", 0)))
     graph = dgl.distributed.DistGraph(GRAPH_NAME, part_config=part_config)
     if graph.num_nodes() != kg.num_entities or graph.num_edges() != len(kg.train):
         raise PartitionMismatchError(f"{part_config}: {graph.num_nodes()} entities and {graph.num_edges()} triples, "
                                      f"{kg.name!r} has {kg.num_entities} and {len(kg.train)}")
-    distdgl_group = DistDGLGroup(group.rank, group.world_size, group.device, run_name, graph, maps, part_config)
-    distributed._GROUP = distdgl_group
-    return distdgl_group
-
-
-def leave(together: bool = True) -> None:
-    """Leave the trainers' group and tell DGL's servers this trainer is done."""
-    import dgl
-
-    global _MACHINE
-    try:
-        distributed._leave(together)
-        if together:
-            dgl.distributed.exit_client()
-    finally:
-        if _MACHINE is not None:
-            _MACHINE.close()
-            _MACHINE = None
+    joined = DistDGLGroup(group.rank, group.world_size, group.device, run_name, graph, maps, part_config)
+    joined.machine = machine  # closed by leave()
+    return joined

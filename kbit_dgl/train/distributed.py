@@ -45,15 +45,16 @@ from .optim import rowwise_adagrad_rows
 
 log = logging.getLogger("kbit_dgl")
 
-_GROUP: Optional["Group"] = None
-
 
 class DistributedTrainingError(KbitError, RuntimeError):
     """A training process failed or died; the message names it and the last checkpoint."""
 
 
 class Group:
-    """This process's place among the N: rank, world size, device, and the collectives the trainer uses."""
+    """This process's place among the N: rank, world size, device, and what the trainer asks of its
+    group. The trainer holds one in every mode: :class:`LocalGroup` (one process, the collectives are
+    identities), this class (N processes on one machine, forked or started by ``torchrun``) and
+    DistDGL's (:class:`kbit_dgl.train.distdgl.DistDGLGroup`), so the loop has no branch on the mode."""
 
     def __init__(self, rank: int, world_size: int, device: torch.device, run_name: str):
         self.rank, self.world_size, self.device = rank, world_size, device
@@ -78,8 +79,9 @@ class Group:
         dist.all_gather_object(boxes, obj)
         return boxes
 
-    def threads(self) -> int:
-        """Threads per process when ``train.num_threads`` is 0: the cores this process may use, shared out."""
+    def threads(self) -> Optional[int]:
+        """Threads per process when ``train.num_threads`` is 0: the cores this process may use, shared
+        out (None: torch's default, refitted while the run goes on, see kbit_dgl/threads.py)."""
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         return max(1, cores // self.processes_here())
 
@@ -87,7 +89,26 @@ class Group:
         """The training processes sharing this machine's cores."""
         return self.world_size
 
-    # what the training loop asks of its group; DistDGL's group (distdgl.py) answers differently
+    def generators(self, seed: int):
+        """``(order, negatives)``: the generator of each epoch's order of the training triples (the same
+        on every rank) and this rank's generator of negatives (its own)."""
+        order = torch.Generator().manual_seed(seed)
+        return order, torch.Generator().manual_seed(seed + 1_000_003 * (self.rank + 1))
+
+    def save_generators(self, order: torch.Generator, negatives: torch.Generator) -> Dict[str, Any]:
+        """The checkpoint's entries for the generators (every rank calls this: it gathers); with the
+        number of processes, which a resume must match."""
+        return {"generator": negatives.get_state(), "generators": self.gather(negatives.get_state()),
+                "order_generator": order.get_state(), "num_procs": self.world_size}
+
+    def restore_generators(self, checkpoint: Dict[str, Any], order: torch.Generator,
+                           negatives: torch.Generator) -> None:
+        negatives.set_state(checkpoint["generators"][self.rank])
+        order.set_state(checkpoint["order_generator"])
+
+    def batch_share(self, batch_ids: torch.Tensor) -> torch.Tensor:
+        """This rank's share of a batch of the whole split."""
+        return batch_ids.tensor_split(self.world_size)[self.rank]
 
     def train_rows(self, kg) -> Optional[torch.Tensor]:
         """The rows of ``kg.train`` this process trains on, or None: all, each batch split N ways."""
@@ -103,30 +124,74 @@ class Group:
         """Within: rank 0 reads ``model``'s tables in place (shared memory here)."""
         return contextlib.nullcontext()
 
+    def leave(self, together: bool = True, destroy: bool = True) -> None:
+        """Leave the group: with ``together``, once every rank got here (rank 0 may still be testing the
+        model; a rank tearing down alone leaves the others' gloo teardown waiting for it); ``destroy``:
+        tear the process group down too."""
+        if dist.is_initialized():
+            if together:
+                dist.barrier()
+            if destroy:
+                dist.destroy_process_group()
 
-def current() -> Optional[Group]:
-    """The group this process trains in, or None (one process)."""
-    return _GROUP
+
+class LocalGroup(Group):
+    """One process: rank 0 of 1 on ``device``; the collectives are identities, the tables stay where the
+    model put them, and the optimizer is :func:`kbit_dgl.train.optim.make_optimizer`'s."""
+
+    def __init__(self, device):
+        super().__init__(0, 1, torch.device(device), "")
+
+    def barrier(self) -> None:
+        pass
+
+    def broadcast(self, obj: Any) -> Any:
+        return obj
+
+    def gather(self, obj: Any) -> List[Any]:
+        return [obj]
+
+    def threads(self) -> Optional[int]:
+        return None
+
+    def generators(self, seed: int):
+        generator = torch.Generator().manual_seed(seed)  # one generator draws orders and negatives alike
+        return generator, generator
+
+    def save_generators(self, order: torch.Generator, negatives: torch.Generator) -> Dict[str, Any]:
+        return {"generator": negatives.get_state()}
+
+    def restore_generators(self, checkpoint: Dict[str, Any], order: torch.Generator,
+                           negatives: torch.Generator) -> None:
+        negatives.set_state(checkpoint["generator"])
+
+    def batch_share(self, batch_ids: torch.Tensor) -> torch.Tensor:
+        return batch_ids
+
+    def share_tables(self, model: nn.Module) -> List[nn.Module]:
+        return []
+
+    def make_optimizer(self, model: nn.Module, name: str, lr: float, hogwild: bool = False):
+        from . import optim
+
+        return optim.make_optimizer(model, name, lr)
+
+    def leave(self, together: bool = True, destroy: bool = True) -> None:
+        pass
 
 
-def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ and _GROUP is None
-
-
-def _device_for(name: str, local_rank: int) -> torch.device:
-    from ..config import resolve_device
-
-    device = resolve_device(name)
+def _device_for(device: torch.device, local_rank: int) -> torch.device:
+    """This rank's device: a GPU without an index becomes GPU ``local_rank`` (of those visible)."""
+    device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return device
 
 
-def _join(rank: int, world_size: int, init_method: str, device_name: str, timeout_minutes: float,
+def _join(rank: int, world_size: int, init_method: str, device: torch.device, timeout_minutes: float,
           run_name: str, local_rank: int) -> Group:
     """Join the process group (gloo: DGL's CPU path exchanges the sparse gradients in shared memory,
     and gloo reduces CPU and CUDA tensors alike) and point DGL's embedding store at its store."""
-    global _GROUP
     try:
         dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world_size,
                                 timeout=datetime.timedelta(minutes=timeout_minutes))
@@ -136,7 +201,7 @@ def _join(rank: int, world_size: int, init_method: str, device_name: str, timeou
     # DGL's NodeEmbedding opens its own TCPStore on the fixed port 12346 unless one is set: two runs on
     # one machine would collide there; the process group's store serves the same purpose
     compat.share_process_group_store_with_dgl()
-    device = _device_for(device_name, local_rank)
+    device = _device_for(device, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     # one compiler process per training process: torch.compile's default pool (one per core) forked
@@ -144,8 +209,7 @@ def _join(rank: int, world_size: int, init_method: str, device_name: str, timeou
     compat.set_inductor_compile_threads(1)
     if rank:
         log.setLevel(logging.WARNING)  # rank 0 reports
-    _GROUP = Group(rank, world_size, device, run_name)
-    return _GROUP
+    return Group(rank, world_size, device, run_name)
 
 
 def remove_shared_memory(run_name: str) -> None:
@@ -160,30 +224,17 @@ def remove_shared_memory(run_name: str) -> None:
             pass
 
 
-def _leave(together: bool = True, destroy: bool = True) -> None:
-    """Leave the group: with ``together``, once every rank got here (rank 0 may still be testing the
-    model; a rank tearing down alone leaves the others' gloo teardown waiting for it); ``destroy``:
-    tear the process group down too."""
-    global _GROUP
-    _GROUP = None
-    if dist.is_initialized():
-        if together:
-            dist.barrier()
-        if destroy:
-            dist.destroy_process_group()
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, device_name: str, timeout_minutes: float, run_name: str,
-            target: Callable[[], Any]) -> None:
-    _join(rank, world_size, f"tcp://127.0.0.1:{port}", device_name, timeout_minutes, run_name, rank)
-    target()
-    _leave(destroy=False)  # a failure skips the goodbye: torch.multiprocessing ends the other processes
+def _worker(rank: int, world_size: int, port: int, device: torch.device, timeout_minutes: float, run_name: str,
+            target: Callable[[Group], Any]) -> None:
+    group = _join(rank, world_size, f"tcp://127.0.0.1:{port}", device, timeout_minutes, run_name, rank)
+    target(group)
+    group.leave(destroy=False)  # a failure skips the goodbye: torch.multiprocessing ends the other processes
     # End here, without tearing the process group down: its gloo threads may still be releasing the last
     # collective's tensors, which takes the GIL, while the group's destructor (destroy_process_group, or
     # the interpreter's exit) holds the GIL and joins those threads. A rank hung so once in the test suite
@@ -208,9 +259,10 @@ def _stop_helper_threads() -> None:
         monitor.exit()
 
 
-def spawn(num_procs: int, device_name: str, timeout_minutes: float, target: Callable[[], Any],
+def spawn(num_procs: int, device: torch.device, timeout_minutes: float, target: Callable[[Group], Any],
           checkpoint_path: str) -> None:
-    """Run ``target()`` in ``num_procs`` forked processes joined in a process group; returns when all
+    """Run ``target(group)`` in ``num_procs`` forked processes joined in a process group (``group``: the
+    process's :class:`Group`, on ``device``, each GPU rank on its own index); returns when all
     finished. A process that fails or dies ends the others (``torch.multiprocessing``'s watch) and
     raises :class:`DistributedTrainingError` naming it and the last checkpoint."""
     import torch.multiprocessing as mp
@@ -219,7 +271,7 @@ def spawn(num_procs: int, device_name: str, timeout_minutes: float, target: Call
     run_name = f"kbit{os.getpid()}p{port}"
     _stop_helper_threads()
     try:
-        mp.start_processes(_worker, args=(num_procs, port, device_name, timeout_minutes, run_name, target),
+        mp.start_processes(_worker, args=(num_procs, port, device, timeout_minutes, run_name, target),
                            nprocs=num_procs, join=True, start_method="fork")
     except mp.ProcessRaisedException as error:
         message = str(error).strip().splitlines()
@@ -234,11 +286,11 @@ def spawn(num_procs: int, device_name: str, timeout_minutes: float, target: Call
         remove_shared_memory(run_name)
 
 
-def join_torchrun(device_name: str, timeout_minutes: float) -> Group:
+def join_torchrun(device: torch.device, timeout_minutes: float) -> Group:
     """Join the group ``torchrun`` set up in the environment (RANK, WORLD_SIZE, MASTER_ADDR/PORT)."""
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     run_name = f"kbit{os.environ.get('TORCHELASTIC_RUN_ID', 'run')}p{os.environ.get('MASTER_PORT', '0')}"
-    return _join(rank, world_size, "env://", device_name, timeout_minutes, run_name,
+    return _join(rank, world_size, "env://", device, timeout_minutes, run_name,
                  int(os.environ.get("LOCAL_RANK", rank)))
 
 

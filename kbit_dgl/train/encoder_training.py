@@ -30,7 +30,7 @@ from ..data.kg import KG
 from ..errors import ConfigError
 from ..models.encoders import GraphEncoder
 from ..models.model import KGEModel
-from . import distributed, steps
+from . import steps
 from .sampling import chunk_layout, positive_batches, uniform_negatives
 
 resolve_mode = encoder_mode  # ``full`` or ``sampled`` for ``encoder.mode`` (kbit_dgl.config)
@@ -77,12 +77,17 @@ def edge_loader(graph, num_train: int, fanouts, batch_size: int, negative_sample
                                       shuffle=shuffle, drop_last=False, use_ddp=use_ddp)
 
 
-def encoder_epoch_losses(model: KGEModel, kg: KG, config: Config, generator: torch.Generator, state: dict,
-                         weights: Optional[torch.Tensor]) -> Callable[[], Iterator[Tuple[torch.Tensor, int]]]:
-    """A function giving one epoch's ``(loss, batch size)`` steps for ``model`` (with an encoder)."""
-    mode = resolve_mode(config, kg.num_entities)
+def encoder_epoch_losses(model: KGEModel, kg: KG, config: Config, generator: torch.Generator,
+                         direction: Callable[[], str], weights: Optional[torch.Tensor], group=None,
+                         mode: Optional[str] = None) -> Callable[[], Iterator[Tuple[torch.Tensor, int]]]:
+    """A function giving one epoch's ``(loss, batch size)`` steps for ``model`` (with an encoder).
+
+    ``direction()`` names the side the next step corrupts (the trainer's :meth:`Trainer.direction`);
+    ``group`` is the trainer's process group (None or one process: the whole batch); ``mode`` the
+    resolved ``encoder.mode`` (:class:`kbit_dgl.runtime.Runtime`; default: resolved here)."""
+    mode = mode or resolve_mode(config, kg.num_entities)
     if mode == "full":
-        return lambda: _full_graph_losses(model, kg, config, generator, state, weights)
+        return lambda: _full_graph_losses(model, kg, config, generator, direction, weights)
     if not isinstance(model.encoder, GraphEncoder):
         raise ConfigError(f"encoder.mode=sampled needs an encoder built on kbit_dgl.models.encoders.GraphEncoder "
                          f"(it runs layer by layer on sampled blocks); {type(model.encoder).__name__} is not")
@@ -92,21 +97,16 @@ def encoder_epoch_losses(model: KGEModel, kg: KG, config: Config, generator: tor
     dgl.seed(config.train.seed)
     negatives = SharedUniformNegatives(kg.num_entities, config.train.num_negatives,
                                        config.train.negative_chunk_size, generator)
-    group = distributed.current()  # N processes: each takes its share of every epoch's batches
-    batch_size = config.train.batch_size if group is None else max(1, config.train.batch_size // group.world_size)
+    share = 1 if group is None else group.world_size  # N processes: each its share of every epoch's batches
     loader = edge_loader(model.encoder.graph, len(kg.train), layer_fanouts(config, model.encoder.num_layers),
-                         batch_size, negatives, use_ddp=group is not None)
-    return lambda: _sampled_losses(model, loader, config, state, weights)
+                         max(1, config.train.batch_size // share), negatives, use_ddp=share > 1)
+    return lambda: _sampled_losses(model, loader, config, direction, weights, share)
 
 
-def _direction(state: dict) -> str:
-    return "tail" if state["step"] % 2 == 0 else "head"
-
-
-def _full_graph_losses(model, kg, config, generator, state, weights):
+def _full_graph_losses(model, kg, config, generator, direction, weights):
     for batch_ids in positive_batches(len(kg.train), config.train.batch_size, generator):
         all_rows = model.all_entities()  # one encoder pass over the whole graph per step
-        yield steps.train_step(model, kg.train[batch_ids], config, generator, _direction(state),
+        yield steps.train_step(model, kg.train[batch_ids], config, generator, direction(),
                          None if weights is None else weights[batch_ids], all_rows=all_rows), len(batch_ids)
 
 
@@ -128,11 +128,10 @@ def sampled_batch_loss(model, batch, config: Config, direction: str,
     return loss, len(edge_ids)
 
 
-def _sampled_losses(model, loader, config, state, weights):
-    share = distributed.current().world_size if getattr(loader, "use_ddp", False) else 1
+def _sampled_losses(model, loader, config, direction, weights, share: int = 1):
     # the trainer's backward and optimizer step run while this generator is suspended, so inside this
     # scope too: the step's large block tensors reuse freed memory (kbit_dgl/allocator.py)
     with kept_freed_memory():
         for batch in loader:
-            loss, size = sampled_batch_loss(model, batch, config, _direction(state), weights)
+            loss, size = sampled_batch_loss(model, batch, config, direction(), weights)
             yield loss, size * share  # counted for all processes, as the shallow path counts whole batches
