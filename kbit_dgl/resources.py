@@ -23,7 +23,8 @@ def gib(num_bytes: int) -> str:
 
 
 def estimate_training_bytes(config: Config, num_entities: int, num_relations: int,
-                            num_train_triples: int = 0, eval_candidates: Optional[int] = None) -> Dict[str, int]:
+                            num_train_triples: int = 0, eval_candidates: Optional[int] = None,
+                            device=None) -> Dict[str, int]:
     """Bytes a training run needs at its peak, by part: ``{"tables", "optimizer", "gradients", "qat",
     "workspace", "encoder", "triples", "total"}``. A simple, honest estimate, not a measurement.
 
@@ -55,7 +56,7 @@ def estimate_training_bytes(config: Config, num_entities: int, num_relations: in
     table_numbers = num_entities * decoder.entity_dim + relation_rows * decoder.relation_dim
     optimizer = {"adam": 2 * table_numbers, "sparse_adam": 2 * table_numbers, "sparse_adagrad": table_numbers,
                  "rowwise_adagrad": num_entities + relation_rows}[train.optimizer]
-    device = resolve_device(train.device, config.model.encoder)
+    device = device if device is not None else resolve_device(train.device, config.model.encoder)
     dense_gradient = not needs_sparse_tables(train.optimizer) and device.type != "cpu"
     width = max(decoder.entity_dim, decoder.relation_dim)
     chunks = -(-train.batch_size // min(train.negative_chunk_size, train.batch_size))
@@ -92,14 +93,15 @@ def available_bytes(device) -> Optional[int]:
 
 
 def check_memory(config: Config, num_entities: int, num_relations: int,
-                 num_train_triples: int = 0, eval_candidates: Optional[int] = None) -> Optional[Dict[str, int]]:
+                 num_train_triples: int = 0, eval_candidates: Optional[int] = None,
+                 device=None) -> Optional[Dict[str, int]]:
     """Refuse a run whose :func:`estimate_training_bytes` exceeds the device's :func:`available_bytes`,
     naming the estimate in GiB and the override (``train.check_memory=false``); returns the estimate
     (None when the check is off)."""
     if not config.train.check_memory:
         return None
-    device = resolve_device(config.train.device, config.model.encoder)
-    parts = estimate_training_bytes(config, num_entities, num_relations, num_train_triples, eval_candidates)
+    device = device if device is not None else resolve_device(config.train.device, config.model.encoder)
+    parts = estimate_training_bytes(config, num_entities, num_relations, num_train_triples, eval_candidates, device)
     available = available_bytes(device)
     if available is not None and parts["total"] > available:
         where = "free GPU memory" if device.type == "cuda" else f"MemAvailable in {MEMINFO}"
@@ -112,13 +114,14 @@ def check_memory(config: Config, num_entities: int, num_relations: int,
     return parts
 
 
-def check_memory_for(config: Config, kg) -> Optional[Dict[str, int]]:
-    """:func:`check_memory` for the dataset ``kg`` (evaluated against OGB's negatives where its protocol is OGB's)."""
+def check_memory_for(config: Config, kg, device=None) -> Optional[Dict[str, int]]:
+    """:func:`check_memory` for the dataset ``kg`` (evaluated against OGB's negatives where its protocol is
+    OGB's), on ``device`` (the run-time settings' device; default: ``train.device`` resolved here)."""
     from .eval import resolve_protocol
 
     candidates = None
     if resolve_protocol(kg, config.eval.protocol) == "ogb":
         candidates = 1 + max((int(side.shape[-1]) for sides in kg.negatives.values() for side in sides.values()),
                              default=0)
-    return check_memory(config, kg.num_entities, kg.num_relations, len(kg.train), candidates)
+    return check_memory(config, kg.num_entities, kg.num_relations, len(kg.train), candidates, device)
 

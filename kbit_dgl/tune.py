@@ -101,6 +101,10 @@ def tune(base: Config, kg: KG, out: str, space: Dict[str, Dict[str, Any]], trial
 
     check_config(base)
     space = check_space(space, "search space")
+    if base.train.num_procs > 1 or "train.num_procs" in space:  # before the folder: nothing is written
+        raise ConfigError("tune prunes a trial from its validations, which train.num_procs > 1 cannot report "
+                          "(its training processes are forked and cannot call back into the tuner); "
+                          "tune with train.num_procs=1, and train the best config with more processes")
     os.makedirs(out, exist_ok=True)
     started = time.time()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

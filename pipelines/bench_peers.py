@@ -145,14 +145,10 @@ def run_kbit_cli(data: Dict, model_name: str, args) -> Dict:
 
 
 def run_kbit(data: Dict, model_name: str, args, optimizer_name: str) -> Dict:
-    import torch
-
     from kbit_dgl.config import Config
     from kbit_dgl.data import KG
-    from kbit_dgl.runs import model_from_config
-    from kbit_dgl.train.optim import make_optimizer
     from kbit_dgl.train.sampling import positive_batches
-    from kbit_dgl.train.steps import train_step
+    from kbit_dgl.train.trainer import Trainer
 
     kg = KG(name="fb15k-237", train=data["train"], valid=data["valid"], test=data["test"],
             num_entities=data["num_entities"], num_relations=data["num_relations"],
@@ -162,22 +158,15 @@ def run_kbit(data: Dict, model_name: str, args, optimizer_name: str) -> Dict:
     config.model.name, config.model.dim, config.model.gamma = model_name, DIMS[model_name], GAMMA
     config.train.batch_size, config.train.num_negatives, config.train.negative_chunk_size = \
         BATCH_SIZE, NUM_NEGATIVES, CHUNK
-    config.train.lr, config.train.optimizer = LR, optimizer_name
-    torch.manual_seed(0)
-    model = model_from_config(config, kg)
-    optimizer = make_optimizer(model, optimizer_name, LR)
-    generator = torch.Generator().manual_seed(0)
-    batches = positive_batches(len(kg.train), BATCH_SIZE, generator)
+    config.train.lr, config.train.optimizer, config.train.seed = LR, optimizer_name, 0
+    trainer = Trainer(config, kg)  # the trainer itself, without a run folder: its step is what is timed
+    batches = positive_batches(len(kg.train), BATCH_SIZE, trainer.generator)
     stamps = []
-    for step in range(args.warmup_steps + args.steps):
-        ids = next(batches)  # the budget of steps is far below one epoch
-        loss = train_step(model, kg.train[ids], config, generator, "tail" if step % 2 == 0 else "head")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    for _ in range(args.warmup_steps + args.steps):
+        trainer.step(kg.train[next(batches)])  # the budget of steps is far below one epoch
         stamps.append(time.perf_counter())
     train_seconds = stamps[-1] - stamps[args.warmup_steps - 1]
-    return {"train_seconds": train_seconds, **timed_kbit_evaluation(model, kg, data)}
+    return {"train_seconds": train_seconds, **timed_kbit_evaluation(trainer.model, kg, data)}
 
 
 def run_pykeen(data: Dict, model_name: str, args) -> Dict:

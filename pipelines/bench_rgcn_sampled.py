@@ -27,8 +27,7 @@ def time_steps(root: str, optimizer: str, overrides, steps: int, warmup: int) ->
     from kbit_dgl.config import Config
     from kbit_dgl.data import load_dataset
     from kbit_dgl.train import encoder_training
-    from kbit_dgl.train.optim import make_optimizer
-    from kbit_dgl.train.trainer import model_from_config
+    from kbit_dgl.train.trainer import Trainer
 
     kg = load_dataset("ogbl-wikikg2", root)
     config = Config()
@@ -36,8 +35,8 @@ def time_steps(root: str, optimizer: str, overrides, steps: int, warmup: int) ->
     config.apply_overrides(["model.dim=200", "train.batch_size=512", "train.num_negatives=128",
                             "train.negative_chunk_size=128", "encoder.mode=sampled", "model.reciprocal=false",
                             f"train.optimizer={optimizer}", *overrides])
-    model = model_from_config(config, kg)
-    opt = make_optimizer(model, config.train.optimizer, config.train.lr)
+    trainer = Trainer(config, kg)  # the trainer's model, optimizer and update, without a run folder
+    model = trainer.model
     encoder, cfg = model.encoder, config.train
     negatives = encoder_training.SharedUniformNegatives(kg.num_entities, cfg.num_negatives, cfg.negative_chunk_size,
                                                         torch.Generator().manual_seed(0))
@@ -51,16 +50,13 @@ def time_steps(root: str, optimizer: str, overrides, steps: int, warmup: int) ->
             started = time.perf_counter()
             batch = next(loader)
             sampled = time.perf_counter()
-            loss, _ = encoder_training.sampled_batch_loss(model, batch, config, "tail")
+            loss, _ = encoder_training.sampled_batch_loss(model, batch, config, "tail")  # the trainer's loss
             forward = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            backward = time.perf_counter()
-            opt.step()
-            done = time.perf_counter()
+            times = {}
+            trainer.update(loss, times)  # the trainer's backward and optimizer step
             if step >= warmup:
-                for name, seconds in zip(phases, (sampled - started, forward - sampled, backward - forward,
-                                                  done - backward)):
+                for name, seconds in zip(phases, (sampled - started, forward - sampled, times["backward"],
+                                                  times["optimizer"])):
                     phases[name] += seconds
                 block_edges.append([block.num_edges() for block in batch[3]])
     total = sum(phases.values())

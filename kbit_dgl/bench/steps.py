@@ -1,9 +1,10 @@
 """Does a training step's cost grow with the number of entities? The trainer's own step, timed.
 
-:class:`StepTimer` builds a model and optimizer as the trainer does (``model_from_config``,
-``make_optimizer``) and times the trainer's step (``train_step``, backward, ``optimizer.step``),
-alternating corruption directions as the trainer does. :func:`time_case` interleaves the steps
-of several KG sizes so that load from other jobs falls on all sizes alike.
+:class:`StepTimer` builds the trainer itself (:class:`kbit_dgl.train.trainer.Trainer`, without a
+run folder) and times its :meth:`~kbit_dgl.train.trainer.Trainer.step` (the loss, backward,
+``optimizer.step``), which alternates the corrupted side as the training loop does.
+:func:`time_case` interleaves the steps of several KG sizes so that load from other jobs falls on
+all sizes alike.
 """
 from __future__ import annotations
 
@@ -17,9 +18,7 @@ import torch
 
 from ..config import Config
 from ..data.kg import KG
-from ..runs import model_from_config
-from ..train.optim import make_optimizer
-from ..train.steps import train_step
+from ..train.trainer import Trainer
 
 MODELS = ("transe", "rotate")
 
@@ -35,7 +34,7 @@ def bench_config(model: str, optimizer: str) -> Config:
 
 
 class StepTimer:
-    """One model + optimizer on one KG, built as the trainer builds them; ``step()`` times one step.
+    """The trainer of one model + optimizer on one KG; ``step()`` times one of its steps.
 
     ``config`` (default :func:`bench_config`) is copied with ``model_name`` and ``optimizer_name`` set.
     """
@@ -46,11 +45,10 @@ class StepTimer:
         else:
             config = copy.deepcopy(config)
             config.model.name, config.train.optimizer = model_name, optimizer_name
+        config.train.seed = 0
         self.kg, self.config = kg, config
-        torch.manual_seed(0)
-        self.model = model_from_config(self.config, kg)
-        self.optimizer = make_optimizer(self.model, optimizer_name, self.config.train.lr)
-        self.generator = torch.Generator().manual_seed(0)
+        self.trainer = Trainer(config, kg)
+        self.model, self.optimizer, self.generator = self.trainer.model, self.trainer.optimizer, self.trainer.generator
         self.count = 0
         self.step_seconds: List[float] = []
         self.update_seconds: List[float] = []
@@ -60,17 +58,14 @@ class StepTimer:
         ``optimizer.step`` alone) are kept."""
         train = self.config.train
         batch = self.kg.train[torch.randint(len(self.kg.train), (train.batch_size,), generator=self.generator)]
+        times: Dict[str, float] = {}
         start = time.perf_counter()
-        loss = train_step(self.model, batch, self.config, self.generator, "tail" if self.count % 2 == 0 else "head")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        before_update = time.perf_counter()
-        self.optimizer.step()
+        self.trainer.step(batch, times)
         end = time.perf_counter()
         self.count += 1
         if record:
             self.step_seconds.append(end - start)
-            self.update_seconds.append(end - before_update)
+            self.update_seconds.append(times["optimizer"])
 
     def summary(self) -> Dict[str, object]:
         """Median seconds per step and per optimizer step, and every recorded step's seconds."""

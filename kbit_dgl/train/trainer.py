@@ -128,7 +128,7 @@ def train(config: Config, kg: KG, run_dir: str, resume: bool = False, overwrite:
         raise ConfigError(f"train.num_procs={config.train.num_procs} forks its training processes, which cannot "
                           f"call back into this one: a validation hook (tune's pruning) needs train.num_procs=1, "
                           f"or a torchrun launch (its rank 0 calls the hook)")
-    check_memory_for(config, kg)  # before the folder, its lock, config.yaml or train.log exist
+    check_memory_for(config, kg, runtime.device)  # before the folder, its lock, config.yaml or train.log exist
     return launch(config, kg, run_dir, runtime, resume, overwrite, progress, on_validation)
 
 
