@@ -14,8 +14,10 @@ import yaml
 
 from .errors import ConfigError
 
-OPTIMIZERS = ("adam", "sparse_adam", "sparse_adagrad", "rowwise_adagrad")
+OPTIMIZERS = ("adam", "sparse_adam", "sparse_adagrad", "rowwise_adagrad", "adagrad")
 LOSSES = ("self_adversarial", "margin")
+OBJECTIVES = ("negative_sampling", "1vsall", "kvsall")
+REGULARIZERS = ("l2", "n3", "dura")
 ENCODER_MODES = ("auto", "full", "sampled")
 PROTOCOLS = ("auto", "filtered", "ogb")
 
@@ -29,7 +31,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "rotate"            # transe (L1), transe_l2, rotate, distmult, complex, pairre
+    name: str = "rotate"            # transe (L1), transe_l2, rotate, distmult, complex, pairre, cp, rescal
     dim: int = 200                  # real numbers per entity row (RotatE/ComplEx: dim/2 complex)
     gamma: float = 6.0              # margin of distance-based scores: score = gamma - distance
     encoder: Optional[str] = None   # optional GNN encoder between tables and decoder: rgcn | compgcn |
@@ -42,6 +44,14 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    # negative_sampling: each positive against shared sampled negatives (train.loss) | 1vsall: each query
+    # (h, r, ?) and (?, r, t) against every entity, cross-entropy (kbc, LibKGE) | kvsall: each distinct query
+    # against every entity, binary cross-entropy over all its true answers (LibKGE); see kbit_dgl/train/objectives.py
+    objective: str = "negative_sampling"
+    num_candidates: int = 0         # 1vsall: a shared uniform sample of this many entities per batch instead of all
+                                    # (sampled softmax, corrected; for large KGs); 0 = every entity
+    label_smoothing: float = 0.0    # 1vsall / kvsall: smooth the cross-entropy targets by this much
+    relation_prediction: float = 0.0  # 1vsall / kvsall: weight of the relation-prediction term (Chen et al. 2021)
     loss: str = "self_adversarial"  # self_adversarial (RotatE paper) | margin (TransE paper)
     adversarial_temperature: float = 1.0
     margin: float = 1.0             # for loss=margin
@@ -51,8 +61,11 @@ class TrainConfig:
     negative_chunk_size: int = 128  # queries sharing one negative set; 1 = per-triple negatives
     lr: float = 1e-3
     optimizer: str = "adam"         # adam (dense) | sparse_adam | sparse_adagrad: update only the rows of a step |
-                                    # rowwise_adagrad: sparse, one accumulator per row (DGL-KE's; least memory)
-    regularization: float = 0.0     # L2 on the rows of a batch (useful for distmult / complex)
+                                    # rowwise_adagrad: sparse, one accumulator per row (DGL-KE's; least memory) |
+                                    # adagrad: dense (kbc's optimizer for 1vsall)
+    regularization: float = 0.0     # weight of train.regularizer on the rows of a batch
+    regularizer: str = "l2"         # l2 (mean square) | n3 (Lacroix et al. 2018; cp, distmult, complex) |
+                                    # dura (Zhang et al. 2020; cp, distmult, complex, rescal)
     max_epochs: int = 500
     max_steps: int = 0              # stop after this many steps in all, inside an epoch too (0 = no limit)
     valid_every: int = 10           # epochs between validations (early stopping, best checkpoint)
@@ -222,7 +235,35 @@ class Config:
         for key in ("max_epochs", "max_steps", "valid_every_steps", "checkpoint_every_steps", "num_threads",
                     "lr_decays", "qat_block"):
             need(getattr(train, key) >= 0, f"train.{key} must be >= 0, got {getattr(train, key)}")
-        for key in ("adversarial_temperature", "margin", "regularization"):
+        need(train.objective in OBJECTIVES,
+             f"train.objective must be one of {', '.join(OBJECTIVES)}, got {train.objective!r}")
+        need(train.regularizer in REGULARIZERS,
+             f"train.regularizer must be one of {', '.join(REGULARIZERS)}, got {train.regularizer!r}")
+        need(train.num_candidates >= 0, f"train.num_candidates must be >= 0, got {train.num_candidates}")
+        need(train.num_candidates == 0 or train.objective == "1vsall",
+             f"train.num_candidates={train.num_candidates} is for train.objective=1vsall (a sampled softmax), "
+             f"got train.objective={train.objective}")
+        need(math.isfinite(train.label_smoothing) and 0.0 <= train.label_smoothing < 1.0,
+             f"train.label_smoothing must be in [0, 1), got {train.label_smoothing}")
+        scored_all = train.objective != "negative_sampling"
+        need(not train.label_smoothing or scored_all,
+             "train.label_smoothing is for train.objective=1vsall or kvsall")
+        need(not train.relation_prediction or scored_all,
+             "train.relation_prediction is for train.objective=1vsall or kvsall")
+        if scored_all:
+            full = train.num_candidates == 0
+            need(not full or train.optimizer in ("adam", "adagrad"),
+                 f"train.objective={train.objective} scores every entity, so every row of the entity table gets a "
+                 f"gradient each step: use train.optimizer=adam or adagrad, not {train.optimizer}")
+            need(not self.model.encoder, f"train.objective={train.objective} trains shallow models; with "
+                                         f"model.encoder use train.objective=negative_sampling")
+            need(train.num_procs == 1, f"train.objective={train.objective} trains in one process "
+                                       f"(train.num_procs=1)")
+            need(not train.qat_bits, f"train.objective={train.objective} trains float tables: quantize the trained "
+                                     f"run (kbit-dgl quantize) instead of train.qat_bits")
+            need(not train.subsampling, "train.subsampling weighs sampled positives: it is for "
+                                        "train.objective=negative_sampling")
+        for key in ("adversarial_temperature", "margin", "regularization", "relation_prediction"):
             value = getattr(train, key)
             need(math.isfinite(value) and value >= 0, f"train.{key} must be finite and >= 0, got {value}")
         need(0.0 <= train.lr_decay < 1.0, f"train.lr_decay must be in [0, 1) (0 = off), got {train.lr_decay}")
@@ -310,7 +351,7 @@ def needs_sparse_tables(optimizer: str) -> bool:
     """Whether ``train.optimizer`` updates the embedding tables from sparse gradients."""
     if optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown train.optimizer {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
-    return optimizer != "adam"
+    return optimizer not in ("adam", "adagrad")
 
 
 def sparse_table_gradients(train: "TrainConfig", device=None) -> bool:
@@ -324,6 +365,8 @@ def sparse_table_gradients(train: "TrainConfig", device=None) -> bool:
     """
     if needs_sparse_tables(train.optimizer):
         return True
+    if getattr(train, "objective", "negative_sampling") != "negative_sampling" and not train.num_candidates:
+        return False  # every entity scored: the step's gradient covers the whole table
     if device is None:
         device = resolve_device(train.device)
     return train.optimizer == "adam" and str(device).startswith("cpu")

@@ -55,13 +55,17 @@ def estimate_training_bytes(config: Config, num_entities: int, num_relations: in
     relation_rows = num_relations * (2 if reciprocal_relations(config.model) else 1)
     table_numbers = num_entities * decoder.entity_dim + relation_rows * decoder.relation_dim
     optimizer = {"adam": 2 * table_numbers, "sparse_adam": 2 * table_numbers, "sparse_adagrad": table_numbers,
-                 "rowwise_adagrad": num_entities + relation_rows}[train.optimizer]
+                 "rowwise_adagrad": num_entities + relation_rows, "adagrad": table_numbers}[train.optimizer]
     device = device if device is not None else resolve_device(train.device, config.model.encoder)
-    dense_gradient = not needs_sparse_tables(train.optimizer) and device.type != "cpu"
+    scored_all = train.objective != "negative_sampling"
+    dense_gradient = not needs_sparse_tables(train.optimizer) and (device.type != "cpu" or scored_all)
     width = max(decoder.entity_dim, decoder.relation_dim)
     chunks = -(-train.batch_size // min(train.negative_chunk_size, train.batch_size))
     gathered = (3 * train.batch_size + chunks * train.num_negatives) * width
     step = (3 * gathered + 4 * train.batch_size * train.num_negatives) * train.num_procs
+    if scored_all:  # 2 B queries against every entity (or the shared sample): logits, their softmax, gradient
+        candidates = train.num_candidates or num_entities
+        step = 2 * train.batch_size * (4 * candidates + 6 * width) + candidates * width
     evaluation = 3 * config.eval.batch_size * (num_entities if eval_candidates is None else eval_candidates)
     encoder = 0
     if config.model.encoder and encoder_mode(config, num_entities) == "full":

@@ -41,6 +41,7 @@ from .errors import ConfigError, MissingRunFileError, RunFileError, RunFolderErr
 from .io import atomic_write_json, atomic_write_text, load_saved
 from .models.decoders import make_decoder
 from .models.model import KGEModel, build_model
+from .models.regularizers import check_regularizer
 from .quant.model import QuantizedKGEModel, quantize_model
 from .quant.quantizers import QuantSpec
 from .quant.storage import FILE_FORMAT, load_quantized_model, quantize_tables, save_quantized_model
@@ -75,7 +76,7 @@ def check_config(config: Config) -> Config:
     """
     config.validate()
     resolve_device(config.train.device, config.model.encoder)
-    make_decoder(config.model.name, config.model.dim, config.model.gamma)
+    check_regularizer(config.train.regularizer, make_decoder(config.model.name, config.model.dim, config.model.gamma))
     if config.train.qat_bits not in (0, 32):
         QuantSpec(config.train.qat_bits, config.train.qat_dtype, config.train.qat_block)
     if config.model.encoder:

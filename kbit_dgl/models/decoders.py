@@ -80,6 +80,22 @@ class Decoder(nn.Module):
         kernel never write out the (b, k, d) candidate rows; this reference gathers them."""
         return self.score_candidates(anchor.unsqueeze(-2), relation.unsqueeze(-2), table[ids], direction).squeeze(-2)
 
+    def score_relations(self, head: torch.Tensor, tail: torch.Tensor, relations: torch.Tensor) -> torch.Tensor:
+        """(B, R) scores of (head, r, tail) for every relation row ``relations`` (R, d_r), heads and
+        tails (B, d): relation prediction (Chen et al. 2021). Bilinear decoders do it in one matrix
+        product; this reference broadcasts :meth:`score` in chunks."""
+        def block(h: torch.Tensor, t: torch.Tensor, rels: torch.Tensor) -> torch.Tensor:
+            return self._score(h.unsqueeze(-2), rels.unsqueeze(-3), t.unsqueeze(-2))
+
+        width = head[..., 0].numel() * max(self.entity_dim, self.relation_dim) * 3
+        return chunked(block, (head, tail), (relations,), width)
+
+    def factors(self, head: torch.Tensor, relation: torch.Tensor, tail: torch.Tensor):
+        """The non-negative per-coordinate magnitudes ``(|h|, |r|, |t|)`` the N3 and DURA regularizers
+        weigh (kbc's factors: a complex number's modulus), or None for decoders they do not apply to
+        (distances: TransE, RotatE, PairRE)."""
+        return None
+
     def search_query(self, anchor: torch.Tensor, relation: torch.Tensor, direction: str = "tail"):
         """(query vectors, metric) such that ranking candidates by score is a vector search: metric
         ``"l2"`` (score = gamma - ||query - candidate||_2) or ``"ip"`` (score = query . candidate); None
@@ -211,6 +227,12 @@ class DistMult(Decoder):
         _check_direction(direction)
         return anchor * relation, "ip"
 
+    def score_relations(self, head, tail, relations):
+        return torch.matmul(head * tail, relations.transpose(-1, -2))
+
+    def factors(self, head, relation, tail):
+        return head.abs(), relation.abs(), tail.abs()
+
 
 class ComplEx(Decoder):
     """ComplEx (Trouillon et al. 2016): Re(<h, r, conj(t)>), rows as (real | imaginary)."""
@@ -252,6 +274,119 @@ class ComplEx(Decoder):
         _check_direction(direction)
         return self._query(anchor, relation, direction), "ip"
 
+    def score_relations(self, head, tail, relations):
+        # Re(h r conj(t)) = r_re . Re(h conj(t)) - r_im . Im(h conj(t))
+        h_re, h_im = _complex(head)
+        t_re, t_im = _complex(tail)
+        pair = torch.cat([h_re * t_re + h_im * t_im, h_re * t_im - h_im * t_re], dim=-1)
+        return torch.matmul(pair, relations.transpose(-1, -2))
+
+    def factors(self, head, relation, tail):
+        return tuple(torch.sqrt(re * re + im * im) for re, im in map(_complex, (head, relation, tail)))
+
+
+class CP(Decoder):
+    """CP, canonical polyadic (Hitchcock 1927; Lacroix et al. 2018): <h_head, r, t_tail>, each entity
+    row holding a head-role half and a tail-role half (entity_dim = 2 dim)."""
+
+    name = "cp"
+    distance_based = False
+    candidate_kernel = "dot"
+
+    def __init__(self, dim: int, gamma: float = 12.0):
+        super().__init__(dim, gamma)
+        self.entity_dim = 2 * dim
+
+    def init_entities(self, weight):
+        nn.init.xavier_uniform_(weight)
+
+    def init_relations(self, weight):
+        nn.init.xavier_uniform_(weight)
+
+    def _halves(self, rows):
+        return rows[..., : self.dim], rows[..., self.dim:]
+
+    def _query(self, anchor, relation, direction):
+        """The query as a full-width row: candidates' other half is multiplied by zeros."""
+        head_role, tail_role = self._halves(anchor)
+        zeros = torch.zeros_like(relation)
+        if direction == "tail":  # h_head * r against the candidates' tail role
+            return torch.cat([zeros, head_role * relation], dim=-1)
+        return torch.cat([tail_role * relation, zeros], dim=-1)
+
+    def _score(self, head, relation, tail):
+        return (self._halves(head)[0] * relation * self._halves(tail)[1]).sum(-1)
+
+    def score_candidates(self, anchor, relation, candidates, direction="tail"):
+        _check_direction(direction)
+        head_role, tail_role = self._halves(anchor)
+        if direction == "tail":
+            return torch.matmul(head_role * relation, self._halves(candidates)[1].transpose(-1, -2))
+        return torch.matmul(tail_role * relation, self._halves(candidates)[0].transpose(-1, -2))
+
+    def score_candidate_ids(self, anchor, relation, table, ids, direction="tail"):
+        _check_direction(direction)
+        return pairwise_ids("dot", (self._query(anchor, relation, direction),), table, ids)
+
+    def search_query(self, anchor, relation, direction="tail"):
+        _check_direction(direction)
+        return self._query(anchor, relation, direction), "ip"
+
+    def score_relations(self, head, tail, relations):
+        return torch.matmul(self._halves(head)[0] * self._halves(tail)[1], relations.transpose(-1, -2))
+
+    def factors(self, head, relation, tail):
+        return self._halves(head)[0].abs(), relation.abs(), self._halves(tail)[1].abs()
+
+
+class RESCAL(Decoder):
+    """RESCAL (Nickel et al. 2011): h^T R t with a full d x d matrix per relation (relation_dim = d^2)."""
+
+    name = "rescal"
+    distance_based = False
+    candidate_kernel = "dot"
+
+    def __init__(self, dim: int, gamma: float = 12.0):
+        super().__init__(dim, gamma)
+        self.relation_dim = dim * dim
+
+    def init_entities(self, weight):
+        nn.init.xavier_uniform_(weight)
+
+    def init_relations(self, weight):
+        # each relation an identity-scaled matrix plus noise of the entities' scale
+        nn.init.normal_(weight, std=1.0 / self.dim)
+
+    def _matrix(self, relation):
+        return relation.reshape(*relation.shape[:-1], self.dim, self.dim)
+
+    def _query(self, anchor, relation, direction):
+        matrix = self._matrix(relation)
+        if direction == "tail":  # (h^T R) . c
+            return torch.matmul(anchor.unsqueeze(-2), matrix).squeeze(-2)
+        return torch.matmul(matrix, anchor.unsqueeze(-1)).squeeze(-1)  # c . (R t)
+
+    def _score(self, head, relation, tail):
+        head, relation, tail = torch.broadcast_tensors(head.unsqueeze(-1), self._matrix(relation),
+                                                       tail.unsqueeze(-2))
+        return (head * relation * tail).sum((-1, -2))
+
+    def score_candidates(self, anchor, relation, candidates, direction="tail"):
+        _check_direction(direction)
+        return torch.matmul(self._query(anchor, relation, direction), candidates.transpose(-1, -2))
+
+    def score_candidate_ids(self, anchor, relation, table, ids, direction="tail"):
+        _check_direction(direction)
+        return pairwise_ids("dot", (self._query(anchor, relation, direction),), table, ids)
+
+    def search_query(self, anchor, relation, direction="tail"):
+        _check_direction(direction)
+        return self._query(anchor, relation, direction), "ip"
+
+    def score_relations(self, head, tail, relations):
+        outer = (head.unsqueeze(-1) * tail.unsqueeze(-2)).flatten(-2)  # (B, d * d)
+        return torch.matmul(outer, relations.transpose(-1, -2))
+
 
 class PairRE(Decoder):
     """PairRE (Chao et al. 2021): gamma - ||h * r_head - t * r_tail||_1 with L2-normalised entities."""
@@ -284,11 +419,12 @@ class PairRE(Decoder):
         return self.gamma - pairwise_ids("scaled_l1", (anchor * r_tail, r_head), table, ids)
 
 
-DECODERS: Dict[str, Type[Decoder]] = {cls.name: cls for cls in (TransE, RotatE, DistMult, ComplEx, PairRE)}
+DECODERS: Dict[str, Type[Decoder]] = {cls.name: cls for cls in (TransE, RotatE, DistMult, ComplEx, PairRE, CP,
+                                                                 RESCAL)}
 
 
 def make_decoder(name: str, dim: int, gamma: float = 12.0) -> Decoder:
-    """Build a decoder by name: transe (L1), transe_l2, rotate, distmult, complex, pairre."""
+    """Build a decoder by name: transe (L1), transe_l2, rotate, distmult, complex, pairre, cp, rescal."""
     key = name.lower().replace("-", "_")
     if key in ("transe", "transe_l1"):
         return TransE(dim, gamma, p=1)

@@ -325,6 +325,8 @@ def make_optimizer(model: nn.Module, name: str, lr: float):
     needs_sparse_tables(name)  # refuses unknown names
     if name == "adam":
         return Adam(model.parameters(), lr=lr)
+    if name == "adagrad":  # dense, torch's (kbc's optimizer)
+        return torch.optim.Adagrad(model.parameters(), lr=lr)
     if name == "sparse_adagrad":
         table_parameters(model)  # fails clearly on dense tables
         return SparseAdagrad(model.parameters(), lr=lr)

@@ -7,6 +7,7 @@ import torch
 
 from ..config import Config
 from ..models.model import KGEModel
+from ..models.regularizers import regularization
 from .losses import compute_loss
 from .sampling import chunk_layout, uniform_negatives
 
@@ -52,6 +53,6 @@ def batch_loss(decoder, head_rows: torch.Tensor, relation_rows: torch.Tensor, ta
     loss = compute_loss(train.loss, positive_scores, negative_scores, train.adversarial_temperature, train.margin,
                         weights)
     if train.regularization > 0:
-        loss = loss + train.regularization * (head_rows.pow(2).mean() + tail_rows.pow(2).mean()
-                                              + relation_rows.pow(2).mean())
+        loss = loss + regularization(train.regularizer, train.regularization, decoder, head_rows, relation_rows,
+                                     tail_rows)
     return loss

@@ -55,8 +55,9 @@ from ..runs import (
     write_id_maps,
 )
 from ..runtime import Runtime, resolve_runtime
-from . import distdgl, distributed, steps
+from . import distdgl, distributed
 from .distributed import LocalGroup
+from .objectives import make_objective
 from .optim import param_groups, scale_lr
 from .sampling import epoch_permutation, subsampling_weights
 from .state import TrainState
@@ -294,13 +295,14 @@ class Trainer:
         group.share_tables(self.model)
         self.optimizer = group.make_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.dist_update == "hogwild")
         self.state = TrainState()
-        self.train_triples = kg.train.to(self.device)
+        self.objective = make_objective(config, kg)  # train.objective: what a step's loss is (objectives.py)
+        self.examples = self.objective.examples.to(self.device)  # what an epoch goes through: triples, or queries
         # DistDGL: the rows of this trainer's partition, each epoch in the same number of batches on every
         # trainer; otherwise every rank takes its share of each batch of the whole split
         self.own_rows = group.train_rows(kg)
         weights = subsampling_weights(kg.train, kg.num_entities, kg.num_relations) if cfg.subsampling else None
         self.weights = None if weights is None else weights.to(self.device)
-        self.steps_per_epoch = math.ceil(len(self.train_triples) / cfg.batch_size)
+        self.steps_per_epoch = math.ceil(len(self.examples) / cfg.batch_size)
         self.valid_kg = valid_sample(kg, config.eval.valid_sample, cfg.seed, resolve_protocol(kg, config.eval.protocol))
         self._encoder_losses = None
         self.process_steps = 0  # steps this process ran: its first WARMUP_STEPS compile the kernels
@@ -383,10 +385,9 @@ class Trainer:
         return "tail" if self.state.step % 2 == 0 else "head"
 
     def loss(self, positives: torch.Tensor, direction: Optional[str] = None,
-             weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The loss of a batch of positive triples (B, 3) against shared negatives."""
-        return steps.train_step(self.model, positives, self.config, self.generator, direction or self.direction(),
-                                weights)
+                weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The loss of a batch of examples (B, 3) (triples; KvsAll: queries) under ``train.objective``."""
+        return self.objective.loss(self.model, positives, self.generator, direction or self.direction(), weights)
 
     def update(self, loss: torch.Tensor, times: Optional[Dict[str, float]] = None) -> None:
         """Backward and the optimizer step; refuses a non-finite loss. ``times``: the seconds of the
@@ -439,7 +440,7 @@ class Trainer:
                 self.order_generator.set_state(state.epoch_generator)
             else:
                 state.epoch_generator = self.order_generator.get_state()
-            batches = epoch_permutation(len(self.train_triples), self.order_generator).split(cfg.batch_size)
+            batches = epoch_permutation(len(self.examples), self.order_generator).split(cfg.batch_size)
             if skip:
                 self.order_generator.set_state(current)
         for batch_ids in batches[skip:]:
@@ -455,7 +456,7 @@ class Trainer:
                     yield None, size
                     continue
             batch_ids = batch_ids.to(self.device)
-            yield (self.loss(self.train_triples[batch_ids], weights=None if self.weights is None
+            yield (self.loss(self.examples[batch_ids], weights=None if self.weights is None
                              else self.weights[batch_ids]), size)
 
     # --- validation --------------------------------------------------------------------------------
@@ -619,7 +620,7 @@ class Trainer:
                 atomic_save(self.best_path, {"model": model.state_dict(), "epoch": state.epoch,
                                              "id_maps": self.fingerprint})
             load_state(model, load_saved(self.best_path, ("model",), "model file")["model"], self.best_path)
-            metrics = run_metrics(model, self.kg, self.config, state, self.progress)
+            metrics = run_metrics(model, self.kg, self.config, state, self.progress, len(self.examples))
             atomic_write_json(os.path.join(self.run_dir, METRICS), metrics)
             log.info("test mrr %.4f (best epoch %d)", metrics["test"]["mrr"], state.best_epoch)
             return metrics
@@ -687,17 +688,21 @@ def _plateau(state: TrainState, cfg, optimizer) -> None:
         log.info("early stop at epoch %d (best epoch %d)", state.epoch, state.best_epoch)
 
 
-def run_metrics(model: KGEModel, kg: KG, config: Config, state: TrainState, progress: bool = False) -> Dict:
-    """The run's ``metrics.json``: valid and test metrics of the best model, rates, history."""
+def run_metrics(model: KGEModel, kg: KG, config: Config, state: TrainState, progress: bool = False,
+                examples: Optional[int] = None) -> Dict:
+    """The run's ``metrics.json``: valid and test metrics of the best model, rates, history. ``examples``:
+    an epoch's examples (default: the training triples; ``train.objective=kvsall``: its queries)."""
     # the best model's full-split validation is already known unless validation used a sample
     valid = state.best_valid or evaluate_model(model, kg, "valid", config, progress=progress)
     test = evaluate_model(model, kg, "test", config, per_relation=True, progress=progress)
     per_relation = test.pop("per_relation", None)
-    positives_seen = state.step and state.epoch * len(kg.train) + state.epoch_triples
+    examples = len(kg.train) if examples is None else examples
+    positives_seen = state.step and state.epoch * examples + state.epoch_triples
     steady_seconds = state.train_seconds - state.warmup_seconds
     steady_triples = positives_seen - state.warmup_triples
     return {
-        "dataset": kg.name, "model": config.model.name, "encoder": config.model.encoder, "valid": valid, "test": test,
+        "dataset": kg.name, "model": config.model.name, "encoder": config.model.encoder,
+        "objective": config.train.objective, "valid": valid, "test": test,
         "protocol": valid["protocol"], "train_seconds": round(state.train_seconds, 3),
         "train_triples_per_second": round(positives_seen / max(state.train_seconds, 1e-9), 1),
         # without each process's first WARMUP_STEPS steps (torch.compile's warm-up): the rate a longer run keeps
