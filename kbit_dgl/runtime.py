@@ -15,6 +15,7 @@ import os
 from typing import Mapping, Optional
 
 from .config import Config, encoder_mode, needs_sparse_tables, resolve_device, sparse_table_gradients
+from .errors import ConfigError
 
 #: the launch modes, in the order :func:`launch_mode` checks them
 LAUNCHES = ("distdgl", "torchrun", "spawn", "one")
@@ -61,6 +62,9 @@ def resolve_runtime(config: Config, num_entities: int, environ: Mapping[str, str
     """The :class:`Runtime` of ``config`` on a KG of ``num_entities``; refuses (``ConfigError``) a device
     this machine lacks, an unknown optimizer or encoder mode. Reads no data and writes nothing."""
     train = config.train
+    if train.num_candidates >= num_entities:
+        raise ConfigError(f"train.num_candidates={train.num_candidates} is not below the KG's {num_entities} "
+                          f"entities: use 0 to score every entity")
     device = resolve_device(train.device, config.model.encoder)
     mode = encoder_mode(config, num_entities) if config.model.encoder else None
     sparse = needs_sparse_tables(train.optimizer) if mode else sparse_table_gradients(train, device)

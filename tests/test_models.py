@@ -13,7 +13,7 @@ from kbit_dgl.train.losses import margin_ranking_loss, self_adversarial_loss
 
 pytestmark = pytest.mark.shallow  # DGL-free: CI runs it under the newest torch too (.ci/newest)
 
-MODELS = ["transe", "transe_l2", "rotate", "distmult", "complex", "pairre"]
+MODELS = ["transe", "transe_l2", "rotate", "distmult", "complex", "pairre", "cp", "rescal"]
 
 
 def rows(decoder, *shape, dtype=torch.float64, seed=0):
@@ -118,7 +118,7 @@ def test_subsampling_weights_and_weighted_losses():
 
 @pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("direction", ["tail", "head"])
-@pytest.mark.parametrize("name", ["transe", "transe_l2", "rotate", "distmult", "complex", "pairre"])
+@pytest.mark.parametrize("name", ["transe", "transe_l2", "rotate", "distmult", "complex", "pairre", "cp", "rescal"])
 def test_candidate_ids_path_matches_gathering_the_rows(name, direction, compiled, monkeypatch):
     """OGB's protocol: each query against its own candidates, gathered inside the kernel."""
     if not compiled:

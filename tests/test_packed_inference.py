@@ -10,7 +10,7 @@ from kbit_dgl.models.model import build_model
 from kbit_dgl.quant import QuantSpec, quantize_model
 from kbit_dgl.quant.embedding import PackedRows
 
-MODELS = ["transe", "transe_l2", "rotate", "distmult", "complex", "pairre"]
+MODELS = ["transe", "transe_l2", "rotate", "distmult", "complex", "pairre", "cp", "rescal"]
 
 
 @pytest.fixture(autouse=True)

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.shallow  # DGL-free: CI runs it under the newest torch 
 
 BITS = list(range(1, 9))
 SCALED_DTYPES = ["int", "int_asym", "float", "quantile", "quantile_empirical"]
-MODELS = ["transe", "transe_l2", "rotate", "distmult", "complex", "pairre"]
+MODELS = ["transe", "transe_l2", "rotate", "distmult", "complex", "pairre", "cp", "rescal"]
 # QLoRA's NF4 table (bitsandbytes' create_normal_map), to 4 decimals.
 NF4 = [-1.0, -0.6962, -0.5251, -0.3949, -0.2844, -0.1848, -0.0911, 0.0, 0.0796, 0.1609, 0.2461, 0.3379, 0.4407,
        0.5626, 0.7230, 1.0]

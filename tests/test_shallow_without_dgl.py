@@ -23,7 +23,7 @@ pytestmark = pytest.mark.shallow
 HELPER = os.path.join(os.path.dirname(__file__), "shallow_cli.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(kbit_dgl.__file__)))
 # every name the command accepts for --model (kbit_dgl.models.decoders.make_decoder)
-MODELS = ("transe", "transe_l2", "rotate", "distmult", "complex", "pairre")
+MODELS = ("transe", "transe_l2", "rotate", "distmult", "complex", "pairre", "cp", "rescal")
 FORMATS = ("npy", "tsv", "pt")
 TINY = ["model.dim=8", "train.batch_size=256", "train.num_negatives=8", "train.negative_chunk_size=8",
         "train.max_epochs=1", "train.valid_every=1"]
