@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train_parser = commands.add_parser("train", help="train and evaluate a model")
     common(train_parser)
-    train_parser.add_argument("--model", help="transe, transe_l2, rotate, distmult, complex, pairre")
+    train_parser.add_argument("--model", help="transe, transe_l2, rotate, distmult, complex, pairre, cp, rescal")
     train_parser.add_argument("--encoder", help="GNN encoder before the decoder: rgcn, compgcn, a registered name "
                               "or package.module:Class (same as --set model.encoder=...; options: encoder.*)")
     train_parser.add_argument("--config", help="YAML file with data/model/train/eval/encoder sections")
@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune_parser = commands.add_parser("tune", help="search hyperparameters with Optuna (every trial a run folder, "
                                       "pruned early when behind); writes best.yaml and a table of trials")
     common(tune_parser)
-    tune_parser.add_argument("--model", help="transe, transe_l2, rotate, distmult, complex, pairre")
+    tune_parser.add_argument("--model", help="transe, transe_l2, rotate, distmult, complex, pairre, cp, rescal")
     tune_parser.add_argument("--encoder", help="GNN encoder, as for train")
     tune_parser.add_argument("--config", help="YAML base config (the search varies the keys of --space around it)")
     tune_parser.add_argument("--space", help="YAML search space: section.key: {choices: [...]} or "

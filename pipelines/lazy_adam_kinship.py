@@ -21,11 +21,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
+from kbit_dgl.bench.runner import train_to_the_end
 from kbit_dgl.io import atomic_write_json
 from kbit_dgl.provenance import project_root, provenance
 from kbit_dgl.runs import run_finished
@@ -52,11 +52,7 @@ def run_arm(args, folder: str, arm: str, seed: int, earlier=()) -> dict:
             if row["arm"] == arm and row["seed"] == seed and row["command"] == shown:
                 return row
     began, load_before = time.time(), os.getloadavg()
-    if not run_finished(run):
-        resume = ["--resume"] if os.path.exists(os.path.join(run, "checkpoint.pt")) else ["--overwrite"]
-        subprocess.run(command + resume, check=True, stdout=subprocess.DEVNULL)
-    with open(os.path.join(run, "metrics.json"), encoding="utf-8") as handle:
-        metrics = json.load(handle)
+    metrics = train_to_the_end(command, run)
     return {"arm": arm, "procs": procs, "threads": 1, "optimizer": optimizer, "seed": seed,
             "test_mrr": metrics["test"]["mrr"], "test_hits@10": metrics["test"]["hits@10"],
             "valid_mrr": metrics["valid"]["mrr"], "epochs": metrics["epochs"], "best_epoch": metrics["best_epoch"],

@@ -186,3 +186,14 @@ def test_rgcn_table_lists_out_of_memory_runs(tmp_path):
                        "| | | | | 2048 | 512 | 30 | `0123456789` |")
     assert rows[1].startswith("| random-1000 | rgcn + distmult | full | pipeline settings | 0.2500 | 0.100 | 0.500 | "
                               "2/3 | 7.2 | 2048 |")
+
+
+def test_the_onevsall_benchmark_times_the_trainer_step_and_its_product():
+    from kbit_dgl.bench.onevsall import onevsall_config, time_onevsall
+
+    kg = random_kg(60, 3, 300)
+    result = time_onevsall(kg, "cp", 16, 32, steps=2, warmup=1)
+    assert (result["queries"], result["width"], result["num_entities"]) == (64, 16, 60)
+    assert len(result["step_seconds_all"]) == 2 and result["fraction_of_product_rate"] > 0
+    config = onevsall_config("complex", 8, 4)
+    assert (config.train.objective, config.train.regularizer, config.model.reciprocal) == ("1vsall", "n3", "true")

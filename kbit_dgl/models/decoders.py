@@ -199,10 +199,11 @@ class RotatE(Decoder):
         return self.gamma - pairwise_ids("complex_l1", (q_re, q_im), table, ids)
 
 
-class DistMult(Decoder):
-    """DistMult (Yang et al. 2015): <h, r, t>."""
+class Bilinear(Decoder):
+    """A score that is a dot product of a query row and the candidate's row: ``_query(anchor, relation,
+    direction) . candidate``. Scoring candidates is one matrix product, OGB's per-query candidates one
+    fused dot kernel, and a vector search an inner-product one."""
 
-    name = "distmult"
     distance_based = False
     candidate_kernel = "dot"
 
@@ -212,55 +213,8 @@ class DistMult(Decoder):
     def init_relations(self, weight):
         nn.init.xavier_uniform_(weight)
 
-    def _score(self, head, relation, tail):
-        return (head * relation * tail).sum(-1)
-
-    def score_candidates(self, anchor, relation, candidates, direction="tail"):
-        _check_direction(direction)
-        return torch.matmul(anchor * relation, candidates.transpose(-1, -2))
-
-    def score_candidate_ids(self, anchor, relation, table, ids, direction="tail"):
-        _check_direction(direction)
-        return pairwise_ids("dot", (anchor * relation,), table, ids)
-
-    def search_query(self, anchor, relation, direction="tail"):
-        _check_direction(direction)
-        return anchor * relation, "ip"
-
-    def score_relations(self, head, tail, relations):
-        return torch.matmul(head * tail, relations.transpose(-1, -2))
-
-    def factors(self, head, relation, tail):
-        return head.abs(), relation.abs(), tail.abs()
-
-
-class ComplEx(Decoder):
-    """ComplEx (Trouillon et al. 2016): Re(<h, r, conj(t)>), rows as (real | imaginary)."""
-
-    name = "complex"
-    distance_based = False
-    candidate_kernel = "dot"
-
-    def __init__(self, dim: int, gamma: float = 12.0):
-        if dim % 2:
-            raise ConfigError(f"ComplEx needs an even dim (real + imaginary halves), got {dim}")
-        super().__init__(dim, gamma)
-
-    def init_entities(self, weight):
-        nn.init.xavier_uniform_(weight)
-
-    def init_relations(self, weight):
-        nn.init.xavier_uniform_(weight)
-
-    def _query(self, anchor, relation, direction):
-        a_re, a_im = _complex(anchor)
-        r_re, r_im = _complex(relation)
-        if direction == "head":
-            r_im = -r_im  # Re(h r conj(t)) = Re(h conj(conj(r) t))
-        return torch.cat([a_re * r_re - a_im * r_im, a_re * r_im + a_im * r_re], dim=-1)
-
-    def _score(self, head, relation, tail):
-        return (self._query(head, relation, "tail") * tail).sum(-1)
+    def _query(self, anchor, relation, direction):  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def score_candidates(self, anchor, relation, candidates, direction="tail"):
         _check_direction(direction)
@@ -274,6 +228,45 @@ class ComplEx(Decoder):
         _check_direction(direction)
         return self._query(anchor, relation, direction), "ip"
 
+
+class DistMult(Bilinear):
+    """DistMult (Yang et al. 2015): <h, r, t>."""
+
+    name = "distmult"
+
+    def _query(self, anchor, relation, direction):
+        return anchor * relation
+
+    def _score(self, head, relation, tail):
+        return (head * relation * tail).sum(-1)
+
+    def score_relations(self, head, tail, relations):
+        return torch.matmul(head * tail, relations.transpose(-1, -2))
+
+    def factors(self, head, relation, tail):
+        return head.abs(), relation.abs(), tail.abs()
+
+
+class ComplEx(Bilinear):
+    """ComplEx (Trouillon et al. 2016): Re(<h, r, conj(t)>), rows as (real | imaginary)."""
+
+    name = "complex"
+
+    def __init__(self, dim: int, gamma: float = 12.0):
+        if dim % 2:
+            raise ConfigError(f"ComplEx needs an even dim (real + imaginary halves), got {dim}")
+        super().__init__(dim, gamma)
+
+    def _query(self, anchor, relation, direction):
+        a_re, a_im = _complex(anchor)
+        r_re, r_im = _complex(relation)
+        if direction == "head":
+            r_im = -r_im  # Re(h r conj(t)) = Re(h conj(conj(r) t))
+        return torch.cat([a_re * r_re - a_im * r_im, a_re * r_im + a_im * r_re], dim=-1)
+
+    def _score(self, head, relation, tail):
+        return (self._query(head, relation, "tail") * tail).sum(-1)
+
     def score_relations(self, head, tail, relations):
         # Re(h r conj(t)) = r_re . Re(h conj(t)) - r_im . Im(h conj(t))
         h_re, h_im = _complex(head)
@@ -285,23 +278,15 @@ class ComplEx(Decoder):
         return tuple(torch.sqrt(re * re + im * im) for re, im in map(_complex, (head, relation, tail)))
 
 
-class CP(Decoder):
+class CP(Bilinear):
     """CP, canonical polyadic (Hitchcock 1927; Lacroix et al. 2018): <h_head, r, t_tail>, each entity
     row holding a head-role half and a tail-role half (entity_dim = 2 dim)."""
 
     name = "cp"
-    distance_based = False
-    candidate_kernel = "dot"
 
     def __init__(self, dim: int, gamma: float = 12.0):
         super().__init__(dim, gamma)
         self.entity_dim = 2 * dim
-
-    def init_entities(self, weight):
-        nn.init.xavier_uniform_(weight)
-
-    def init_relations(self, weight):
-        nn.init.xavier_uniform_(weight)
 
     def _halves(self, rows):
         return rows[..., : self.dim], rows[..., self.dim:]
@@ -318,19 +303,11 @@ class CP(Decoder):
         return (self._halves(head)[0] * relation * self._halves(tail)[1]).sum(-1)
 
     def score_candidates(self, anchor, relation, candidates, direction="tail"):
-        _check_direction(direction)
+        _check_direction(direction)  # the product over the candidates' one role only: half the work
         head_role, tail_role = self._halves(anchor)
         if direction == "tail":
             return torch.matmul(head_role * relation, self._halves(candidates)[1].transpose(-1, -2))
         return torch.matmul(tail_role * relation, self._halves(candidates)[0].transpose(-1, -2))
-
-    def score_candidate_ids(self, anchor, relation, table, ids, direction="tail"):
-        _check_direction(direction)
-        return pairwise_ids("dot", (self._query(anchor, relation, direction),), table, ids)
-
-    def search_query(self, anchor, relation, direction="tail"):
-        _check_direction(direction)
-        return self._query(anchor, relation, direction), "ip"
 
     def score_relations(self, head, tail, relations):
         return torch.matmul(self._halves(head)[0] * self._halves(tail)[1], relations.transpose(-1, -2))
@@ -339,23 +316,17 @@ class CP(Decoder):
         return self._halves(head)[0].abs(), relation.abs(), self._halves(tail)[1].abs()
 
 
-class RESCAL(Decoder):
+class RESCAL(Bilinear):
     """RESCAL (Nickel et al. 2011): h^T R t with a full d x d matrix per relation (relation_dim = d^2)."""
 
     name = "rescal"
-    distance_based = False
-    candidate_kernel = "dot"
 
     def __init__(self, dim: int, gamma: float = 12.0):
         super().__init__(dim, gamma)
         self.relation_dim = dim * dim
 
-    def init_entities(self, weight):
-        nn.init.xavier_uniform_(weight)
-
     def init_relations(self, weight):
-        # each relation an identity-scaled matrix plus noise of the entities' scale
-        nn.init.normal_(weight, std=1.0 / self.dim)
+        nn.init.normal_(weight, std=1.0 / self.dim)  # entries of the entities' scale: scores start near 0
 
     def _matrix(self, relation):
         return relation.reshape(*relation.shape[:-1], self.dim, self.dim)
@@ -370,18 +341,6 @@ class RESCAL(Decoder):
         head, relation, tail = torch.broadcast_tensors(head.unsqueeze(-1), self._matrix(relation),
                                                        tail.unsqueeze(-2))
         return (head * relation * tail).sum((-1, -2))
-
-    def score_candidates(self, anchor, relation, candidates, direction="tail"):
-        _check_direction(direction)
-        return torch.matmul(self._query(anchor, relation, direction), candidates.transpose(-1, -2))
-
-    def score_candidate_ids(self, anchor, relation, table, ids, direction="tail"):
-        _check_direction(direction)
-        return pairwise_ids("dot", (self._query(anchor, relation, direction),), table, ids)
-
-    def search_query(self, anchor, relation, direction="tail"):
-        _check_direction(direction)
-        return self._query(anchor, relation, direction), "ip"
 
     def score_relations(self, head, tail, relations):
         outer = (head.unsqueeze(-1) * tail.unsqueeze(-2)).flatten(-2)  # (B, d * d)
