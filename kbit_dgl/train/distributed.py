@@ -33,6 +33,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
@@ -132,6 +133,10 @@ class Group:
             if together:
                 dist.barrier()
             if destroy:
+                # let gloo's threads finish releasing the last collective's tensors (which takes the GIL)
+                # before the group's destructor holds the GIL and joins them: a torchrun rank hung there
+                # once under load (py-spy: destroy_process_group after the barrier); see _worker
+                time.sleep(0.1)
                 dist.destroy_process_group()
 
 
