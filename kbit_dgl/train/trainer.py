@@ -385,7 +385,7 @@ class Trainer:
         return "tail" if self.state.step % 2 == 0 else "head"
 
     def loss(self, positives: torch.Tensor, direction: Optional[str] = None,
-                weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+             weights: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The loss of a batch of examples (B, 3) (triples; KvsAll: queries) under ``train.objective``."""
         return self.objective.loss(self.model, positives, self.generator, direction or self.direction(), weights)
 
