@@ -32,9 +32,9 @@ def onevsall_config(model: str, dim: int, batch_size: int, optimizer: str = "ada
 
 
 def product_width(trainer: Trainer) -> int:
-    """w: the width of the query x candidate product of the trainer's decoder."""
-    decoder = trainer.model.decoder
-    return decoder.dim if decoder.name == "cp" else decoder.entity_dim
+    """w: the width of the query x candidate product of the trainer's decoder (``model.dim``: CP's rows
+    are two roles of that width, and a product runs over one)."""
+    return trainer.model.decoder.dim
 
 
 def time_onevsall(kg: KG, model: str, dim: int, batch_size: int, steps: int, warmup: int,

@@ -80,15 +80,20 @@ class _ScoredAgainstAll:
             scores[mask] = decoder.score_candidates(anchor_rows[mask], relation_rows[mask], candidates, direction)
         return scores
 
+    @staticmethod
+    def _as_triples(anchor_rows: torch.Tensor, answer_rows: torch.Tensor, head_query: torch.Tensor,
+                    head_direction: str) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(head rows, tail rows) of the queries as aligned triples: a head query scored in the head
+        direction is (answer, r, anchor), every other query (anchor, r, answer)."""
+        flip = (head_query if head_direction == "head" else torch.zeros_like(head_query)).unsqueeze(-1)
+        return torch.where(flip, answer_rows, anchor_rows), torch.where(flip, anchor_rows, answer_rows)
+
     def _extra_terms(self, model: KGEModel, anchor_rows: torch.Tensor, relation_rows: torch.Tensor,
                      relation_ids: torch.Tensor, answer_rows: torch.Tensor, head_query: torch.Tensor,
                      head_direction: str) -> torch.Tensor:
         """The regularizer and relation prediction on aligned (anchor, relation, answer) rows."""
         train, decoder = self.train, model.decoder
-        # as (head, relation, tail) triples: a head query scored in the head direction is (answer, r, anchor)
-        flip = head_query if head_direction == "head" else torch.zeros_like(head_query)
-        heads = torch.where(flip.unsqueeze(-1), answer_rows, anchor_rows)
-        tails = torch.where(flip.unsqueeze(-1), anchor_rows, answer_rows)
+        heads, tails = self._as_triples(anchor_rows, answer_rows, head_query, head_direction)
         extra = anchor_rows.new_zeros(())
         if train.regularization > 0:
             extra = extra + regularization(train.regularizer, train.regularization, decoder, heads, relation_rows,
@@ -105,10 +110,7 @@ class OneVsAll(_ScoredAgainstAll):
     name = "1vsall"
 
     def __init__(self, config: Config, kg: KG):
-        super().__init__(config, kg)
-        if config.train.num_candidates >= kg.num_entities:
-            raise ConfigError(f"train.num_candidates={config.train.num_candidates} is not below the "
-                              f"{kg.num_entities} entities of {kg.name!r}: use 0 to score every entity")
+        super().__init__(config, kg)  # num_candidates < num_entities: checked with the run-time settings
         self.examples = kg.train
 
     def loss(self, model: KGEModel, batch: torch.Tensor, generator: torch.Generator, direction: str = "tail",
@@ -131,9 +133,8 @@ class OneVsAll(_ScoredAgainstAll):
             sampled_scores = self._scores(model, anchor_rows, relation_rows, head_query, head_direction,
                                           sampled_rows) + math.log((self.num_entities - 1) / sample)
             sampled_scores = sampled_scores.masked_fill(sampled.unsqueeze(0) == answers.unsqueeze(1), float("-inf"))
-            flip = (head_query if head_direction == "head" else torch.zeros_like(head_query)).unsqueeze(-1)
-            answer_scores = model.decoder.score(torch.where(flip, answer_rows, anchor_rows), relation_rows,
-                                                torch.where(flip, anchor_rows, answer_rows))
+            heads, tails = self._as_triples(anchor_rows, answer_rows, head_query, head_direction)
+            answer_scores = model.decoder.score(heads, relation_rows, tails)
             scores = torch.cat([answer_scores.unsqueeze(1), sampled_scores], dim=1)
             loss = F.cross_entropy(scores, torch.zeros_like(answers), label_smoothing=self.train.label_smoothing)
         return loss + self._extra_terms(model, anchor_rows, relation_rows, relation_ids, answer_rows, head_query,

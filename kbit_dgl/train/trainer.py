@@ -145,7 +145,7 @@ def launch(config: Config, kg: KG, run_dir: str, runtime: Runtime, resume: bool 
         with _run_folder(run_dir, resume, overwrite, config, kg) as (kg, changes):
             if runtime.launch == "one":
                 return run_trainer(config, kg, run_dir, runtime, LocalGroup(runtime.device), resume, changes,
-                                   progress, on_validation)
+                                   progress, on_validation).metrics
 
             def rank(group: distributed.Group) -> None:  # each forked process: its own Trainer in the group
                 run_trainer(config, kg, run_dir, runtime, group, resume, changes, progress)
@@ -186,15 +186,16 @@ def _run_folder(run_dir: str, resume: bool, overwrite: bool, config: Config, kg:
 
 def run_trainer(config: Config, kg: KG, run_dir: str, runtime: Runtime, group: distributed.Group, resume: bool,
                 changes: Dict[str, Tuple[object, object]], progress: bool,
-                on_validation: Optional[Callable[[int, float], None]] = None) -> Optional[Dict]:
+                on_validation: Optional[Callable[[int, float], None]] = None) -> "Trainer":
     """One process's whole run in a prepared folder: build the :class:`Trainer`, resume it, write the
-    run's config and id maps, train, and (rank 0) test the best model; returns rank 0's metrics."""
+    run's config and id maps (rank 0), train, and (rank 0) test the best model into ``trainer.metrics``."""
     trainer = Trainer(config, kg, runtime, group, run_dir=run_dir, progress=progress, on_validation=on_validation)
     if resume:
         trainer.resume(changes)
     trainer.write_run_files(resume)
     trainer.fit()
-    return trainer.finish()
+    trainer.metrics = trainer.finish()
+    return trainer
 
 
 def _train_as_rank(config: Config, kg: KG, run_dir: str, runtime: Runtime, resume: bool, overwrite: bool,
@@ -214,29 +215,19 @@ def _train_as_rank(config: Config, kg: KG, run_dir: str, runtime: Runtime, resum
             changes = group.broadcast(None)  # rank 0 prepared the folder and read the resume's changes
             if changes is None:
                 raise distributed.DistributedTrainingError(f"rank 0 could not prepare {run_dir}; see its error")
-            trainer = Trainer(config, kg, runtime, group, run_dir=run_dir, progress=False)
-            if resume:
-                trainer.resume(changes)
-            trainer.fit()
-            metrics = trainer.finish()
+            trainer = run_trainer(config, kg, run_dir, runtime, group, resume, changes, False)
         else:  # None announced: rank 0 failed, and says why
             with _run_folder(run_dir, resume, overwrite, config, kg, announce=group.broadcast) as (kg, changes):
-                trainer = Trainer(config, kg, runtime, group, run_dir=run_dir, progress=progress,
-                                  on_validation=on_validation)
-                if resume:
-                    trainer.resume(changes)
-                trainer.write_run_files(resume)
-                trainer.fit()
-                metrics = trainer.finish()
+                trainer = run_trainer(config, kg, run_dir, runtime, group, resume, changes, progress, on_validation)
     except BaseException:
         group.leave(together=False)  # torchrun (DGL's launch) ends the others
         raise
     group.leave()
     if trainer.hook_error is not None:  # the hook stopped the run; every rank left together
         raise trainer.hook_error
-    if metrics is not None:
+    if trainer.metrics is not None:
         distributed.remove_shared_memory(group.run_name)
-    return metrics
+    return trainer.metrics
 
 
 def all_finite(tensor: torch.Tensor, chunk: int = 1 << 22) -> bool:
@@ -280,6 +271,7 @@ class Trainer:
         self.checkpoint_path = os.path.join(run_dir or ".", CHECKPOINT)
         self.best_path = os.path.join(run_dir or ".", BEST_MODEL)
         self.hook_error: Optional[BaseException] = None  # a hook's exception, raised once every rank left
+        self.metrics: Optional[Dict] = None  # rank 0's, once finished
         cfg = self.cfg
         count = runtime.num_threads or group.threads()
         if count:
